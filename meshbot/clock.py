@@ -1,0 +1,48 @@
+"""Clocks: the real one, and a virtual one for tests and the simulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class SystemClock:
+    """Real monotonic time."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep for real."""
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class VirtualClock:
+    """A clock that only moves when someone sleeps on it or calls `advance`.
+
+    Thread-safe: several threads may sleep; each sleep advances time to its own
+    wake-up instant, so pacing logic sees exactly the gaps it asked for.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        """Virtual seconds."""
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance virtual time by `seconds` instead of blocking."""
+        with self._lock:
+            self.sleeps.append(seconds)
+            if seconds > 0:
+                self._now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.sleep(seconds)
