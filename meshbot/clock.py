@@ -18,6 +18,10 @@ class SystemClock:
         if seconds > 0:
             time.sleep(seconds)
 
+    def wait_for(self, event: threading.Event, timeout: float) -> bool:
+        """Block on the event for real."""
+        return event.wait(timeout)
+
 
 class VirtualClock:
     """A clock that only moves when someone sleeps on it or calls `advance`.
@@ -42,6 +46,13 @@ class VirtualClock:
             self.sleeps.append(seconds)
             if seconds > 0:
                 self._now += seconds
+
+    def wait_for(self, event: threading.Event, timeout: float) -> bool:
+        """Return at once: set events win; otherwise the whole timeout elapses virtually."""
+        if event.is_set():
+            return True
+        self.sleep(timeout)
+        return event.is_set()
 
     def advance(self, seconds: float) -> None:
         """Move time forward."""

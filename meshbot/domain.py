@@ -7,6 +7,7 @@ model module turns a `Generation` into text pieces, and the core never sees eith
 from __future__ import annotations
 
 import enum
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
@@ -48,6 +49,8 @@ class AckStatus(enum.Enum):
     IMPLICIT = "implicit"  # our own node reported a rebroadcast was overheard
     NAKED = "naked"  # a routing error: see `reason`
     TIMEOUT = "timeout"  # nothing came back in time
+    SENT = "sent"  # no ACK was asked for (a channel broadcast)
+    FAILED = "failed"  # the radio refused the send (disconnected, library error)
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,12 @@ class SendResult:
 
 
 @dataclass(frozen=True)
-class LoraInfo:
-    """What the attached node says about its LoRa settings."""
+class LocalNode:
+    """Who the attached node is and its LoRa settings, read once connected."""
 
+    node_num: int
+    short_name: str = ""
+    long_name: str = ""
     modem_preset: str = "LONG_FAST"
     region: str = "UNSET"
     hop_limit: int = 3
@@ -86,6 +92,10 @@ class Outbound:
     reply_id: int | None = None
 
 
+class RadioUnavailable(Exception):
+    """The radio link is down; the send can be tried again once it is back."""
+
+
 class Radio(Protocol):
     """The one way meshbot talks to a Meshtastic node."""
 
@@ -96,12 +106,8 @@ class Radio(Protocol):
     ) -> None:
         """Connect and begin delivering packets and connection events."""
 
-    @property
-    def my_node_num(self) -> int:
-        """Our node number, known once connected."""
-
-    def lora(self) -> LoraInfo:
-        """The node's LoRa settings."""
+    def local_node(self) -> LocalNode:
+        """Our node: number, names and LoRa settings (valid once started)."""
 
     def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:
         """Send a text and return its packet id; `on_result` gets its ACK or NAK."""
@@ -155,3 +161,6 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Block for `seconds` (virtual clocks advance instead)."""
+
+    def wait_for(self, event: threading.Event, timeout: float) -> bool:
+        """Wait until `event` is set or `timeout` passes; True when it was set."""

@@ -1,0 +1,4 @@
+from meshbot.cli import main
+import sys
+
+sys.exit(main())

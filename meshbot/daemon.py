@@ -1,0 +1,165 @@
+"""The daemon's lifecycle: start-up, then intake → one model worker → one sender, then shutdown.
+
+Threads: the radio library's publish thread only drops packets into `_inbox`; the intake thread
+judges and queues them; the worker runs the model; the sender owns the radio's send path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from meshbot.airtime import preset
+from meshbot.config import Config
+from meshbot.domain import Clock, Inbound, Model, Outbound, Radio, RadioEvent
+from meshbot.logs import node_id
+from meshbot.pacing import Pacer, hourly_budget_s
+from meshbot.policy import Accept, Ignore, Policy
+from meshbot.queueing import Admission, FairQueue, Query, QueryQueue
+from meshbot.sender import Sender, SendJob
+from meshbot.worker import Worker
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.25  # how often idle threads look at the stop flag
+
+
+class Daemon:
+    """Wires radio, policy, queue, worker and sender together and runs them."""
+
+    def __init__(self, cfg: Config, radio: Radio, model: Model, clock: Clock,
+                 query_queue: QueryQueue | None = None) -> None:
+        self.cfg = cfg
+        self.radio = radio
+        self.model = model
+        self.clock = clock
+        self.queue: QueryQueue = query_queue or FairQueue(cfg.queue.max_depth, cfg.queue.max_per_node)
+        self._inbox: queue.Queue[Inbound | RadioEvent] = queue.Queue()
+        self._stop = threading.Event()
+        self._busy_told: set[int] = set()  # nodes already told "busy" since their last accepted query
+        self._threads: list[threading.Thread] = []
+        self._working = threading.Event()  # set while the worker handles a query
+        self.policy: Policy | None = None
+        self.sender: Sender | None = None
+        self.worker: Worker | None = None
+
+    # -- start-up -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect the radio and start the intake, worker and sender threads."""
+        self.radio.start(self._on_packet, self._on_event)
+        node = self.radio.local_node()
+        pacer = Pacer(preset(node.modem_preset), self.cfg.mesh.min_gap_s,
+                      hourly_budget_s(node.region, self.cfg.mesh.airtime_budget_percent))
+        self.policy = Policy(self.cfg.policy, node.node_num, node.short_name)
+        self.sender = Sender(self.radio, pacer, self.clock, self.cfg.mesh)
+        self.worker = Worker(self.cfg, self.model, self.sender, pacer, self.clock)
+        self.sender.start()
+        for name, target in (("intake", self._intake_loop), ("worker", self._worker_loop)):
+            thread = threading.Thread(target=target, name=f"meshbot-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("meshbot up as %s (%s) on %s/%s: %.0fs air time per hour allowed, model %s",
+                 node_id(node.node_num), self.policy.short_name, node.region, node.modem_preset,
+                 pacer.budget_s, self.model.name, extra={"event": "started"})
+
+    # -- radio callbacks (the library's publish thread: hand off, nothing else) -------------
+    def _on_packet(self, msg: Inbound) -> None:
+        self._inbox.put(msg)
+
+    def _on_event(self, event: RadioEvent) -> None:
+        self._inbox.put(event)
+
+    # -- intake ---------------------------------------------------------------------------------
+    def _intake_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._inbox.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            try:
+                if isinstance(item, RadioEvent):
+                    log.info("radio %s", item.value, extra={"event": f"radio-{item.value}"})
+                else:
+                    self.admit(item)
+            except Exception:  # one bad packet must never stop the intake
+                log.exception("intake failed on %r", item)
+            finally:
+                self._inbox.task_done()
+
+    def admit(self, msg: Inbound) -> None:
+        """Judge one inbound packet and queue it, log it as ignored, or tell the node we are busy."""
+        assert self.policy is not None
+        where = "DM" if msg.is_dm else f"ch{msg.channel}"
+        log.info("received %s from %s: %d B, %s hops, id %d", where, node_id(msg.sender),
+                 msg.payload_len, msg.hops if msg.hops is not None else "?", msg.packet_id,
+                 extra={"event": "received", "from": node_id(msg.sender), "dm": msg.is_dm,
+                        "channel": msg.channel, "bytes": msg.payload_len, "packet_id": msg.packet_id})
+        decision = self.policy.judge(msg)
+        if isinstance(decision, Ignore):
+            log.info("ignored id %d from %s: %s", msg.packet_id, node_id(msg.sender), decision.reason,
+                     extra={"event": "ignored", "reason": decision.reason, "packet_id": msg.packet_id})
+            return
+        if decision.cut_bytes:
+            log.warning("input from %s cut by %d B to max_input_bytes=%d", node_id(msg.sender),
+                        decision.cut_bytes, self.cfg.policy.max_input_bytes, extra={"event": "input-cut"})
+        self._enqueue(Query(msg, decision, self.clock.now()))
+
+    def _enqueue(self, query: Query) -> None:
+        admission = self.queue.put(query)
+        node = query.node
+        if admission is Admission.ACCEPTED:
+            self._busy_told.discard(node)
+            log.info("queued q%d (%s) from %s: depth %d", query.query_id, query.decision.kind.value,
+                     node_id(node), self.queue.depth(),
+                     extra={"event": "queued", "query_id": query.query_id, "depth": self.queue.depth()})
+            return
+        log.warning("dropped query from %s: %s (depth %d)", node_id(node), admission.value,
+                    self.queue.depth(), extra={"event": "dropped", "reason": admission.value})
+        if node not in self._busy_told:
+            self._busy_told.add(node)
+            self._reply_busy(query.decision)
+
+    def _reply_busy(self, decision: Accept) -> None:
+        assert self.sender is not None
+        out = Outbound(self.cfg.queue.busy_message, decision.reply_to, decision.reply_channel,
+                       decision.want_ack)
+        self.sender.submit(SendJob(out, "busy"))
+
+    # -- worker -----------------------------------------------------------------------------------
+    def _worker_loop(self) -> None:
+        assert self.worker is not None
+        while not self._stop.is_set():
+            query = self.queue.get(timeout=_POLL_S)
+            if query is None:
+                continue
+            self._working.set()
+            try:
+                self.worker.handle(query)
+            except Exception:  # a model failure loses this answer, never the daemon
+                log.exception("worker failed on q%d", query.query_id)
+            finally:
+                self._working.clear()
+
+    # -- observation and shutdown -------------------------------------------------------------
+    def idle(self) -> bool:
+        """True when nothing is waiting, generating or being sent."""
+        return (self._inbox.unfinished_tasks == 0 and self.queue.depth() == 0
+                and not self._working.is_set() and (self.sender is None or self.sender.idle()))
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop taking packets, let the reply in progress finish within `grace_s`, close the radio."""
+        log.info("shutting down: %d queued, reply in progress: %s", self.queue.depth(),
+                 self._working.is_set(), extra={"event": "stopping"})
+        self._stop.set()
+        self.queue.close()
+        deadline = self.clock.now() + grace_s
+        for thread in self._threads:
+            thread.join(max(deadline - self.clock.now(), 0.1))
+            if thread.is_alive() and self.worker is not None:
+                self.worker.abandon.set()
+                thread.join(2.0)
+        if self.sender is not None:
+            self.sender.stop(drain_s=max(deadline - self.clock.now(), 1.0))
+        self.radio.close()
+        log.info("stopped", extra={"event": "stopped"})

@@ -1,0 +1,157 @@
+"""The one sender: every text goes on air through this thread, paced, ACK-checked and retried.
+
+The meshtastic library has no locks on its send path, so exactly one thread may send.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from meshbot.config import MeshConfig
+from meshbot.domain import AckStatus, Clock, Outbound, Radio, SendResult
+from meshbot.logs import node_id
+from meshbot.pacing import Pacer
+
+log = logging.getLogger(__name__)
+
+# Routing errors worth another try: congestion and timing, not a packet that can never fit.
+RETRYABLE = frozenset(
+    {"TIMEOUT", "RATE_LIMIT_EXCEEDED", "MAX_RETRANSMIT", "NO_RESPONSE", "DUTY_CYCLE_LIMIT",
+     "NO_INTERFACE", "SEND_ERROR"}
+)
+
+
+@dataclass(frozen=True)
+class SendJob:
+    """One text for the sender, with a label for the logs."""
+
+    outbound: Outbound
+    label: str  # e.g. "q7 2/+": which query and fragment
+    query_id: int | None = None
+    on_done: Callable[["SendJob", SendResult, int], None] | None = None
+
+
+class Sender:
+    """Takes jobs in order, one at a time: pace, send, wait for the ACK, retry."""
+
+    def __init__(self, radio: Radio, pacer: Pacer, clock: Clock, cfg: MeshConfig) -> None:
+        self._radio = radio
+        self._pacer = pacer
+        self._clock = clock
+        self._cfg = cfg
+        self._jobs: queue.Queue[SendJob | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._drain_until = float("inf")
+
+    def submit(self, job: SendJob) -> None:
+        """Queue a text; it goes out after every text submitted before it."""
+        self._jobs.put(job)
+
+    def idle(self) -> bool:
+        """True when no text is waiting or in flight."""
+        return self._jobs.unfinished_tasks == 0
+
+    def start(self) -> None:
+        """Start the sender thread."""
+        self._thread = threading.Thread(target=self._run, name="meshbot-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_s: float = 5.0) -> None:
+        """Keep sending what is queued for up to `drain_s`, then drop the rest with a log line."""
+        self._drain_until = self._clock.now() + drain_s
+        self._jobs.put(None)
+        if self._thread is not None:
+            self._thread.join(drain_s + 1.0)
+        self._stopping.set()  # cuts retries of a text still in flight
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._clock.now() > self._drain_until:
+                    log.warning("dropped %s to %s: shutting down", job.label, node_id(job.outbound.dest),
+                                extra={"event": "dropped", "reason": "shutdown"})
+                    continue
+                self.send_now(job)
+            except Exception:  # the sender must outlive any one bad job
+                log.exception("sender failed on %s", job.label if job else "?")
+            finally:
+                self._jobs.task_done()
+
+    def send_now(self, job: SendJob) -> SendResult:
+        """Send one job with pacing and retries, on the calling thread; returns its last result."""
+        attempts = 0
+        while True:
+            attempts += 1
+            result = self._attempt(job)
+            if result.status in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT):
+                break
+            reason = result.reason if result.status is not AckStatus.TIMEOUT else "TIMEOUT"
+            if reason not in RETRYABLE or attempts > self._cfg.max_retries or self._stopping.is_set():
+                log.warning("dropped %s to %s after %d attempt(s): %s",
+                            job.label, node_id(job.outbound.dest), attempts, reason,
+                            extra={"event": "dropped", "reason": reason, "attempts": attempts})
+                break
+            backoff = self._pacer.min_gap_s * attempts
+            log.info("retry %s to %s in %.1fs (attempt %d, last %s)", job.label,
+                     node_id(job.outbound.dest), backoff, attempts + 1, reason,
+                     extra={"event": "retry", "reason": reason, "attempt": attempts + 1})
+            self._clock.sleep(backoff)
+        if job.on_done is not None:
+            job.on_done(job, result, attempts)
+        return result
+
+    def _attempt(self, job: SendJob) -> SendResult:
+        wait = self._pacer.earliest_send() - self._clock.now()
+        if wait > 0:
+            self._clock.sleep(wait)
+        out = job.outbound
+        done = threading.Event()
+        box: list[SendResult] = []
+
+        def on_result(result: SendResult) -> None:
+            box.append(result)
+            done.set()
+
+        now = self._clock.now()
+        airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
+        try:
+            packet_id = self._radio.send(out, on_result)
+        except Exception as exc:  # a dead link or a library refusal: report, let the caller retry
+            log.error("send of %s failed: %s", job.label, exc, extra={"event": "send-error"})
+            return SendResult(0, AckStatus.FAILED, "SEND_ERROR")
+        self._pacer.on_sent(now, airtime)
+        nbytes = len(out.text.encode("utf-8"))
+        log.info("sent %s to %s ch%d: %d B, %.2fs on air, id %d", job.label, node_id(out.dest),
+                 out.channel, nbytes, airtime, packet_id,
+                 extra={"event": "fragment-sent", "dest": node_id(out.dest), "bytes": nbytes,
+                        "airtime_s": round(airtime, 3), "packet_id": packet_id})
+        if not out.want_ack:
+            return SendResult(packet_id, AckStatus.SENT)
+        return self._await_ack(job, packet_id, done, box)
+
+    def _await_ack(self, job: SendJob, packet_id: int, done: threading.Event,
+                   box: list[SendResult]) -> SendResult:
+        started = self._clock.now()
+        if not self._clock.wait_for(done, self._cfg.ack_timeout_s) or not box:
+            log.warning("no ACK for %s (id %d) within %.0fs", job.label, packet_id,
+                        self._cfg.ack_timeout_s, extra={"event": "ack-timeout", "packet_id": packet_id})
+            return SendResult(packet_id, AckStatus.TIMEOUT, "TIMEOUT")
+        result = box[0]
+        waited = self._clock.now() - started
+        if result.status is AckStatus.NAKED:
+            log.warning("NAK for %s (id %d): %s", job.label, packet_id, result.reason,
+                        extra={"event": "fragment-nak", "reason": result.reason, "packet_id": packet_id})
+        else:
+            log.info("%s %s (id %d) after %.1fs", "acked" if result.status is AckStatus.ACKED
+                     else "implicit ack for", job.label, packet_id, waited,
+                     extra={"event": "fragment-acked", "status": result.status.value,
+                            "packet_id": packet_id, "ack_s": round(waited, 3)})
+        return result

@@ -1,0 +1,169 @@
+"""The one model worker: turns a query into fragments on air while the model is still writing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from meshbot import limits
+from meshbot.config import Config
+from meshbot.domain import Clock, GenerationStats, Model, Outbound
+from meshbot.fragmenter import Fragment, StreamFragmenter, fragment
+from meshbot.logs import node_id
+from meshbot.pacing import Pacer
+from meshbot.policy import Kind
+from meshbot.prompting import build_generation
+from meshbot.queueing import Query
+from meshbot.sender import Sender, SendJob
+from meshbot.text import tidy
+
+log = logging.getLogger(__name__)
+
+NOTHING_MORE = "Nothing more to send."
+NO_ANSWER = "Sorry, I have no answer to that."
+# A remainder kept for "more" expires: an old half-answer is worse than none.
+REMAINDER_TTL_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Remainder:
+    """Answer text not yet sent, kept for the asker's "more"."""
+
+    text: str
+    next_index: int
+    kept_at: float
+
+
+class RemainderStore:
+    """Per-node remainders for "more" (in memory)."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, Remainder] = {}
+        self._lock = threading.Lock()
+
+    def put(self, node: int, remainder: Remainder) -> None:
+        """Keep a node's remainder, replacing an older one."""
+        with self._lock:
+            self._items[node] = remainder
+
+    def has(self, node: int) -> bool:
+        """True when a remainder is kept for this node."""
+        with self._lock:
+            return node in self._items
+
+    def take(self, node: int, now: float) -> Remainder | None:
+        """Remove and return a node's remainder if it is still fresh."""
+        with self._lock:
+            item = self._items.pop(node, None)
+        if item is None or now - item.kept_at > REMAINDER_TTL_S:
+            return None
+        return item
+
+
+def fragment_budget(cfg: Config, query: Query) -> int:
+    """Bytes one fragment may use: the configured size under the hard ceiling for DM or channel."""
+    is_dm = query.decision.reply_to != limits.BROADCAST_NUM
+    ceiling = limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID if is_dm else limits.MAX_TEXT_BYTES_CHANNEL_WITH_REPLY_ID
+    return min(cfg.mesh.max_fragment_bytes, ceiling)
+
+
+class Worker:
+    """Runs one query at a time through the model and hands fragments to the sender."""
+
+    def __init__(self, cfg: Config, model: Model, sender: Sender, pacer: Pacer, clock: Clock,
+                 remainders: RemainderStore | None = None) -> None:
+        self._cfg = cfg
+        self._model = model
+        self._sender = sender
+        self._pacer = pacer
+        self._clock = clock
+        self.remainders = remainders or RemainderStore()
+        self.abandon = threading.Event()  # set at shutdown: stop generating mid-reply
+
+    def handle(self, query: Query) -> None:
+        """Answer one query: a fresh question or a "more"."""
+        if query.decision.kind is Kind.MORE:
+            self._more(query)
+        else:
+            self._ask(query)
+
+    def _fragments_allowed(self, query: Query, budget: int) -> int:
+        wanted = self._cfg.mesh.max_fragments
+        full = self._pacer.airtime_of("x" * budget, reply_id=True)
+        allowed = self._pacer.affordable_fragments(self._clock.now(), wanted, full)
+        if allowed < wanted:
+            log.warning("air-time budget tight (%.0fs left this hour): q%d limited to %d fragment(s)",
+                        self._pacer.budget_left(self._clock.now()), query.query_id, allowed,
+                        extra={"event": "shortened", "fragments": allowed})
+        return allowed
+
+    def _ask(self, query: Query) -> None:
+        budget = fragment_budget(self._cfg, query)
+        allowed = self._fragments_allowed(query, budget)
+        if allowed == 0:
+            log.warning("dropped q%d from %s: air-time budget spent", query.query_id,
+                        node_id(query.node), extra={"event": "dropped", "reason": "airtime-budget"})
+            return
+        request = build_generation(query.decision.question, self._cfg.model, budget, allowed)
+        stats = GenerationStats()
+        fragmenter = StreamFragmenter(budget, allowed)
+        started = self._clock.now()
+        sent: list[Fragment] = []
+        for piece in self._model.stream(request, stats):
+            if self.abandon.is_set():
+                log.warning("abandoned q%d mid-reply: shutting down (%d fragment(s) sent)",
+                            query.query_id, len(sent), extra={"event": "abandoned"})
+                return
+            self._submit(query, fragmenter.feed(piece), sent, started)
+        self._submit(query, fragmenter.finish(), sent, started)
+        if not sent:
+            log.warning("model gave q%d an empty answer", query.query_id, extra={"event": "empty-answer"})
+            self._submit_text(query, NO_ANSWER, "empty")
+        if fragmenter.capped:
+            self.remainders.put(query.node, Remainder(fragmenter.remainder, fragmenter.next_index,
+                                                      self._clock.now()))
+        self._log_answered(query, stats, sent, started)
+
+    def _more(self, query: Query) -> None:
+        budget = fragment_budget(self._cfg, query)
+        kept = self.remainders.take(query.node, self._clock.now())
+        if kept is None or not kept.text.strip():
+            self._submit_text(query, NOTHING_MORE, "more: none")
+            return
+        plan = fragment(kept.text, budget, self._fragments_allowed(query, budget) or 1, kept.next_index)
+        sent: list[Fragment] = []
+        self._submit(query, list(plan.fragments), sent, self._clock.now())
+        if plan.remainder.strip():
+            next_index = plan.fragments[-1].index + 1 if plan.fragments else kept.next_index
+            self.remainders.put(query.node, Remainder(plan.remainder, next_index, self._clock.now()))
+        log.info("more for %s: %d fragment(s), %d B left", node_id(query.node), len(sent),
+                 len(plan.remainder.encode("utf-8")), extra={"event": "more", "fragments": len(sent)})
+
+    def _submit(self, query: Query, fragments: list[Fragment], sent: list[Fragment], started: float) -> None:
+        for frag in fragments:
+            if not sent:
+                log.info("first fragment of q%d ready after %.2fs", query.query_id,
+                         self._clock.now() - started,
+                         extra={"event": "first-fragment", "ttff_s": round(self._clock.now() - started, 3)})
+            sent.append(frag)
+            marker = f"{frag.index}/{'+' if not frag.final else frag.index}"
+            self._submit_text(query, frag.text, marker)
+
+    def _submit_text(self, query: Query, text: str, marker: str) -> None:
+        decision = query.decision
+        out = Outbound(text=text, dest=decision.reply_to, channel=decision.reply_channel,
+                       want_ack=decision.want_ack, reply_id=query.inbound.packet_id)
+        self._sender.submit(SendJob(out, f"q{query.query_id} {marker}", query.query_id))
+
+    def _log_answered(self, query: Query, stats: GenerationStats, sent: list[Fragment], started: float) -> None:
+        elapsed = self._clock.now() - started
+        gen_s = stats.total_s or elapsed
+        tps = stats.completion_tokens / gen_s if gen_s > 0 else 0.0
+        nbytes = sum(f.nbytes for f in sent)
+        ttft = stats.first_token_s if stats.first_token_s is not None else float("nan")
+        log.info("answered q%d for %s: first token %.2fs, %d tokens, %.1f tok/s, %d fragment(s), %d B%s",
+                 query.query_id, node_id(query.node), ttft, stats.completion_tokens, tps, len(sent),
+                 nbytes, " (more kept)" if self.remainders.has(query.node) else "",
+                 extra={"event": "answered", "ttft_s": ttft, "tokens": stats.completion_tokens,
+                        "tokens_per_s": round(tps, 2), "fragments": len(sent), "bytes": nbytes})

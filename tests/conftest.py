@@ -1,0 +1,59 @@
+"""Shared fixtures: virtual clock, fake radio, fake model, and a daemon wired to them."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from meshbot.clock import VirtualClock
+from meshbot.config import Config, load_config
+from meshbot.daemon import Daemon
+
+from tests.fakes import FakeModel, FakeRadio
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(start=1000.0)
+
+
+@pytest.fixture
+def radio(clock: VirtualClock) -> FakeRadio:
+    return FakeRadio(clock)
+
+
+@pytest.fixture
+def model(clock: VirtualClock) -> FakeModel:
+    return FakeModel(clock)
+
+
+@pytest.fixture
+def cfg() -> Config:
+    return load_config(environ={})
+
+
+@pytest.fixture
+def make_daemon(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> Iterator[Callable[..., Daemon]]:
+    made: list[Daemon] = []
+
+    def make(cfg: Config | None = None, **overrides) -> Daemon:
+        daemon = Daemon(cfg or load_config(overrides=overrides, environ={}), radio, model, clock)
+        daemon.start()
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.stop(grace_s=1.0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll in real time (the daemon's threads are real) until `predicate` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.005)
+    raise AssertionError("condition not met in time")

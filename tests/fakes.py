@@ -1,0 +1,132 @@
+"""Hand-written fakes for the radio and the model, injected through fixtures in conftest.py."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from meshbot.clock import VirtualClock
+from meshbot.domain import (AckStatus, Generation, GenerationStats, Inbound, LocalNode, Outbound,
+                            RadioEvent, RadioUnavailable, SendResult)
+
+BOT_NUM = 0x0BB0_0001
+ALICE = 0x0A11_CE00
+BOB = 0x0B0B_0000
+
+
+@dataclass
+class Sent:
+    """One text the daemon handed to the fake radio."""
+
+    packet_id: int
+    message: Outbound
+    at: float
+
+
+class FakeRadio:
+    """A radio that records sends and answers each with a scripted outcome.
+
+    `outcomes` is a queue of AckStatus/reason pairs used in order; when empty, DMs are ACKed.
+    With `ack_delay_s`, the ACK arrives after that much virtual time.
+    """
+
+    def __init__(self, clock: VirtualClock, node: LocalNode | None = None) -> None:
+        self.clock = clock
+        self.node = node or LocalNode(BOT_NUM, "BOT", "meshbot", "LONG_FAST", "US", 3)
+        self.sent: list[Sent] = []
+        self.outcomes: deque[tuple[AckStatus, str]] = deque()
+        self.up = True
+        self.closed = False
+        self._next_id = 1000
+        self._lock = threading.Lock()
+        self.on_packet: Callable[[Inbound], None] | None = None
+        self.on_event: Callable[[RadioEvent], None] | None = None
+        self.on_send: Callable[[Sent], None] | None = None  # test hook, runs inside send()
+
+    def start(self, on_packet, on_event) -> None:
+        self.on_packet, self.on_event = on_packet, on_event
+
+    def local_node(self) -> LocalNode:
+        return self.node
+
+    def receive(self, msg: Inbound) -> None:
+        """Deliver a packet as the radio library would."""
+        assert self.on_packet is not None
+        self.on_packet(msg)
+
+    def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:
+        if not self.up:
+            raise RadioUnavailable("fake radio down")
+        with self._lock:
+            self._next_id += 1
+            packet_id = self._next_id
+            record = Sent(packet_id, message, self.clock.now())
+            self.sent.append(record)
+            status, reason = self.outcomes.popleft() if self.outcomes else (AckStatus.ACKED, "NONE")
+        if self.on_send is not None:
+            self.on_send(record)
+        if message.want_ack and status is not AckStatus.TIMEOUT:
+            on_result(SendResult(packet_id, status, reason))
+        return packet_id
+
+    def close(self) -> None:
+        self.closed = True
+
+    def texts(self) -> list[str]:
+        """What went on air, in order."""
+        return [s.message.text for s in self.sent]
+
+
+class FakeModel:
+    """A model with queued answers that streams them word by word.
+
+    `token_s` advances the virtual clock per piece, so tests can see what left while it 'wrote'.
+    """
+
+    name = "fake-model"
+
+    def __init__(self, clock: VirtualClock | None = None, token_s: float = 0.0) -> None:
+        self.answers: deque[str] = deque()
+        self.requests: list[Generation] = []
+        self.clock = clock
+        self.token_s = token_s
+        self.pieces_yielded = 0
+        self.finished = threading.Event()
+
+    def queue(self, *answers: str) -> "FakeModel":
+        self.answers.extend(answers)
+        return self
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        self.requests.append(request)
+        self.finished.clear()
+        answer = self.answers.popleft() if self.answers else "I do not know."
+        words = answer.split(" ")
+        for i, word in enumerate(words):
+            if self.clock is not None and self.token_s:
+                self.clock.advance(self.token_s)
+            self.pieces_yielded += 1
+            stats.completion_tokens += 1
+            if stats.first_token_s is None:
+                stats.first_token_s = self.token_s
+            yield word if i == 0 else " " + word
+        stats.total_s = self.token_s * len(words)
+        self.finished.set()
+
+
+def dm(text: str | None, *, sender: int = ALICE, packet_id: int = 1, **kw) -> Inbound:
+    """An inbound DM to the bot."""
+    fields = dict(sender=sender, to=BOT_NUM, packet_id=packet_id, portnum="TEXT_MESSAGE_APP",
+                  text=text, payload_len=len((text or "").encode()), is_dm=True, hop_start=3, hop_limit=3)
+    fields.update(kw)
+    return Inbound(**fields)
+
+
+def broadcast(text: str, *, sender: int = ALICE, packet_id: int = 1, channel: int = 0, **kw) -> Inbound:
+    """An inbound channel broadcast."""
+    fields = dict(sender=sender, to=0xFFFFFFFF, packet_id=packet_id, portnum="TEXT_MESSAGE_APP", text=text,
+                  payload_len=len(text.encode()), is_dm=False, channel=channel, hop_start=3, hop_limit=2)
+    fields.update(kw)
+    return Inbound(**fields)

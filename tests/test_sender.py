@@ -1,0 +1,83 @@
+"""The one sender: pacing, waiting for ACKs, bounded retries."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshbot.airtime import preset
+from meshbot.clock import VirtualClock
+from meshbot.config import MeshConfig
+from meshbot.domain import AckStatus, Outbound
+from meshbot.pacing import Pacer
+from meshbot.sender import Sender, SendJob
+
+from tests.fakes import ALICE, FakeRadio
+
+
+@pytest.fixture
+def sender(radio: FakeRadio, clock: VirtualClock) -> Sender:
+    cfg = MeshConfig(min_gap_s=2.0, ack_timeout_s=30.0, max_retries=2)
+    return Sender(radio, Pacer(preset("SHORT_FAST"), cfg.min_gap_s, 1800.0), clock, cfg)
+
+
+def job(text: str, ack: bool = True) -> SendJob:
+    return SendJob(Outbound(text, ALICE, 0, want_ack=ack), f"test {text}")
+
+
+def test_texts_are_at_least_two_seconds_apart(sender: Sender, radio: FakeRadio) -> None:
+    for n in range(4):
+        sender.send_now(job(f"part {n}", ack=False))
+    times = [s.at for s in radio.sent]
+    assert all(b - a >= 2.0 for a, b in zip(times, times[1:]))
+
+
+def test_a_dm_fragment_waits_for_the_previous_ack(sender: Sender, radio: FakeRadio,
+                                                  clock: VirtualClock) -> None:
+    # The ACK of fragment 1 arrives 7 s after it is sent: fragment 2 must not leave before it.
+    acks: dict[int, float] = {}
+
+    def slow_ack(record) -> None:
+        clock.advance(7.0)
+        acks[record.packet_id] = clock.now()
+
+    radio.on_send = slow_ack
+    sender.send_now(job("1/+ first"))
+    sender.send_now(job("2/2 second"))
+    first, second = radio.sent
+    assert second.at >= acks[first.packet_id]
+
+
+def test_a_nak_for_rate_limit_is_retried_then_acked(sender: Sender, radio: FakeRadio) -> None:
+    radio.outcomes.extend([(AckStatus.NAKED, "RATE_LIMIT_EXCEEDED")])
+    result = sender.send_now(job("hello"))
+    assert result.status is AckStatus.ACKED
+    assert radio.texts() == ["hello", "hello"]
+    assert radio.sent[1].at - radio.sent[0].at >= 2.0
+
+
+def test_retries_are_bounded_and_too_large_is_not_retried(sender: Sender, radio: FakeRadio) -> None:
+    radio.outcomes.extend([(AckStatus.TIMEOUT, "")] * 5)
+    assert sender.send_now(job("lost")).status is AckStatus.TIMEOUT
+    assert len(radio.sent) == 3  # 1 try + max_retries=2
+    radio.outcomes.clear()
+    radio.outcomes.append((AckStatus.NAKED, "TOO_LARGE"))
+    assert sender.send_now(job("big")).reason == "TOO_LARGE"
+    assert radio.texts().count("big") == 1
+
+
+def test_a_radio_that_is_down_fails_the_send_without_crashing(sender: Sender, radio: FakeRadio) -> None:
+    radio.up = False
+    result = sender.send_now(job("nobody hears"))
+    assert result.status is AckStatus.FAILED and radio.sent == []
+
+
+def test_the_sender_thread_logs_each_fragment(sender: Sender, radio: FakeRadio,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    sender.start()
+    sender.submit(job("one"))
+    sender.submit(job("two"))
+    sender.stop(drain_s=5.0)
+    assert radio.texts() == ["one", "two"]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events.count("fragment-sent") == 2 and events.count("fragment-acked") == 2
