@@ -38,15 +38,24 @@ PRESETS: dict[str, ModemPreset] = {
         ModemPreset("LONG_FAST", 11, 250.0, 5),
         ModemPreset("LONG_MODERATE", 11, 125.0, 8),
         ModemPreset("LONG_SLOW", 12, 125.0, 8),
-        ModemPreset("VERY_LONG_SLOW", 12, 62.5, 8),
+        ModemPreset("LONG_TURBO", 11, 500.0, 8),
+        ModemPreset("LITE_FAST", 9, 125.0, 5),
+        ModemPreset("LITE_SLOW", 10, 125.0, 5),
+        ModemPreset("NARROW_FAST", 7, 62.5, 6),
+        ModemPreset("NARROW_SLOW", 8, 62.5, 6),
+        ModemPreset("VERY_LONG_SLOW", 12, 62.5, 8),  # gone from firmware HEAD, kept for older nodes
     )
 }
 DEFAULT_PRESET = "LONG_FAST"
 
 
+# An unknown preset is costed as the slowest one we know, so pacing errs on the polite side.
+SLOWEST_PRESET = "VERY_LONG_SLOW"
+
+
 def preset(name: str) -> ModemPreset:
-    """Look up a modem preset by its firmware name; unknown names fall back to LONG_FAST."""
-    return PRESETS.get(name.upper(), PRESETS[DEFAULT_PRESET])
+    """Look up a modem preset by its firmware name; unknown names are costed as the slowest."""
+    return PRESETS.get(name.upper(), PRESETS[SLOWEST_PRESET])
 
 
 def time_on_air_s(frame_len: int, modem: ModemPreset) -> float:

@@ -98,6 +98,15 @@ class ChannelRule(_Section):
 class PolicyConfig(_Section):
     """What the bot answers."""
 
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, value: tuple[ChannelRule, ...]) -> tuple[ChannelRule, ...]:
+        indices = [rule.index for rule in value]
+        dupes = sorted({i for i in indices if indices.count(i) > 1})
+        if dupes:
+            raise ValueError(f"channel index {dupes[0]} is configured twice")
+        return value
+
     answer_dms: bool = True
     channels: tuple[ChannelRule, ...] = (ChannelRule(index=0),)
     max_input_bytes: int = Field(default=limits.MAX_TEXT_BYTES_CHANNEL, ge=1)
@@ -113,12 +122,26 @@ class QueueConfig(_Section):
     max_per_node: int = Field(default=3, ge=1)
     busy_message: str = "Busy right now, please ask again in a few minutes."
 
+    @field_validator("busy_message")
+    @classmethod
+    def _fits_a_dm(cls, value: str) -> str:
+        if not value.strip() or len(value.encode("utf-8")) > limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID:
+            raise ValueError(f"must be 1..{limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID} UTF-8 bytes")
+        return value
+
 
 class LogConfig(_Section):
     """How the daemon logs."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: Any) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "level" else value.lower()
 
 
 class Config(_Section):

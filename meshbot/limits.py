@@ -6,7 +6,7 @@ Sources: `shared/mesh-facts.md` and `firmware-notes/limits.md` (firmware 2.7.26 
 
 from __future__ import annotations
 
-# mesh.proto `Constants.DATA_PAYLOAD_LEN`: bytes of the encoded Data protobuf.
+# mesh.proto `Constants.DATA_PAYLOAD_LEN`: the payload limit the python library checks in sendData.
 DATA_PAYLOAD_LEN = 233
 # RadioInterface.h: the LoRa header on top of the Data payload, and the largest LoRa frame.
 LORA_HEADER_LEN = 16
@@ -24,7 +24,7 @@ APP_TEXT_LIMIT_BYTES = 200
 
 # PhoneAPI.cpp: a text within this many seconds of the previous one is dropped (NAK from 2.7.4).
 TEXT_RATE_LIMIT_S = 2.0
-# MeshTypes / RadioLibInterface: TX queue depth; ReliableRouter: retransmissions before giving up.
+# RadioInterface.h `MAX_TX_QUEUE`: TX queue depth; NextHopRouter.h `NUM_RELIABLE_RETX`: retransmissions.
 TX_QUEUE_SLOTS = 16
 MAX_RETRANSMIT = 3
 DEFAULT_HOP_LIMIT = 3
@@ -58,6 +58,7 @@ def text_frame_len(text_len: int, *, reply_id: bool = False, pki: bool = False) 
 # Regions: the firmware's rolling-hour duty-cycle share (RadioInterface.cpp region table).
 DUTY_CYCLE_PERCENT = {
     "EU_868": 10.0,
+    "EU_N_868": 10.0,
     "EU_433": 10.0,
     "UA_433": 10.0,
     "TH": 10.0,

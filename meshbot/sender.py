@@ -87,10 +87,12 @@ class Sender:
 
     def send_now(self, job: SendJob) -> SendResult:
         """Send one job with pacing and retries, on the calling thread; returns its last result."""
+        # One inbox for every attempt: a late ACK of attempt 1 still ends the job during attempt 2.
+        inbox = _Inbox()
         attempts = 0
         while True:
             attempts += 1
-            result = self._attempt(job)
+            result = self._attempt(job, inbox)
             if result.status in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT):
                 break
             reason = result.reason if result.status is not AckStatus.TIMEOUT else "TIMEOUT"
@@ -108,22 +110,15 @@ class Sender:
             job.on_done(job, result, attempts)
         return result
 
-    def _attempt(self, job: SendJob) -> SendResult:
+    def _attempt(self, job: SendJob, inbox: "_Inbox") -> SendResult:
         wait = self._pacer.earliest_send() - self._clock.now()
         if wait > 0:
             self._clock.sleep(wait)
         out = job.outbound
-        done = threading.Event()
-        box: list[SendResult] = []
-
-        def on_result(result: SendResult) -> None:
-            box.append(result)
-            done.set()
-
         now = self._clock.now()
         airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
         try:
-            packet_id = self._radio.send(out, on_result)
+            packet_id = self._radio.send(out, inbox.put)
         except Exception as exc:  # a dead link or a library refusal: report, let the caller retry
             log.error("send of %s failed: %s", job.label, exc, extra={"event": "send-error"})
             return SendResult(0, AckStatus.FAILED, "SEND_ERROR")
@@ -135,23 +130,56 @@ class Sender:
                         "airtime_s": round(airtime, 3), "packet_id": packet_id})
         if not out.want_ack:
             return SendResult(packet_id, AckStatus.SENT)
-        return self._await_ack(job, packet_id, done, box)
+        return self._await_ack(job, packet_id, inbox)
 
-    def _await_ack(self, job: SendJob, packet_id: int, done: threading.Event,
-                   box: list[SendResult]) -> SendResult:
+    def _await_ack(self, job: SendJob, packet_id: int, inbox: "_Inbox") -> SendResult:
         started = self._clock.now()
-        if not self._clock.wait_for(done, self._cfg.ack_timeout_s) or not box:
+        result = inbox.wait(self._clock, packet_id, self._cfg.ack_timeout_s)
+        if result is None:
             log.warning("no ACK for %s (id %d) within %.0fs", job.label, packet_id,
                         self._cfg.ack_timeout_s, extra={"event": "ack-timeout", "packet_id": packet_id})
             return SendResult(packet_id, AckStatus.TIMEOUT, "TIMEOUT")
-        result = box[0]
         waited = self._clock.now() - started
         if result.status is AckStatus.NAKED:
             log.warning("NAK for %s (id %d): %s", job.label, packet_id, result.reason,
                         extra={"event": "fragment-nak", "reason": result.reason, "packet_id": packet_id})
         else:
             log.info("%s %s (id %d) after %.1fs", "acked" if result.status is AckStatus.ACKED
-                     else "implicit ack for", job.label, packet_id, waited,
+                     else "implicit ack for", job.label, result.packet_id, waited,
                      extra={"event": "fragment-acked", "status": result.status.value,
-                            "packet_id": packet_id, "ack_s": round(waited, 3)})
+                            "packet_id": result.packet_id, "ack_s": round(waited, 3)})
         return result
+
+
+class _Inbox:
+    """ACKs and NAKs for every attempt of one job, filled from the radio's thread."""
+
+    def __init__(self) -> None:
+        self._results: list[SendResult] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+
+    def put(self, result: SendResult) -> None:
+        """Called by the radio with an ACK or NAK."""
+        with self._lock:
+            self._results.append(result)
+        self._changed.set()
+
+    def _verdict(self, packet_id: int) -> SendResult | None:
+        with self._lock:
+            self._changed.clear()  # under the lock, before reading: no wake-up can be lost
+            acks = [r for r in self._results if r.status in (AckStatus.ACKED, AckStatus.IMPLICIT)]
+            if acks:
+                return acks[0]  # any attempt delivered: done
+            naks = [r for r in self._results if r.packet_id in (packet_id, 0)]
+            return naks[-1] if naks else None
+
+    def wait(self, clock: Clock, packet_id: int, timeout: float) -> SendResult | None:
+        """The verdict for the current attempt, or None on timeout."""
+        deadline = clock.now() + timeout
+        while True:
+            verdict = self._verdict(packet_id)
+            left = deadline - clock.now()
+            if verdict is not None or left <= 0:
+                return verdict
+            clock.wait_for(self._changed, left)

@@ -44,6 +44,7 @@ class FakeRadio:
         self.on_packet: Callable[[Inbound], None] | None = None
         self.on_event: Callable[[RadioEvent], None] | None = None
         self.on_send: Callable[[Sent], None] | None = None  # test hook, runs inside send()
+        self.unanswered: list[tuple[int, Callable[[SendResult], None]]] = []  # TIMEOUT sends, for late ACKs
 
     def start(self, on_packet, on_event) -> None:
         self.on_packet, self.on_event = on_packet, on_event
@@ -67,7 +68,9 @@ class FakeRadio:
             status, reason = self.outcomes.popleft() if self.outcomes else (AckStatus.ACKED, "NONE")
         if self.on_send is not None:
             self.on_send(record)
-        if message.want_ack and status is not AckStatus.TIMEOUT:
+        if message.want_ack and status is AckStatus.TIMEOUT:
+            self.unanswered.append((packet_id, on_result))
+        elif message.want_ack:
             on_result(SendResult(packet_id, status, reason))
         return packet_id
 

@@ -7,7 +7,7 @@ import pytest
 from meshbot.airtime import preset
 from meshbot.clock import VirtualClock
 from meshbot.config import MeshConfig
-from meshbot.domain import AckStatus, Outbound
+from meshbot.domain import AckStatus, Outbound, SendResult
 from meshbot.pacing import Pacer
 from meshbot.sender import Sender, SendJob
 
@@ -81,3 +81,17 @@ def test_the_sender_thread_logs_each_fragment(sender: Sender, radio: FakeRadio,
     assert radio.texts() == ["one", "two"]
     events = [getattr(r, "event", None) for r in caplog.records]
     assert events.count("fragment-sent") == 2 and events.count("fragment-acked") == 2
+
+
+def test_a_late_ack_of_the_first_attempt_ends_the_retries(sender: Sender, radio: FakeRadio) -> None:
+    radio.outcomes.extend([(AckStatus.TIMEOUT, "")] * 3)
+
+    def late_ack(record) -> None:
+        if len(radio.sent) == 2:  # while attempt 2 waits, attempt 1's ACK finally arrives
+            first_id, callback = radio.unanswered[0]
+            callback(SendResult(first_id, AckStatus.ACKED))
+
+    radio.on_send = late_ack
+    result = sender.send_now(job("slow mesh"))
+    assert result.status is AckStatus.ACKED
+    assert len(radio.sent) == 2  # no third copy
