@@ -83,3 +83,79 @@ def tidy(text: str) -> str:
     text = _SPACE_AROUND_NEWLINE.sub("\n", text)
     text = _BLANK_LINES.sub("\n", text)
     return text.strip()
+
+
+# A sentence end followed by whitespace: where, if no inline markup is open there, the
+# line so far can be tidied without waiting for the rest of it.
+_SENTENCE_BREAK = regex.compile(r"[.!?…。！？][\"')\]»”’]{0,2}\s+")
+# Paired inline markers; text with an odd count of one is mid-emphasis, mid-code or mid-link.
+_PAIRED = ("*", "_", "`", "~")
+# Every character `tidy` turns into a line break.
+_LINE_BREAK = regex.compile(r"[\n\r\x85\x0b\x0c\u2028\u2029]")
+
+
+def _balanced(text: str) -> bool:
+    if text.count("[") != text.count("]"):
+        return False
+    return all(text.count(mark) % 2 == 0 for mark in _PAIRED)
+
+
+def _sentence_cut(line: str) -> int:
+    """End of the last sentence of `line` after which no inline markup is open; 0 if none."""
+    cut = 0
+    for match in _SENTENCE_BREAK.finditer(line):
+        if _balanced(line[:match.end()]):
+            cut = match.end()
+    return cut
+
+
+class StreamTidier:
+    """Tidies streamed model text, releasing it a sentence or a line at a time.
+
+    Every markdown construct `tidy` removes lies within one line, so each line is tidied
+    on its own, and within a line the text up to a sentence end with no markup open is
+    tidied again from the line's start: what it adds to the previous release goes out.
+    """
+
+    def __init__(self) -> None:
+        self._line = ""  # raw text of the line being written
+        self._sent = 0  # characters of the line's tidied text already released
+        self._newline = False  # a line break is due before the next released text
+        self._started = False
+
+    def feed(self, piece: str) -> list[str]:
+        """Take a piece of model output; return tidied text that is now settled."""
+        out: list[str] = []
+        self._line += piece
+        while (brk := _LINE_BREAK.search(self._line)) is not None:
+            out += self._release(self._line[:brk.start()])
+            self._line, self._sent, self._newline = self._line[brk.end():], 0, True
+        cut = _sentence_cut(self._line)
+        if cut:
+            out += self._release(self._line[:cut])
+        return out
+
+    def finish(self) -> list[str]:
+        """Release whatever is left at the end of the answer."""
+        out = self._release(self._line)
+        self._line, self._sent = "", 0
+        return out
+
+    def _release(self, raw: str) -> list[str]:
+        text = tidy(raw)
+        new = text[self._sent:]
+        if not new:
+            return []
+        self._sent = len(text)
+        if self._newline and self._started:
+            new = "\n" + new
+        self._newline, self._started = False, True
+        return [new]
+
+
+def tidy_stream(pieces: Iterable[str]) -> Iterator[str]:
+    """Tidy streamed model text, releasing it a sentence or a line at a time."""
+    tidier = StreamTidier()
+    for piece in pieces:
+        yield from tidier.feed(piece)
+    yield from tidier.finish()

@@ -16,7 +16,7 @@ from meshbot.policy import Kind
 from meshbot.prompting import build_generation
 from meshbot.queueing import Query
 from meshbot.sender import Sender, SendJob
-from meshbot.text import tidy
+from meshbot.text import tidy_stream
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class Worker:
         fragmenter = StreamFragmenter(budget, allowed)
         started = self._clock.now()
         sent: list[Fragment] = []
-        for piece in self._model.stream(request, stats):
+        # Tidy (no markdown on air) before fragmenting, so byte counts are of what is sent.
+        for piece in tidy_stream(self._model.stream(request, stats)):
             if self.abandon.is_set():
                 log.warning("abandoned q%d mid-reply: shutting down (%d fragment(s) sent)",
                             query.query_id, len(sent), extra={"event": "abandoned"})

