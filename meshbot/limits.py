@@ -24,9 +24,12 @@ APP_TEXT_LIMIT_BYTES = 200
 
 # PhoneAPI.cpp: a text within this many seconds of the previous one is dropped (NAK from 2.7.4).
 TEXT_RATE_LIMIT_S = 2.0
+# The firmware times the gap on its side of the serial/TCP link; transport jitter can shrink a
+# 2.0 s gap we measured to 1.99 s there, so we never go below the limit plus this margin.
+TEXT_RATE_LIMIT_MARGIN_S = 0.25
 # RadioInterface.h `MAX_TX_QUEUE`: TX queue depth; NextHopRouter.h `NUM_RELIABLE_RETX`: retransmissions.
 TX_QUEUE_SLOTS = 16
-MAX_RETRANSMIT = 3
+MAX_RETRANSMIT = 3  # transmissions in all (the first + 2 retries) before MAX_RETRANSMIT
 DEFAULT_HOP_LIMIT = 3
 MAX_HOP_LIMIT = 7
 

@@ -41,8 +41,8 @@ class Pacer:
 
     def __init__(self, modem: ModemPreset, min_gap_s: float, budget_s: float) -> None:
         self.modem = modem
-        # Never below the firmware's text rate limit, whatever the config says.
-        self.min_gap_s = max(min_gap_s, limits.TEXT_RATE_LIMIT_S)
+        # Never below the firmware's text rate limit (plus jitter margin), whatever the config says.
+        self.min_gap_s = max(min_gap_s, limits.TEXT_RATE_LIMIT_S + limits.TEXT_RATE_LIMIT_MARGIN_S)
         self.budget_s = budget_s
         self.ledger = AirtimeLedger()
         self._last_start: float | None = None

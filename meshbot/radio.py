@@ -159,9 +159,9 @@ class MeshtasticRadio:
             iface = meshtastic.tcp_interface.TCPInterface(
                 hostname=host, portNumber=port, noNodes=self._cfg.no_nodes, timeout=timeout)
         elif kind == "ble":
-            import meshtastic.ble_interface  # bleak is heavy; load it only for BLE
+            from meshtastic import ble_interface  # bleak is heavy; load it only for BLE
 
-            iface = meshtastic.ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes)
+            iface = ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
         else:
             iface = meshtastic.serial_interface.SerialInterface(
                 devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout)

@@ -115,14 +115,14 @@ class Sender:
         if wait > 0:
             self._clock.sleep(wait)
         out = job.outbound
-        now = self._clock.now()
         airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
         try:
             packet_id = self._radio.send(out, inbox.put)
         except Exception as exc:  # a dead link or a library refusal: report, let the caller retry
             log.error("send of %s failed: %s", job.label, exc, extra={"event": "send-error"})
             return SendResult(0, AckStatus.FAILED, "SEND_ERROR")
-        self._pacer.on_sent(now, airtime)
+        # Stamp after the write: the gap that matters is the one the node sees.
+        self._pacer.on_sent(self._clock.now(), airtime)
         nbytes = len(out.text.encode("utf-8"))
         log.info("sent %s to %s ch%d: %d B, %.2fs on air, id %d", job.label, node_id(out.dest),
                  out.channel, nbytes, airtime, packet_id,

@@ -57,3 +57,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             return
         time.sleep(0.005)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="session")
+def bundled_model():
+    """The real bundled GGUF model, loaded once for the whole run (fixed seed, so answers repeat)."""
+    from meshbot.config import ModelConfig
+    from meshbot.model import load_model
+
+    return load_model(ModelConfig(seed=42, threads=2))

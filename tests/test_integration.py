@@ -1,0 +1,96 @@
+"""The daemon end to end: the real meshtastic TCPInterface, the virtual node, the real bundled model."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from meshbot.clock import SystemClock
+from meshbot.config import load_config
+from meshbot.daemon import Daemon
+from meshbot.fragmenter import looks_like_fragment
+from meshbot.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
+from meshbot.radio import MeshtasticRadio
+from meshbot.sim.node import VirtualNode
+
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+BOT = 0x0BB0_0001
+ALICE = 0x0A11_CE00
+
+
+@pytest.fixture
+def node() -> Iterator[VirtualNode]:
+    vnode = VirtualNode(BOT, short_name="BOT", modem_preset="SHORT_FAST", region="US",
+                        peers=[(ALICE, "Alice", "ALI")])
+    vnode.start()
+    yield vnode
+    vnode.stop()
+
+
+@pytest.fixture
+def daemon(node: VirtualNode, bundled_model) -> Iterator[Daemon]:
+    cfg = load_config(overrides={"radio.host": f"127.0.0.1:{node.port}", "mesh.min_gap_s": 2.0,
+                                 "radio.connect_timeout_s": 20}, environ={})
+    bot = Daemon(cfg, MeshtasticRadio(cfg.radio), bundled_model, SystemClock())
+    bot.start()
+    yield bot
+    bot.stop(grace_s=5.0)
+
+
+def settle(node: VirtualNode, daemon: Daemon, at_least: int) -> list:
+    wait_until(lambda: len(node.sent) >= at_least and daemon.idle(), timeout=120)
+    return node.sent
+
+
+def test_a_dm_is_answered_in_mesh_sized_fragments(node: VirtualNode, daemon: Daemon) -> None:
+    node.inject_text(ALICE, "Explain how LoRa radios work and why they reach so far.", packet_id=101)
+    sent = settle(node, daemon, 1)
+    assert sent, "the bot sent nothing"
+    for packet in sent:
+        assert packet.to == ALICE and packet.want_ack and packet.channel == 0
+        assert packet.text is not None  # valid UTF-8
+        assert len(packet.payload) <= 200
+        assert packet.outcome == "ACK"
+        assert packet.reply_id == 101
+    if len(sent) > 1:
+        heads = [p.text.split(" ", 1)[0] for p in sent]
+        assert heads[:-1] == [f"{i}/+" for i in range(1, len(sent))]
+        assert all(looks_like_fragment(p.text) for p in sent)
+    gaps = [b.at - a.at for a, b in zip(sent, sent[1:])]
+    assert all(gap >= TEXT_RATE_LIMIT_S for gap in gaps), gaps
+
+
+def test_a_channel_question_with_the_trigger_is_answered_on_the_channel(node: VirtualNode,
+                                                                       daemon: Daemon) -> None:
+    node.inject_text(ALICE, "nice day on the mesh", to=BROADCAST_NUM, packet_id=201)
+    node.inject_text(ALICE, "!ai what is a mesh network?", to=BROADCAST_NUM, packet_id=202)
+    sent = settle(node, daemon, 1)
+    assert sent and all(p.to == BROADCAST_NUM and p.channel == 0 and not p.want_ack for p in sent)
+
+
+def test_ignored_packets_get_no_reply(node: VirtualNode, daemon: Daemon,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="meshbot")
+    node.inject_text(ALICE, "👍", emoji=1, packet_id=301)
+    node.inject_text(ALICE, b"\xff\xfe\xfd", packet_id=302)
+    node.inject_text(BOT, "my own echo", packet_id=303)
+    node.inject_text(ALICE, "hello", portnum="PRIVATE_APP", packet_id=304)
+    node.inject_text(ALICE, "   ", packet_id=305)
+    wait_until(lambda: sum(getattr(r, "event", "") == "ignored" for r in caplog.records) >= 5, timeout=20)
+    reasons = sorted(r.reason for r in caplog.records if getattr(r, "event", "") == "ignored")
+    assert reasons == sorted(["tapback", "invalid-utf8", "own-packet", "port PRIVATE_APP", "empty"])
+    assert node.sent == []
+
+
+def test_a_redelivered_packet_is_answered_once(node: VirtualNode, daemon: Daemon) -> None:
+    node.inject_text(ALICE, "Hi!", packet_id=401)
+    node.inject_text(ALICE, "Hi!", packet_id=401)
+    sent = settle(node, daemon, 1)
+    first_reply = {p.reply_id for p in sent}
+    assert first_reply == {401}
+    heads = [p.text.split(" ", 1)[0] for p in sent]
+    assert heads.count("1/+") <= 1

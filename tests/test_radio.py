@@ -1,0 +1,84 @@
+"""The radio boundary against the virtual node, through the real meshtastic TCPInterface."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import pytest
+
+from meshbot.config import RadioConfig
+from meshbot.domain import AckStatus, Inbound, Outbound, RadioEvent, SendResult
+from meshbot.radio import MeshtasticRadio
+from meshbot.sim.node import VirtualNode
+
+from tests.conftest import wait_until
+
+BOT = 0x0BB0_0001
+ALICE = 0x0A11_CE00
+
+
+@pytest.fixture
+def node() -> Iterator[VirtualNode]:
+    with VirtualNode(BOT, short_name="BOT", modem_preset="MEDIUM_FAST", region="EU_868",
+                     peers=[(ALICE, "Alice", "ALI")]) as vnode:
+        yield vnode
+
+
+@pytest.fixture
+def link(node: VirtualNode) -> Iterator[tuple[MeshtasticRadio, "queue.Queue[Inbound | RadioEvent]"]]:
+    inbox: queue.Queue[Inbound | RadioEvent] = queue.Queue()
+    radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10),
+                            backoff_s=(0.2, 1.0))
+    radio.start(inbox.put, inbox.put)
+    yield radio, inbox
+    radio.close()
+
+
+def next_packet(inbox: "queue.Queue[Inbound | RadioEvent]") -> Inbound:
+    """The next packet, skipping connection events."""
+    while True:
+        item = inbox.get(timeout=5)
+        if isinstance(item, Inbound):
+            return item
+
+
+def test_it_reads_the_node_and_its_lora_settings(link) -> None:
+    radio, _ = link
+    me = radio.local_node()
+    assert (me.node_num, me.short_name, me.modem_preset, me.region) == (BOT, "BOT", "MEDIUM_FAST", "EU_868")
+
+
+def test_a_dm_arrives_parsed(node: VirtualNode, link) -> None:
+    _, inbox = link
+    node.inject_text(ALICE, "привет, бот", packet_id=55, hop_start=3, hop_limit=1)
+    msg = next_packet(inbox)
+    assert (msg.sender, msg.packet_id, msg.text, msg.is_dm, msg.hops) == (ALICE, 55, "привет, бот", True, 2)
+
+
+def test_a_sent_dm_is_acked_and_a_too_large_one_naked(node: VirtualNode, link) -> None:
+    radio, _ = link
+    results: queue.Queue[SendResult] = queue.Queue()
+    packet_id = radio.send(Outbound("hello", ALICE, want_ack=True), results.put)
+    result = results.get(timeout=5)
+    assert result.packet_id == packet_id and result.status is AckStatus.ACKED
+    node.wait_for_sent(1, timeout=5)
+    # 221 bytes is over the PKI DM ceiling (mesh-facts: 220), the firmware refuses it.
+    radio.send(Outbound("x" * 221, ALICE, want_ack=True), results.put)
+    refused = results.get(timeout=10)
+    assert refused.status is AckStatus.NAKED and refused.reason in {"TOO_LARGE", "RATE_LIMIT_EXCEEDED"}
+
+
+def test_it_reconnects_after_the_link_drops(node: VirtualNode, link) -> None:
+    radio, inbox = link
+    wait_until(lambda: node.client_connected, timeout=5)
+    node.wait_for_handshakes(1, timeout=5)
+    threading.Event().wait(0.5)  # let the library finish its first heartbeat (see VirtualNode notes)
+    node.drop_client(reset=True)
+    assert inbox.get(timeout=5) is RadioEvent.CONNECTED  # the first connect
+    assert inbox.get(timeout=10) is RadioEvent.LOST
+    assert inbox.get(timeout=20) is RadioEvent.CONNECTED
+    assert node.handshakes >= 2
+    node.inject_text(ALICE, "still there?", packet_id=77)
+    assert next_packet(inbox).text == "still there?"
