@@ -57,3 +57,31 @@ class VirtualClock:
     def advance(self, seconds: float) -> None:
         """Move time forward."""
         self.sleep(seconds)
+
+
+class ScaledClock:
+    """Real time sped up `scale` times: the simulator and a daemon under test share one.
+
+    `now()` advances `scale` simulated seconds per real second; sleeps and waits take
+    1/scale of their simulated length in real time.
+    """
+
+    def __init__(self, scale: float = 1.0, start: float = 0.0) -> None:
+        if scale <= 0:
+            raise ValueError("scale must be positive")
+        self.scale = scale
+        self._start = start
+        self._real0 = time.monotonic()
+
+    def now(self) -> float:
+        """Simulated seconds."""
+        return self._start + (time.monotonic() - self._real0) * self.scale
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of simulated time."""
+        if seconds > 0:
+            time.sleep(seconds / self.scale)
+
+    def wait_for(self, event: threading.Event, timeout: float) -> bool:
+        """Wait up to `timeout` simulated seconds for the event."""
+        return event.wait(max(timeout, 0.0) / self.scale)
