@@ -218,6 +218,17 @@ class LlamaModel:
         self.n_ctx = self._llm.n_ctx()
         self._install_chat_template(chat_format)
 
+    @property
+    def engine(self) -> Any:
+        """The underlying `llama_cpp.Llama`, for benchmarks that compare against the raw engine."""
+        return self._llm
+
+    def sampling(self, max_tokens: int, seed: int) -> dict[str, Any]:
+        """The exact sampling arguments `stream` passes to the engine."""
+        cfg = self._cfg
+        return dict(max_tokens=max_tokens, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                    repeat_penalty=cfg.repeat_penalty, seed=seed, stop=self.stop)
+
     def _install_chat_template(self, chat_format: Any) -> None:
         # We render the prompt ourselves to count its tokens before generating, so the
         # engine must use the very same formatter: set it as the chat handler.
@@ -283,19 +294,11 @@ class LlamaModel:
 
     def _generate(self, fit: Fit, stats: GenerationStats, started: float) -> Iterator[str]:
         cfg = self._cfg
+        # A fixed seed makes each answer reproducible; -1 draws a fresh one per request
+        # (the engine would otherwise derive the same seed every time).
+        seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
         chunks = self._llm.create_chat_completion(
-            messages=_messages(fit.turns),
-            stream=True,
-            max_tokens=fit.max_tokens,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            top_k=cfg.top_k,
-            repeat_penalty=cfg.repeat_penalty,
-            # A fixed seed makes each answer reproducible; -1 draws a fresh one per request
-            # (the engine would otherwise derive the same seed every time).
-            seed=cfg.seed if cfg.seed >= 0 else random.getrandbits(32),
-            stop=self.stop,
-        )
+            messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed))
         finish: str | None = None
         try:
             for chunk in chunks:

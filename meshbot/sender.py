@@ -41,6 +41,7 @@ class Sender:
     def __init__(self, radio: Radio, pacer: Pacer, clock: Clock, cfg: MeshConfig) -> None:
         self._radio = radio
         self._pacer = pacer
+        self.pacer = pacer  # read-only use by status and benchmarks
         self._clock = clock
         self._cfg = cfg
         self._jobs: queue.Queue[SendJob | None] = queue.Queue()

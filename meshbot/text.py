@@ -85,11 +85,16 @@ def tidy(text: str) -> str:
     return text.strip()
 
 
-# A sentence end followed by whitespace: where, if no inline markup is open there, the
-# line so far can be tidied without waiting for the rest of it.
-_SENTENCE_BREAK = regex.compile(r"[.!?…。！？][\"')\]»”’]{0,2}\s+")
+# A word end followed by whitespace: where, if no inline markup is open there, the line so
+# far can be tidied without waiting for the rest of it.
+# Released at word ends, not sentence ends: a sentence that straddles a fragment's end would
+# otherwise hold the whole fragment back until the model finished that sentence.
+_WORD_BREAK = regex.compile(r"\S\s+")
 # Paired inline markers; text with an odd count of one is mid-emphasis, mid-code or mid-link.
 _PAIRED = ("*", "_", "`", "~")
+_DOUBLED = ("**", "__", "~~")
+# A line is not settled until it has a word: "- - -" may still become a rule, "#" a header.
+_WORDY = regex.compile(r"\w")
 # Every character `tidy` turns into a line break.
 _LINE_BREAK = regex.compile(r"[\n\r\x85\x0b\x0c\u2028\u2029]")
 
@@ -97,23 +102,29 @@ _LINE_BREAK = regex.compile(r"[\n\r\x85\x0b\x0c\u2028\u2029]")
 def _balanced(text: str) -> bool:
     if text.count("[") != text.count("]"):
         return False
-    return all(text.count(mark) % 2 == 0 for mark in _PAIRED)
+    # Doubled markers first ("**bold**"), then what is left of the single ones.
+    if any(text.count(mark) % 2 for mark in _DOUBLED):
+        return False
+    singles = text
+    for mark in _DOUBLED:
+        singles = singles.replace(mark, "")
+    return all(singles.count(mark) % 2 == 0 for mark in _PAIRED)
 
 
-def _sentence_cut(line: str) -> int:
-    """End of the last sentence of `line` after which no inline markup is open; 0 if none."""
-    cut = 0
-    for match in _SENTENCE_BREAK.finditer(line):
-        if _balanced(line[:match.end()]):
-            cut = match.end()
-    return cut
+def _word_cut(line: str) -> int:
+    """End of the last word of `line` after which no inline markup is open; 0 if none."""
+    ends = [m.end() for m in _WORD_BREAK.finditer(line)]
+    for end in reversed(ends):  # the latest balanced point is almost always the last one
+        if _balanced(line[:end]) and _WORDY.search(line, 0, end):
+            return end
+    return 0
 
 
 class StreamTidier:
-    """Tidies streamed model text, releasing it a sentence or a line at a time.
+    """Tidies streamed model text, releasing it a word or a line at a time.
 
     Every markdown construct `tidy` removes lies within one line, so each line is tidied
-    on its own, and within a line the text up to a sentence end with no markup open is
+    on its own, and within a line the text up to a word end with no markup open is
     tidied again from the line's start: what it adds to the previous release goes out.
     """
 
@@ -130,7 +141,7 @@ class StreamTidier:
         while (brk := _LINE_BREAK.search(self._line)) is not None:
             out += self._release(self._line[:brk.start()])
             self._line, self._sent, self._newline = self._line[brk.end():], 0, True
-        cut = _sentence_cut(self._line)
+        cut = _word_cut(self._line)
         if cut:
             out += self._release(self._line[:cut])
         return out
@@ -154,7 +165,7 @@ class StreamTidier:
 
 
 def tidy_stream(pieces: Iterable[str]) -> Iterator[str]:
-    """Tidy streamed model text, releasing it a sentence or a line at a time."""
+    """Tidy streamed model text, releasing it a word or a line at a time."""
     tidier = StreamTidier()
     for piece in pieces:
         yield from tidier.feed(piece)

@@ -160,7 +160,8 @@ class Worker:
     def _log_answered(self, query: Query, stats: GenerationStats, sent: list[Fragment], started: float) -> None:
         elapsed = self._clock.now() - started
         gen_s = stats.total_s or elapsed
-        tps = stats.completion_tokens / gen_s if gen_s > 0 else 0.0
+        # The model's decode rate when it reports one; otherwise tokens over the whole generation.
+        tps = stats.extra.get("tokens_per_s") or (stats.completion_tokens / gen_s if gen_s > 0 else 0.0)
         nbytes = sum(f.nbytes for f in sent)
         ttft = stats.first_token_s if stats.first_token_s is not None else float("nan")
         log.info("answered q%d for %s: first token %.2fs, %d tokens, %.1f tok/s, %d fragment(s), %d B%s",

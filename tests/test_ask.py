@@ -142,7 +142,7 @@ _WORDS = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(words=st.lists(_WORDS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=12))
 def test_tidying_a_stream_equals_tidying_the_whole_answer(words: list[str], cuts: list[int]) -> None:
     text = " ".join(words)
@@ -164,6 +164,35 @@ def test_tidy_stream_releases_sentences_before_the_answer_ends() -> None:
     for chunk in tidy_stream(pieces()):
         released.append(chunk)
     assert "".join(released) == "First sentence. Second one."
+
+
+def test_tidy_stream_does_not_hold_words_until_the_sentence_ends() -> None:
+    # Fragment 1 must not wait for a sentence that straddles its end to be finished.
+    released: list[str] = []
+
+    def pieces() -> Iterator[str]:
+        yield "A long sentence still being "
+        yield "written"
+        assert "".join(released) == "A long sentence still being"
+        yield " now."
+
+    for chunk in tidy_stream(pieces()):
+        released.append(chunk)
+    assert "".join(released) == "A long sentence still being written now."
+
+
+def test_tidy_stream_keeps_open_emphasis_back() -> None:
+    released: list[str] = []
+
+    def pieces() -> Iterator[str]:
+        yield "Use **very "
+        yield "loud"
+        assert "".join(released) == "Use"  # "**very" may still become bold: hold it
+        yield "** words."
+
+    for chunk in tidy_stream(pieces()):
+        released.append(chunk)
+    assert "".join(released) == "Use very loud words."
 
 
 @pytest.mark.model
