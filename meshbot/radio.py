@@ -205,10 +205,12 @@ class MeshtasticRadio:
         return self._node
 
     # -- pubsub listeners: parse and hand off, nothing slow ------------------------------------
-    def _on_text(self, packet: Mapping[str, Any], interface: Any = None) -> None:
+    # `interface` is required, as the library always publishes it: pypubsub infers a topic's
+    # argument spec from its first listener, and an optional one would break other listeners.
+    def _on_text(self, packet: Mapping[str, Any], interface: Any) -> None:
         self._deliver(packet, interface)
 
-    def _on_data(self, packet: Mapping[str, Any], interface: Any = None) -> None:
+    def _on_data(self, packet: Mapping[str, Any], interface: Any) -> None:
         self._deliver(packet, interface)
 
     def _deliver(self, packet: Mapping[str, Any], interface: Any) -> None:
@@ -221,7 +223,7 @@ class MeshtasticRadio:
             return
         self._on_packet(msg)
 
-    def _on_lost(self, interface: Any = None) -> None:
+    def _on_lost(self, interface: Any) -> None:
         if interface is self._iface and not self._closing.is_set():
             self._link_down("connection lost")
 
