@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ask)
     ask.add_argument("question", help="the question, as a handset user would type it")
 
+    status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
+    status.add_argument("--config", type=Path, help="TOML config file (default: $MESHBOT_CONFIG)")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
     cfg = sub.add_parser("config", help="config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a config file and print the result")
@@ -107,7 +111,14 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
     stop.set()
 
 
-COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config_check}
+def cmd_status(args: argparse.Namespace) -> int:
+    """`meshbot status`: exit 0 when healthy, 1 when not."""
+    from meshbot.status import run_status
+
+    return run_status(load(args), sys.stdout, as_json=args.json)
+
+
+COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config_check, "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -130,6 +130,38 @@ class QueueConfig(_Section):
         return value
 
 
+class StoreConfig(_Section):
+    """The durable queue: where it lives and how long things are kept."""
+
+    path: str = "meshbot.db"  # relative to the working directory; ":memory:" keeps nothing
+    max_age_s: float = Field(default=900.0, gt=0)  # unanswered longer than this: dropped, DM gets an apology
+    keep_days: float = Field(default=7.0, gt=0)  # finished queries and events kept for `meshbot status`
+
+
+class LimitsConfig(_Section):
+    """Abuse limits: rate, repeats, who may use the bot, and who runs it."""
+
+    per_node_burst: float = Field(default=3, ge=1)
+    per_node_per_hour: float = Field(default=20, ge=0)
+    global_burst: float = Field(default=10, ge=1)
+    global_per_hour: float = Field(default=120, ge=0)
+    repeat_window_s: float = Field(default=300.0, ge=0)  # same text from the same node: ignored
+    allow: tuple[str, ...] = ()  # node ids ("!a1b2c3d4"); empty: everyone
+    deny: tuple[str, ...] = ()
+    bots: tuple[str, ...] = ()  # other bots' node ids: never answered
+    admins: tuple[str, ...] = ()  # may send !pause, !resume, !stats by DM
+    notice: str = "You are sending too fast; please wait {minutes} min."
+
+    @field_validator("allow", "deny", "bots", "admins")
+    @classmethod
+    def _node_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from meshbot.ratelimit import parse_node_id
+
+        for item in value:
+            parse_node_id(item)  # raises ValueError naming the bad id
+        return value
+
+
 class LogConfig(_Section):
     """How the daemon logs."""
 
@@ -152,6 +184,8 @@ class Config(_Section):
     mesh: MeshConfig = MeshConfig()
     policy: PolicyConfig = PolicyConfig()
     queue: QueueConfig = QueueConfig()
+    store: StoreConfig = StoreConfig()
+    limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
 
 

@@ -130,6 +130,7 @@ class Generation:
 
     turns: tuple[ChatTurn, ...]
     max_tokens: int
+    seed: int | None = None  # None: the model's configured seed
 
 
 @dataclass

@@ -290,13 +290,15 @@ class LlamaModel:
                 fit.cut_tokens, self.n_ctx, fit.prompt_tokens, fit.max_tokens,
                 extra={"cut_tokens": fit.cut_tokens, "n_ctx": self.n_ctx},
             )
-        yield from self._generate(fit, stats, started)
+        yield from self._generate(fit, stats, started, request.seed)
 
-    def _generate(self, fit: Fit, stats: GenerationStats, started: float) -> Iterator[str]:
+    def _generate(self, fit: Fit, stats: GenerationStats, started: float, seed: int | None) -> Iterator[str]:
         cfg = self._cfg
-        # A fixed seed makes each answer reproducible; -1 draws a fresh one per request
-        # (the engine would otherwise derive the same seed every time).
-        seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
+        # A fixed seed makes each answer reproducible (the daemon keeps one per query, so a
+        # resumed answer is the same answer); -1 draws a fresh one per request (the engine
+        # would otherwise derive the same seed every time).
+        if seed is None or seed < 0:
+            seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
         chunks = self._llm.create_chat_completion(
             messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed))
         finish: str | None = None

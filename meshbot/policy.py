@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import regex
 
@@ -54,16 +55,16 @@ class SeenPackets:
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._capacity = capacity
 
-    def check_and_add(self, sender: int, packet_id: int) -> bool:
-        """True when the pair was seen before; remembers it either way."""
+    def is_new(self, sender: int, packet_id: int) -> bool:
+        """True the first time a pair is seen; remembers it either way."""
         key = (sender, packet_id)
         if key in self._seen:
             self._seen.move_to_end(key)
-            return True
+            return False
         self._seen[key] = None
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
-        return False
+        return True
 
 
 def cut_to_bytes(text: str, max_bytes: int) -> str:
@@ -97,19 +98,21 @@ def match_trigger(text: str, triggers: tuple[str, ...], short_name: str) -> str 
 class Policy:
     """Judges inbound packets against the config; holds only the duplicate memory."""
 
-    def __init__(self, cfg: PolicyConfig, my_node_num: int, short_name: str) -> None:
+    def __init__(self, cfg: PolicyConfig, my_node_num: int, short_name: str,
+                 is_new: Callable[[int, int], bool] | None = None) -> None:
         self._cfg = cfg
         self.my_node_num = my_node_num
         self.short_name = cfg.short_name or short_name
         self._channels: dict[int, ChannelRule] = {rule.index: rule for rule in cfg.channels}
-        self._seen = SeenPackets()
+        # The daemon passes the durable store's memory, so re-deliveries after a restart are caught.
+        self._is_new = is_new or SeenPackets().is_new
 
     def judge(self, msg: Inbound) -> Decision:
         """Decide whether to answer `msg`, in the order an operator would read the reasons."""
         early = self._reject_packet(msg)
         if early is not None:
             return early
-        if self._seen.check_and_add(msg.sender, msg.packet_id):
+        if not self._is_new(msg.sender, msg.packet_id):
             return Ignore("duplicate")
         assert msg.text is not None  # _reject_packet drops texts that did not decode
         text = msg.text.strip()

@@ -35,6 +35,8 @@ class Query:
     decision: Accept
     accepted_at: float
     query_id: int = field(default_factory=lambda: next(_ids))
+    seed: int = -1  # the model seed kept with the query, so a resumed answer is the same answer
+    skip: frozenset[int] = frozenset()  # fragment indices already delivered before a restart
 
     @property
     def node(self) -> int:

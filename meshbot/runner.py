@@ -11,6 +11,7 @@ from meshbot.daemon import Daemon
 from meshbot.domain import RadioUnavailable
 from meshbot.model import load_model
 from meshbot.radio import MeshtasticRadio, detect_serial_ports
+from meshbot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> i
         cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)
     model = load_model(cfg.model)
     radio = MeshtasticRadio(cfg.radio, cfg.mesh.hop_limit)
-    daemon = Daemon(cfg, radio, model, SystemClock())
+    daemon = Daemon(cfg, radio, model, SystemClock(), store=Store(cfg.store.path))
     # A stop while the radio is still connecting must cancel the (forever) retries.
     threading.Thread(target=lambda: stop.wait() or radio.close(), name="meshbot-stopwatch",
                      daemon=True).start()

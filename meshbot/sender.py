@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 from meshbot.config import MeshConfig
-from meshbot.domain import AckStatus, Clock, Outbound, Radio, SendResult
+from meshbot.domain import AckStatus, Clock, Outbound, Radio, RadioUnavailable, SendResult
 from meshbot.logs import node_id
 from meshbot.pacing import Pacer
+from meshbot.store import Store
 
 log = logging.getLogger(__name__)
 
 # Routing errors worth another try: congestion and timing, not a packet that can never fit.
 RETRYABLE = frozenset(
     {"TIMEOUT", "RATE_LIMIT_EXCEEDED", "MAX_RETRANSMIT", "NO_RESPONSE", "DUTY_CYCLE_LIMIT",
-     "NO_INTERFACE", "SEND_ERROR"}
+     "NO_INTERFACE", "SEND_ERROR", "RADIO_DOWN"}
 )
 
 
@@ -32,14 +33,18 @@ class SendJob:
     outbound: Outbound
     label: str  # e.g. "q7 2/+": which query and fragment
     query_id: int | None = None
+    index: int | None = None  # the fragment's index within its answer
     on_done: Callable[["SendJob", SendResult, int], None] | None = None
 
 
 class Sender:
     """Takes jobs in order, one at a time: pace, send, wait for the ACK, retry."""
 
-    def __init__(self, radio: Radio, pacer: Pacer, clock: Clock, cfg: MeshConfig) -> None:
+    def __init__(self, radio: Radio, pacer: Pacer, clock: Clock, cfg: MeshConfig,
+                 radio_up: threading.Event | None = None, store: Store | None = None) -> None:
         self._radio = radio
+        self._radio_up = radio_up
+        self._store = store
         self._pacer = pacer
         self.pacer = pacer  # read-only use by status and benchmarks
         self._clock = clock
@@ -93,7 +98,13 @@ class Sender:
         attempts = 0
         while True:
             attempts += 1
+            if not self._wait_for_radio(job):
+                result = SendResult(0, AckStatus.FAILED, "SHUTDOWN")
+                break
             result = self._attempt(job, inbox)
+            if result.reason == "RADIO_DOWN" and self._radio_up is not None:
+                attempts -= 1  # the link dropped under us: wait for it, it is not the text's fault
+                continue
             if result.status in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT):
                 break
             reason = result.reason if result.status is not AckStatus.TIMEOUT else "TIMEOUT"
@@ -111,6 +122,16 @@ class Sender:
             job.on_done(job, result, attempts)
         return result
 
+    def _wait_for_radio(self, job: SendJob) -> bool:
+        """Block while the radio is away (the queue waits, nothing is dropped); False at shutdown."""
+        if self._radio_up is None or self._radio_up.is_set():
+            return True
+        log.info("holding %s until the radio is back", job.label, extra={"event": "waiting-for-radio"})
+        while not self._clock.wait_for(self._radio_up, 1.0):
+            if self._stopping.is_set() or self._clock.now() > self._drain_until:
+                return False
+        return True
+
     def _attempt(self, job: SendJob, inbox: "_Inbox") -> SendResult:
         wait = self._pacer.earliest_send() - self._clock.now()
         if wait > 0:
@@ -119,11 +140,18 @@ class Sender:
         airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
         try:
             packet_id = self._radio.send(out, inbox.put)
-        except Exception as exc:  # a dead link or a library refusal: report, let the caller retry
+        except RadioUnavailable as exc:
+            log.warning("radio down while sending %s: %s", job.label, exc, extra={"event": "send-error"})
+            if self._radio_up is not None:
+                self._radio_up.clear()
+            return SendResult(0, AckStatus.FAILED, "RADIO_DOWN")
+        except Exception as exc:  # a library refusal: report, let the caller retry
             log.error("send of %s failed: %s", job.label, exc, extra={"event": "send-error"})
             return SendResult(0, AckStatus.FAILED, "SEND_ERROR")
         # Stamp after the write: the gap that matters is the one the node sees.
         self._pacer.on_sent(self._clock.now(), airtime)
+        if self._store is not None:
+            self._store.record_event("airtime", airtime)
         nbytes = len(out.text.encode("utf-8"))
         log.info("sent %s to %s ch%d: %d B, %.2fs on air, id %d", job.label, node_id(out.dest),
                  out.channel, nbytes, airtime, packet_id,

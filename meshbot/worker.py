@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from dataclasses import dataclass
 
 from meshbot import limits
 from meshbot.config import Config
 from meshbot.domain import Clock, GenerationStats, Model, Outbound
 from meshbot.fragmenter import Fragment, StreamFragmenter, fragment
+from meshbot.ledger import Ledger
 from meshbot.logs import node_id
 from meshbot.pacing import Pacer
 from meshbot.policy import Kind
@@ -26,41 +27,6 @@ NO_ANSWER = "Sorry, I have no answer to that."
 REMAINDER_TTL_S = 3600.0
 
 
-@dataclass(frozen=True)
-class Remainder:
-    """Answer text not yet sent, kept for the asker's "more"."""
-
-    text: str
-    next_index: int
-    kept_at: float
-
-
-class RemainderStore:
-    """Per-node remainders for "more" (in memory)."""
-
-    def __init__(self) -> None:
-        self._items: dict[int, Remainder] = {}
-        self._lock = threading.Lock()
-
-    def put(self, node: int, remainder: Remainder) -> None:
-        """Keep a node's remainder, replacing an older one."""
-        with self._lock:
-            self._items[node] = remainder
-
-    def has(self, node: int) -> bool:
-        """True when a remainder is kept for this node."""
-        with self._lock:
-            return node in self._items
-
-    def take(self, node: int, now: float) -> Remainder | None:
-        """Remove and return a node's remainder if it is still fresh."""
-        with self._lock:
-            item = self._items.pop(node, None)
-        if item is None or now - item.kept_at > REMAINDER_TTL_S:
-            return None
-        return item
-
-
 def fragment_budget(cfg: Config, query: Query) -> int:
     """Bytes one fragment may use: the configured size under the hard ceiling for DM or channel."""
     is_dm = query.decision.reply_to != limits.BROADCAST_NUM
@@ -72,17 +38,19 @@ class Worker:
     """Runs one query at a time through the model and hands fragments to the sender."""
 
     def __init__(self, cfg: Config, model: Model, sender: Sender, pacer: Pacer, clock: Clock,
-                 remainders: RemainderStore | None = None) -> None:
+                 ledger: Ledger) -> None:
         self._cfg = cfg
         self._model = model
         self._sender = sender
         self._pacer = pacer
         self._clock = clock
-        self.remainders = remainders or RemainderStore()
+        self._ledger = ledger
+        self._store = ledger.store
         self.abandon = threading.Event()  # set at shutdown: stop generating mid-reply
 
     def handle(self, query: Query) -> None:
         """Answer one query: a fresh question or a "more"."""
+        self._ledger.generating(query)
         if query.decision.kind is Kind.MORE:
             self._more(query)
         else:
@@ -104,8 +72,10 @@ class Worker:
         if allowed == 0:
             log.warning("dropped q%d from %s: air-time budget spent", query.query_id,
                         node_id(query.node), extra={"event": "dropped", "reason": "airtime-budget"})
+            self._ledger.dropped(query.query_id, "air-time budget spent")
             return
         request = build_generation(query.decision.question, self._cfg.model, budget, allowed)
+        request = dataclasses.replace(request, seed=query.seed)
         stats = GenerationStats()
         fragmenter = StreamFragmenter(budget, allowed)
         started = self._clock.now()
@@ -113,51 +83,62 @@ class Worker:
         # Tidy (no markdown on air) before fragmenting, so byte counts are of what is sent.
         for piece in tidy_stream(self._model.stream(request, stats)):
             if self.abandon.is_set():
-                log.warning("abandoned q%d mid-reply: shutting down (%d fragment(s) sent)",
-                            query.query_id, len(sent), extra={"event": "abandoned"})
+                log.warning("abandoned q%d mid-reply: shutting down (%d fragment(s) handed over); "
+                            "it stays stored and resumes at the next start", query.query_id, len(sent),
+                            extra={"event": "abandoned"})
                 return
             self._submit(query, fragmenter.feed(piece), sent, started)
         self._submit(query, fragmenter.finish(), sent, started)
         if not sent:
             log.warning("model gave q%d an empty answer", query.query_id, extra={"event": "empty-answer"})
-            self._submit_text(query, NO_ANSWER, "empty")
+            self._submit_one(query, 1, NO_ANSWER, "empty")
         if fragmenter.capped:
-            self.remainders.put(query.node, Remainder(fragmenter.remainder, fragmenter.next_index,
-                                                      self._clock.now()))
-        self._log_answered(query, stats, sent, started)
+            self._store.put_remainder(query.node, fragmenter.remainder, fragmenter.next_index)
+        self._ledger.generated(query)
+        self._log_answered(query, stats, sent, started, fragmenter.capped)
 
     def _more(self, query: Query) -> None:
         budget = fragment_budget(self._cfg, query)
-        kept = self.remainders.take(query.node, self._clock.now())
-        if kept is None or not kept.text.strip():
-            self._submit_text(query, NOTHING_MORE, "more: none")
+        kept = self._store.take_remainder(query.node, REMAINDER_TTL_S)
+        if kept is None or not kept[0].strip():
+            self._submit_one(query, 1, NOTHING_MORE, "more: none")
+            self._ledger.generated(query)
             return
-        plan = fragment(kept.text, budget, self._fragments_allowed(query, budget) or 1, kept.next_index)
+        text, next_index = kept
+        plan = fragment(text, budget, self._fragments_allowed(query, budget) or 1, next_index)
         sent: list[Fragment] = []
         self._submit(query, list(plan.fragments), sent, self._clock.now())
-        if plan.remainder.strip():
-            next_index = plan.fragments[-1].index + 1 if plan.fragments else kept.next_index
-            self.remainders.put(query.node, Remainder(plan.remainder, next_index, self._clock.now()))
+        if plan.remainder.strip() and plan.fragments:
+            self._store.put_remainder(query.node, plan.remainder, plan.fragments[-1].index + 1)
+        self._ledger.generated(query)
         log.info("more for %s: %d fragment(s), %d B left", node_id(query.node), len(sent),
                  len(plan.remainder.encode("utf-8")), extra={"event": "more", "fragments": len(sent)})
 
     def _submit(self, query: Query, fragments: list[Fragment], sent: list[Fragment], started: float) -> None:
         for frag in fragments:
             if not sent:
-                log.info("first fragment of q%d ready after %.2fs", query.query_id,
-                         self._clock.now() - started,
-                         extra={"event": "first-fragment", "ttff_s": round(self._clock.now() - started, 3)})
+                ttff = self._clock.now() - started
+                log.info("first fragment of q%d ready after %.2fs", query.query_id, ttff,
+                         extra={"event": "first-fragment", "ttff_s": round(ttff, 3)})
+                self._store.record_event("ttff", ttff)
             sent.append(frag)
-            marker = f"{frag.index}/{'+' if not frag.final else frag.index}"
-            self._submit_text(query, frag.text, marker)
+            if frag.index in query.skip:
+                log.info("skipped q%d fragment %d: delivered before the restart", query.query_id, frag.index,
+                         extra={"event": "skipped-delivered"})
+                continue
+            marker = f"{frag.index}/{frag.index if frag.final else '+'}"
+            self._submit_one(query, frag.index, frag.text, marker)
 
-    def _submit_text(self, query: Query, text: str, marker: str) -> None:
+    def _submit_one(self, query: Query, index: int, text: str, marker: str) -> None:
         decision = query.decision
+        self._ledger.fragment(query, index, text)  # durable before it can reach the air
         out = Outbound(text=text, dest=decision.reply_to, channel=decision.reply_channel,
                        want_ack=decision.want_ack, reply_id=query.inbound.packet_id)
-        self._sender.submit(SendJob(out, f"q{query.query_id} {marker}", query.query_id))
+        self._sender.submit(SendJob(out, f"q{query.query_id} {marker}", query.query_id, index,
+                                    on_done=self._ledger.on_sent))
 
-    def _log_answered(self, query: Query, stats: GenerationStats, sent: list[Fragment], started: float) -> None:
+    def _log_answered(self, query: Query, stats: GenerationStats, sent: list[Fragment], started: float,
+                      capped: bool) -> None:
         elapsed = self._clock.now() - started
         gen_s = stats.total_s or elapsed
         # The model's decode rate when it reports one; otherwise tokens over the whole generation.
@@ -166,6 +147,6 @@ class Worker:
         ttft = stats.first_token_s if stats.first_token_s is not None else float("nan")
         log.info("answered q%d for %s: first token %.2fs, %d tokens, %.1f tok/s, %d fragment(s), %d B%s",
                  query.query_id, node_id(query.node), ttft, stats.completion_tokens, tps, len(sent),
-                 nbytes, " (more kept)" if self.remainders.has(query.node) else "",
+                 nbytes, " (more kept)" if capped else "",
                  extra={"event": "answered", "ttft_s": ttft, "tokens": stats.completion_tokens,
                         "tokens_per_s": round(tps, 2), "fragments": len(sent), "bytes": nbytes})

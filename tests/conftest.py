@@ -10,6 +10,7 @@ import pytest
 from meshbot.clock import VirtualClock
 from meshbot.config import Config, load_config
 from meshbot.daemon import Daemon
+from meshbot.store import Store
 
 from tests.fakes import FakeModel, FakeRadio
 
@@ -39,7 +40,7 @@ def make_daemon(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> Iter
     made: list[Daemon] = []
 
     def make(cfg: Config | None = None, **overrides) -> Daemon:
-        daemon = Daemon(cfg or load_config(overrides=overrides, environ={}), radio, model, clock)
+        daemon = Daemon(cfg or load_config(overrides=overrides, environ={}), radio, model, clock, store=Store(":memory:"))
         daemon.start()
         made.append(daemon)
         return daemon
