@@ -192,7 +192,13 @@ class Daemon:
             query = self.queue.get(timeout=_POLL_S)
             if query is None:
                 continue
-            self._working.set()
+            self._working.set()  # held or answered, it is not idle
+            # A pause may land while we waited in get(): hold this one until resumed.
+            while self.paused.is_set() and not self._stop.is_set():
+                self._stop.wait(_POLL_S)
+            if self._stop.is_set():
+                self._working.clear()
+                return  # still stored as queued: the next start answers it
             try:
                 self.worker.handle(query)
             except Exception as exc:  # a model failure loses this answer, never the daemon
