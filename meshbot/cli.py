@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(ask)
     ask.add_argument("question", help="the question, as a handset user would type it")
 
+    from meshbot.sim.cli import register as register_sim
+
+    register_sim(sub)
+
     status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
     status.add_argument("--config", type=Path, help="TOML config file (default: $MESHBOT_CONFIG)")
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -125,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meshbot` command."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "func", None) or COMMANDS[args.command]
+        return handler(args)
     except ConfigError as exc:
         sys.stderr.write(f"meshbot: config error: {exc}\n")
         return 2
