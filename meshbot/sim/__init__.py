@@ -1,22 +1,36 @@
-"""A virtual Meshtastic node that the real `meshtastic` TCPInterface connects to, for tests and demos.
+"""Virtual Meshtastic nodes and a virtual mesh that the real `meshtastic` TCPInterface connects to.
 
 `VirtualNode` speaks the stream API to one TCP client; an `Air` carries what it transmits.
 `LoopbackAir` is the single-node air: every destination answers, neighbours rebroadcast.
+`VirtualMesh` puts the nodes of a topology file (`load_topology`) on a `MeshAir`: air time,
+contention, loss, flooding, ACKs and duty cycle, on an injected clock.
 """
 
 from meshbot.sim.air import Air, AirNode, LoopbackAir
+from meshbot.sim.mesh import MeshAir
+from meshbot.sim.network import VirtualMesh
 from meshbot.sim.node import VirtualNode
-from meshbot.sim.records import ACK, PENDING, SentPacket
+from meshbot.sim.records import ACK, PENDING, HeardPacket, SentPacket
 from meshbot.sim.render import format_handset_line, format_sent
+from meshbot.sim.report import MeshReport, render_report
+from meshbot.sim.topology import Topology, TopologyError, load_topology
 
 __all__ = [
     "ACK",
     "Air",
     "AirNode",
+    "HeardPacket",
     "LoopbackAir",
+    "MeshAir",
+    "MeshReport",
     "PENDING",
     "SentPacket",
+    "Topology",
+    "TopologyError",
+    "VirtualMesh",
     "VirtualNode",
     "format_handset_line",
     "format_sent",
+    "load_topology",
+    "render_report",
 ]

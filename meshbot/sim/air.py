@@ -31,6 +31,12 @@ class AirNode(Protocol):
     def receive_from_air(self, packet: mesh_pb2.MeshPacket) -> None:
         """A packet this node heard, with rx_snr/rx_rssi/hop_limit as received. Must not block long."""
 
+    def acknowledge(self, packet: mesh_pb2.MeshPacket) -> None:
+        """ACK again a want_ack packet to this node whose sender retried it."""
+
+    def on_queue_freed(self, free: int) -> None:
+        """The node's TX queue, full until now, has `free` slots again."""
+
 
 class Air(Protocol):
     """The radio channel the nodes share."""
@@ -43,6 +49,12 @@ class Air(Protocol):
 
     def transmit(self, sender: AirNode, packet: mesh_pb2.MeshPacket) -> str | None:
         """Put a decoded packet on air; None, or a Routing.Error name the sender must NAK with."""
+
+    def queue_free(self, node: AirNode) -> int:
+        """Free slots in the node's TX queue (the client stops sending at 0)."""
+
+    def utilisation_percent(self, node: AirNode) -> float:
+        """Channel utilisation the node measures (it widens contention and retry delays)."""
 
 
 class LoopbackAir:
@@ -90,6 +102,14 @@ class LoopbackAir:
         """Copies of every packet put on air, retransmissions included."""
         with self._lock:
             return list(self._transmissions)
+
+    def queue_free(self, node: AirNode) -> int:
+        """Frames leave at once here, so the TX queue is always empty."""
+        return limits.TX_QUEUE_SLOTS
+
+    def utilisation_percent(self, node: AirNode) -> float:
+        """An ideal channel: never busy."""
+        return 0.0
 
     def transmit(self, sender: AirNode, packet: mesh_pb2.MeshPacket) -> str | None:
         """Record the frame and schedule what the rest of the mesh would answer."""

@@ -197,3 +197,54 @@ def queue_status(*, res: int, packet_id: int, free: int, maxlen: int = limits.TX
     message.queueStatus.maxlen = maxlen
     message.queueStatus.mesh_packet_id = packet_id
     return message
+
+
+def from_radio(packet: mesh_pb2.MeshPacket) -> mesh_pb2.FromRadio:
+    """Wrap a packet for the client."""
+    message = mesh_pb2.FromRadio()
+    message.packet.CopyFrom(packet)
+    return message
+
+
+def on_air_copy(packet: mesh_pb2.MeshPacket, *, node_num: int, hop_limit: int, pki: bool) -> mesh_pb2.MeshPacket:
+    """What Router::send puts on air for a client packet: our `from`, hop_start, no want_ack on broadcasts."""
+    out = mesh_pb2.MeshPacket()
+    out.CopyFrom(packet)
+    setattr(out, "from", node_num)
+    if out.want_ack and out.hop_limit == 0:
+        out.hop_limit = hop_limit  # ReliableRouter::send: acks need at least one hop
+    out.hop_start = out.hop_limit
+    out.relay_node = node_num & 0xFF
+    if is_broadcast(out.to):
+        out.want_ack = False
+    if pki:
+        out.pki_encrypted = True
+        out.channel = 0
+    if not out.decoded.HasField("bitfield"):
+        out.decoded.bitfield = 0
+    return out
+
+
+def client_text_packet(
+    *, packet_id: int, to: int, text: str, channel: int = 0, want_ack: bool = False,
+    hop_limit: int = limits.DEFAULT_HOP_LIMIT, reply_id: int | None = None,
+) -> mesh_pb2.MeshPacket:
+    """A text packet as the Python library's sendText hands it to the node."""
+    packet = mesh_pb2.MeshPacket(id=packet_id, to=to, channel=channel, want_ack=want_ack, hop_limit=hop_limit)
+    packet.decoded.portnum = portnums_pb2.TEXT_MESSAGE_APP
+    packet.decoded.payload = text.encode("utf-8")
+    if reply_id is not None:
+        packet.decoded.reply_id = reply_id
+    return packet
+
+
+def node_info_packet(*, sender: int, packet_id: int, user: mesh_pb2.User, hop_limit: int) -> mesh_pb2.MeshPacket:
+    """NodeInfoModule's broadcast of our User, as it goes on air."""
+    packet = mesh_pb2.MeshPacket(to=limits.BROADCAST_NUM, id=packet_id, hop_limit=hop_limit, hop_start=hop_limit)
+    setattr(packet, "from", sender)
+    packet.relay_node = sender & 0xFF
+    packet.priority = mesh_pb2.MeshPacket.Priority.BACKGROUND
+    packet.decoded.portnum = portnums_pb2.NODEINFO_APP
+    packet.decoded.payload = user.SerializeToString()
+    packet.decoded.bitfield = 0
+    return packet

@@ -1,11 +1,13 @@
 """A virtual Meshtastic node: speaks the TCP stream API to one client, and talks to an `Air`.
 
 The real `meshtastic.tcp_interface.TCPInterface` connects to it unmodified. Behaviour follows the
-firmware (PhoneAPI, MeshService, Router, ReliableRouter); see `firmware.py` for the pure rules.
+firmware (PhoneAPI, MeshService, Router, ReliableRouter); see `firmware.py` for the pure rules and
+`phoneapi.py` for what the node does with a client's packets.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,29 +20,28 @@ from meshbot.clock import SystemClock
 from meshbot.domain import Clock
 from meshbot.sim import firmware as fw
 from meshbot.sim.air import Air, LoopbackAir
+from meshbot.sim.channel import response_hop_limit, retransmission_delay_s
 from meshbot.sim.handshake import Identity, RadioSettings, config_messages, sim_public_key
 from meshbot.sim.inject import build_text_packet
 from meshbot.sim.phone import ClientSide, Session
-from meshbot.sim.records import ACK, SentLog, SentPacket, record_of
-from meshbot.sim.reliable import Pending, ReliableSends
+from meshbot.sim.phoneapi import PhoneApi
+from meshbot.sim.records import HeardPacket, ReceivedLog, SentLog, SentPacket, heard_of
+from meshbot.sim.reliable import ReliableSends
 from meshbot.sim.scheduler import Scheduler
 from meshbot.sim.server import ClientLink, StreamServer
 
 logger = logging.getLogger(__name__)
 
-# RadioInterface::getRetransmissionMsec: twice the packet's air time, a contention window, and
-# PROCESSING_TIME_MSEC (4.5 s) to build, process and rebuild a packet. We keep air time + processing.
-RETRANSMIT_PROCESSING_S = 4.5
 
-
-class VirtualNode:
+class VirtualNode(PhoneApi):
     """A Meshtastic node on 127.0.0.1 for tests and the demo. Thread-safe; start it once.
 
-    `clock` (default: real monotonic time) stamps `SentPacket.at` and drives the 2 s text rate
-    limit. Delays on air (`ack_delay_s` of the default `LoopbackAir`, `retransmit_s` between
-    tries of an unanswered want_ack packet, None: air time + firmware processing) are real
-    seconds. `channel_names` are the enabled channels (index 0 PRIMARY); a send on another
-    index is NAKed NO_CHANNEL. Pass `air` to put the node on a shared simulated mesh.
+    `clock` (default: real monotonic time) stamps records and drives the 2 s text rate limit.
+    Alone, the node's timers (`ack_delay_s` of the default `LoopbackAir`, `retransmit_s` between
+    tries of an unanswered want_ack packet; None: the firmware's retransmission delay) run in real
+    seconds. On a mesh, pass the mesh's `air` and its shared `scheduler`, which run in `clock` time.
+    `channel_names` are the enabled channels (index 0 PRIMARY); a send on another index is NAKed
+    NO_CHANNEL.
     """
 
     def __init__(
@@ -61,12 +62,14 @@ class VirtualNode:
         air: Air | None = None,
         retransmit_s: float | None = None,
         wall_clock: Callable[[], float] = time.time,
+        scheduler: Scheduler | None = None,
     ) -> None:
         if node_num in (0, limits.BROADCAST_NUM) or not 0 < node_num <= 0xFFFFFFFF:
             raise ValueError(f"node_num {node_num:#x} is not a usable node number")
         self._own = Identity(node_num, long_name, short_name, sim_public_key(node_num))
         self._radio = RadioSettings(modem_preset, region, hop_limit, tuple(channel_names))
         self._radio.lora()  # fail now, not at first connect, on a bad preset or region name
+        self._modem = airtime.preset(modem_preset)
         now_wall = int(wall_clock())
         self._known: dict[int, Identity] = {
             num: Identity(num, long, short, sim_public_key(num), snr=6.0, last_heard=now_wall)
@@ -74,14 +77,18 @@ class VirtualNode:
         }
         self._clock: Clock = clock or SystemClock()
         self._wall = wall_clock
-        self._scheduler = Scheduler(name=f"node-{node_num:08x}-timer")
+        self._owns_scheduler = scheduler is None
+        self._scheduler = scheduler or Scheduler(name=f"node-{node_num:08x}-timer")
         self.air: Air = air or LoopbackAir(self._scheduler, ack_delay_s=ack_delay_s, seed=node_num)
         self._retransmit_s = retransmit_s
         self._ids = fw.PacketIdGenerator(node_num)
         # Lock order: this lock, then ClientSide's, then a link's write lock; never the reverse.
+        # The air's own lock is a leaf: it never calls a node while holding it.
         self._lock = threading.RLock()
         self._log = SentLog()
+        self._received = ReceivedLog()
         self._client = ClientSide(f"node {node_num:08x}")
+        self._api_session = Session(link=None)  # sends made through `send_text`, not over TCP
         self._reliable = ReliableSends(
             scheduler=self._scheduler, lock=self._lock, interval_s=self._retransmit_interval,
             transmit=lambda packet: self.air.transmit(self, packet), finish=self._finish,
@@ -93,7 +100,8 @@ class VirtualNode:
 
     def start(self) -> None:
         """Bind and accept in a background thread; returns once listening."""
-        self._scheduler.start()
+        if self._owns_scheduler:
+            self._scheduler.start()
         self.air.attach(self)
         self._server.start()
 
@@ -101,7 +109,8 @@ class VirtualNode:
         """Close the client and listener, stop timers, join threads."""
         self._server.stop()
         self.air.detach(self)
-        self._scheduler.close()
+        if self._owns_scheduler:
+            self._scheduler.close()
         self._reliable.cancel_all()
 
     def __enter__(self) -> "VirtualNode":
@@ -115,6 +124,11 @@ class VirtualNode:
     def node_num(self) -> int:
         """This node's number."""
         return self._own.num
+
+    @property
+    def identity(self) -> Identity:
+        """Who this node says it is."""
+        return self._own
 
     @property
     def port(self) -> int:
@@ -149,6 +163,21 @@ class VirtualNode:
     def wait_for_handshakes(self, count: int, timeout: float) -> bool:
         """Wait (real time) until `count` config downloads have completed."""
         return self._client.wait_for_handshakes(count, timeout)
+
+    @property
+    def received(self) -> list[HeardPacket]:
+        """Snapshot of every packet this node handed its client (heard on air, or its own notes)."""
+        return self._received.snapshot()
+
+    @property
+    def received_log(self) -> ReceivedLog:
+        """The live log: `subscribe` a listener or `wait_for` a condition."""
+        return self._received
+
+    def known_nodes(self) -> list[Identity]:
+        """This node and every node it has heard of, as its node DB shows them."""
+        with self._lock:
+            return [self._own, *self._known.values()]
 
     # ----- injecting traffic -----------------------------------------------------------------
 
@@ -193,7 +222,16 @@ class VirtualNode:
 
     def inject_packet(self, packet: mesh_pb2.MeshPacket) -> None:
         """Hand any MeshPacket to the client as received, unchecked (for fuzz tests)."""
-        self._client.emit([_wrap(packet)])
+        self._client.emit([fw.from_radio(packet)])
+
+    def announce(self) -> None:
+        """Broadcast our NodeInfo, so other nodes learn our names and key (NodeInfoModule)."""
+        with self._lock:
+            packet = fw.node_info_packet(
+                sender=self.node_num, packet_id=self._ids.next(), user=self._own.user(),
+                hop_limit=self._radio.hop_limit,
+            )
+        self.air.transmit(self, packet)
 
     # ----- the air side ----------------------------------------------------------------------
 
@@ -216,26 +254,53 @@ class VirtualNode:
                 heard.CopyFrom(packet)
                 if not heard.rx_time:
                     heard.rx_time = int(self._wall())
-                self._client.emit([_wrap(heard)])
+                self._to_client(heard, airtime_s=self._airtime_of(heard))
             if packet.to == self.node_num and packet.want_ack and answer is None:
-                ack = fw.routing_packet(
-                    sender=self.node_num, to=sender, packet_id=self._ids.next(), request_id=packet.id,
-                    hop_limit=self._radio.hop_limit, hop_start=self._radio.hop_limit,
-                )
+                ack = self._ack_for(packet)
         if ack is not None:
             self.air.transmit(self, ack)
 
+    def acknowledge(self, packet: mesh_pb2.MeshPacket) -> None:
+        """ACK a want_ack packet to us again: its sender retried it, so our first ACK was lost."""
+        with self._lock:
+            ack = self._ack_for(packet)
+        self.air.transmit(self, ack)
+
+    def on_queue_freed(self, free: int) -> None:
+        """The air's TX queue has room again: tell the client, which stops sending at free == 0."""
+        self._client.emit([fw.queue_status(res=0, packet_id=0, free=free)])
+
+    def _ack_for(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket:
+        """ReliableRouter::sniffReceived: an ACK with just enough hops to get back (RoutingModule)."""
+        hops = response_hop_limit(packet.hop_start, packet.hop_limit, self._radio.hop_limit)
+        return fw.routing_packet(
+            sender=self.node_num, to=getattr(packet, "from"), packet_id=self._ids.next(),
+            request_id=packet.id, channel=packet.channel, hop_limit=hops, hop_start=hops,
+        )
+
     def _learn(self, packet: mesh_pb2.MeshPacket) -> None:
-        """NodeDB::updateFrom for NODEINFO_APP: remember names and keys of nodes we hear."""
-        if packet.decoded.portnum != portnums_pb2.NODEINFO_APP:
-            return
-        user = mesh_pb2.User()
-        try:
-            user.ParseFromString(packet.decoded.payload)
-        except Exception:  # protobuf DecodeError: a garbled NodeInfo teaches nothing
-            return
+        """NodeDB::updateFrom: remember when and how we heard a node, and its names from NodeInfo."""
         num = getattr(packet, "from")
-        self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key)
+        seen = {"snr": packet.rx_snr, "hops_away": max(packet.hop_start - packet.hop_limit, 0),
+                "last_heard": packet.rx_time or int(self._wall())}
+        if packet.decoded.portnum == portnums_pb2.NODEINFO_APP:
+            user = mesh_pb2.User()
+            try:
+                user.ParseFromString(packet.decoded.payload)
+            except Exception:  # protobuf DecodeError: a garbled NodeInfo teaches nothing
+                return
+            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key, **seen)
+        elif num in self._known:
+            self._known[num] = dataclasses.replace(self._known[num], **seen)
+
+    def _airtime_of(self, packet: mesh_pb2.MeshPacket) -> float:
+        frame = fw.frame_len_on_air(packet, packet.pki_encrypted)
+        return airtime.time_on_air_s(frame, self._modem)
+
+    def _to_client(self, packet: mesh_pb2.MeshPacket, *, airtime_s: float = 0.0) -> None:
+        """Hand a packet to the client (now or once one connects) and record it."""
+        self._received.add(heard_of(packet, at=self._clock.now(), airtime_s=airtime_s))
+        self._client.emit([fw.from_radio(packet)])
 
     # ----- LinkHandler: called on the server's I/O thread ----------------------------------
 
@@ -274,120 +339,12 @@ class VirtualNode:
         else:
             logger.debug("node %08x: ignoring ToRadio %s", self.node_num, kind)
 
-    # ----- client packets --------------------------------------------------------------------
-
-    def _handle_client_packet(self, session: Session, packet: mesh_pb2.MeshPacket) -> None:
-        with self._lock:
-            on_air = self._admit(session, packet)
-        if on_air is None:
-            return
-        error = self.air.transmit(self, on_air)
-        if error is not None:
-            with self._lock:
-                self._reliable.resolve(on_air.id, error, implicit=False)
-
-    def _admit(self, session: Session, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket | None:
-        """PhoneAPI + Router checks; returns the packet to put on air, or None when it stops here."""
-        if packet.id and session.recent.seen(packet.id):
-            logger.debug("node %08x: ignoring repeated packet id %08x", self.node_num, packet.id)
-            return None
-        if not packet.HasField("decoded"):
-            logger.warning("node %08x: client sent an encrypted packet; ignored", self.node_num)
-            self._client.emit([fw.queue_status(res=0, packet_id=packet.id, free=self._queue_free())])
-            return None
-        if not packet.id:
-            packet.id = self._ids.next()
-        dest = self._known.get(packet.to)
-        pki = fw.uses_pki(packet, dest_has_key=bool(dest and dest.public_key))
-        frame_len = fw.frame_len_on_air(packet, pki)
-        record = record_of(packet, at=self._clock.now(), pki=pki, frame_len=frame_len)
-        index = self._record(record)
-        is_text = packet.decoded.portnum == portnums_pb2.TEXT_MESSAGE_APP
-        if is_text and not session.rate.admit(record.at):
-            return self._refuse(index, packet, "RATE_LIMIT_EXCEEDED", res=0)
-        if packet.to == self.node_num:
-            self._settle(index, ACK)  # to ourselves: handled locally, never on air
-            self._client.emit([fw.queue_status(res=0, packet_id=packet.id, free=self._queue_free())])
-            return None
-        if frame_len > limits.MAX_LORA_FRAME_LEN:
-            return self._refuse(index, packet, "TOO_LARGE", res=fw.error_code("TOO_LARGE"))
-        if not pki and packet.channel >= len(self._radio.channel_names):
-            return self._refuse(index, packet, "NO_CHANNEL", res=fw.error_code("NO_CHANNEL"))
-        on_air = self._on_air_copy(packet, pki)
-        self._client.emit([fw.queue_status(res=0, packet_id=packet.id, free=self._queue_free())])
-        if packet.want_ack:
-            self._reliable.track(index, on_air)
-        else:
-            self._settle(index, ACK)
-        return on_air
-
-    def _refuse(self, index: int, packet: mesh_pb2.MeshPacket, error: str, *, res: int) -> None:
-        """Queue status with `res`, then a NAK from this node (Router::abortSendAndNak)."""
-        self._settle(index, error)
-        nak = fw.routing_packet(
-            sender=self.node_num, to=self.node_num, packet_id=self._ids.next(),
-            request_id=packet.id, error=error, channel=packet.channel if error != "TOO_LARGE" else 0,
-        )
-        nak.rx_time = int(self._wall())
-        self._client.emit([fw.queue_status(res=res, packet_id=packet.id, free=self._queue_free()), _wrap(nak)])
-        logger.info("node %08x: NAK %s for packet %08x", self.node_num, error, packet.id)
-        return None
-
-    def _on_air_copy(self, packet: mesh_pb2.MeshPacket, pki: bool) -> mesh_pb2.MeshPacket:
-        """What Router::send puts on air: our `from`, hop_start, no want_ack on broadcasts."""
-        out = mesh_pb2.MeshPacket()
-        out.CopyFrom(packet)
-        setattr(out, "from", self.node_num)
-        if out.want_ack and out.hop_limit == 0:
-            out.hop_limit = self._radio.hop_limit  # Router::sendLocal: acks need at least one hop
-        out.hop_start = out.hop_limit
-        out.relay_node = self.node_num & 0xFF
-        if fw.is_broadcast(out.to):
-            out.want_ack = False
-        if pki:
-            out.pki_encrypted = True
-            out.channel = 0
-        if not out.decoded.HasField("bitfield"):
-            out.decoded.bitfield = 0
-        return out
+    # ----- timing ------------------------------------------------------------------------------
 
     def _retransmit_interval(self, packet: mesh_pb2.MeshPacket) -> float:
         if self._retransmit_s is not None:
             return self._retransmit_s
-        frame = fw.frame_len_on_air(packet, packet.pki_encrypted)
-        return 2 * airtime.time_on_air_s(frame, airtime.preset(self._radio.modem_preset)) + RETRANSMIT_PROCESSING_S
-
-    def _finish(self, pending: Pending, error: str, implicit: bool) -> None:
-        """A want_ack packet ended; tell the client unless the destination's ACK is on its way to it."""
-        self._settle(pending.index, ACK if error == fw.OK else error)
-        if implicit or error != fw.OK:
-            # Implicit ACKs and our own give-ups come from this node (ReliableRouter / abortSendAndNak).
-            note = fw.routing_packet(
-                sender=self.node_num, to=self.node_num, packet_id=self._ids.next(),
-                request_id=pending.packet.id, error=error, channel=pending.packet.channel,
-            )
-            note.rx_time = int(self._wall())
-            self._client.emit([_wrap(note)])
-
-    # ----- bookkeeping -----------------------------------------------------------------------
-
-    def _record(self, record: SentPacket) -> int:
-        logger.debug(
-            "node %08x: client sent %08x %s to %08x", self.node_num, record.packet_id, record.portnum, record.to
-        )
-        return self._log.add(record)
-
-    def _settle(self, index: int, outcome: str) -> None:
-        self._log.settle(index, outcome)
+        return retransmission_delay_s(self._airtime_of(packet), self._modem, self.air.utilisation_percent(self))
 
     def _queue_free(self) -> int:
-        # Transmissions leave at once here, so the TX queue is always empty. An air with real air
-        # time must report its occupancy, and send a queueStatus when `free` rises from 0
-        # (MeshService::loop): the library stops sending while it last heard free == 0.
-        return limits.TX_QUEUE_SLOTS
-
-
-def _wrap(packet: mesh_pb2.MeshPacket) -> mesh_pb2.FromRadio:
-    message = mesh_pb2.FromRadio()
-    message.packet.CopyFrom(packet)
-    return message
+        return self.air.queue_free(self)

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 class Session:
     """Per-connection state: the firmware builds a fresh PhoneAPI for every TCP client."""
 
-    link: ClientLink
+    link: ClientLink | None  # None: the node's own API (`VirtualNode.send_text`), not a TCP client
     ready: bool = False  # config download finished: packets flow
     rate: fw.TextRateLimiter = field(default_factory=fw.TextRateLimiter)
     recent: fw.RecentKeys = field(default_factory=lambda: fw.RecentKeys(fw.RECENT_CLIENT_IDS))
@@ -99,7 +99,9 @@ class ClientSide:
         for i, message in enumerate(self._outbox):
             if message.HasField("packet"):
                 del self._outbox[i]
-                logger.warning("%s: to-client queue full, dropped the oldest packet", self._name)
+                # Expected on a mesh node nobody is connected to; worth a warning only with a client.
+                level = logging.WARNING if self._session is not None else logging.DEBUG
+                logger.log(level, "%s: to-client queue full, dropped the oldest packet", self._name)
                 return
 
     def _flush(self) -> None:

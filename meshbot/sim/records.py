@@ -1,13 +1,17 @@
-"""What the client sent through a node, with the outcome the node reported. Thread-safe log."""
+"""What a client sent through its node (with the outcome), and what its node handed it. Thread-safe logs."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from meshtastic.protobuf import mesh_pb2
 
 from meshbot.sim import firmware as fw
+
+logger = logging.getLogger(__name__)
 
 PENDING = "PENDING"  # a want_ack packet still waiting for its ACK or NAK
 ACK = "ACK"  # went on air (and, with want_ack, was acknowledged)
@@ -93,4 +97,104 @@ class SentLog:
 
         with self._changed:
             self._changed.wait_for(settled, timeout)
+            return list(self._items)
+
+
+@dataclass(frozen=True)
+class HeardPacket:
+    """One packet a node handed to its client: heard on air, or the node's own ACK/NAK note."""
+
+    sender: int  # the packet's `from`
+    to: int
+    packet_id: int
+    channel: int
+    portnum: str
+    payload: bytes
+    text: str | None  # decoded UTF-8 when it is a text port and decodes
+    hop_start: int
+    hop_limit: int
+    rx_snr: float
+    rx_rssi: int
+    at: float  # clock.now() when the node handed it to its client
+    airtime_s: float  # air time of the frame it arrived in; 0 for the node's own notes
+    request_id: int = 0  # for ACKs/NAKs and replies: the packet answered
+    error: str | None = None  # ROUTING_APP only: the Routing.Error name, "NONE" for an ACK
+    reply_id: int | None = None
+    pki: bool = False
+
+    @property
+    def hops(self) -> int:
+        """Relays the packet went through (hop_start - hop_limit), as the apps show it."""
+        return max(self.hop_start - self.hop_limit, 0)
+
+    @property
+    def is_ack(self) -> bool:
+        """A Routing ACK (error NONE)."""
+        return self.error == fw.OK
+
+
+def heard_of(packet: mesh_pb2.MeshPacket, *, at: float, airtime_s: float) -> HeardPacket:
+    """The record of a decoded packet handed to the client."""
+    decoded = packet.decoded
+    return HeardPacket(
+        sender=getattr(packet, "from"),
+        to=packet.to,
+        packet_id=packet.id,
+        channel=packet.channel,
+        portnum=fw.port_name(decoded.portnum),
+        payload=bytes(decoded.payload),
+        text=_text_of(decoded),
+        hop_start=packet.hop_start,
+        hop_limit=packet.hop_limit,
+        rx_snr=packet.rx_snr,
+        rx_rssi=packet.rx_rssi,
+        at=at,
+        airtime_s=airtime_s,
+        request_id=decoded.request_id,
+        error=fw.routing_error_of(packet),
+        reply_id=decoded.reply_id or None,
+        pki=packet.pki_encrypted,
+    )
+
+
+class ReceivedLog:
+    """Append-only list of `HeardPacket`, with waiting and listeners (called outside the lock)."""
+
+    def __init__(self) -> None:
+        self._items: list[HeardPacket] = []
+        self._changed = threading.Condition()
+        self._listeners: list[Callable[[HeardPacket], None]] = []
+
+    def add(self, record: HeardPacket) -> None:
+        """Append and tell the listeners."""
+        with self._changed:
+            self._items.append(record)
+            listeners = list(self._listeners)
+            self._changed.notify_all()
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception:  # a broken console must not break the node
+                logger.exception("received-packet listener failed")
+
+    def subscribe(self, listener: Callable[[HeardPacket], None]) -> None:
+        """Call `listener` with every later record (on the delivering thread; keep it quick)."""
+        with self._changed:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[HeardPacket], None]) -> None:
+        """Stop calling `listener`."""
+        with self._changed:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def snapshot(self) -> list[HeardPacket]:
+        """A copy of every record, oldest first."""
+        with self._changed:
+            return list(self._items)
+
+    def wait_for(self, predicate: Callable[[list[HeardPacket]], bool], timeout: float) -> list[HeardPacket]:
+        """Wait (real time) until `predicate(records)` holds; return a snapshot either way."""
+        with self._changed:
+            self._changed.wait_for(lambda: predicate(self._items), timeout)
             return list(self._items)

@@ -11,7 +11,8 @@ from meshbot.sim.records import ACK, PENDING, SentPacket
 ELLIPSIS = "…"
 
 
-def _clock_text(at: dt.datetime | dt.time | float) -> str:
+def clock_text(at: dt.datetime | dt.time | float) -> str:
+    """``HH:MM:SS`` of a time, or of epoch seconds."""
     if isinstance(at, (int, float)):
         at = dt.datetime.fromtimestamp(at)
     return at.strftime("%H:%M:%S")
@@ -43,14 +44,16 @@ def format_handset_line(
     size_bytes: int | None = None,
     max_chars: int | None = None,
     note: str = "",
+    airtime_s: float | None = None,
 ) -> str:
-    """E.g. ``[12:00:03] BOT → you (2 hops): 1/+ text… (187 B)``; `at` may be epoch seconds."""
+    """E.g. ``[12:00:03] BOT → you (2 hops): 1/+ text… (187 B, 0.18 s on air)``; `at` may be epoch seconds."""
     size = len(text.encode("utf-8")) if size_bytes is None else size_bytes
     via = hops_text(hops)
     where = f" ({via})" if via else ""
     tail = f" [{note}]" if note else ""
+    air = f", {airtime_s:.2f} s on air" if airtime_s is not None else ""
     one_line = " ".join(text.split("\n"))
-    return f"[{_clock_text(at)}] {sender} → {recipient}{where}: {elide(one_line, max_chars)} ({size} B){tail}"
+    return f"[{clock_text(at)}] {sender} → {recipient}{where}: {elide(one_line, max_chars)} ({size} B{air}){tail}"
 
 
 def destination_name(to: int, channel: int, *, you: int | None = None, names: Mapping[int, str] | None = None) -> str:
