@@ -1,0 +1,160 @@
+"""One simulated hour of steady load on the virtual mesh: do we ever get NAKed?
+
+Ten handsets each ask the bot a question by DM every 30 s (1,200 questions an hour), through two
+relays. The real daemon (policy, queue, worker, pacer, sender, real meshtastic TCPInterface)
+answers on the mesh's ScaledClock. The model is scripted (answers of 300-700 bytes streamed word
+by word) because the question is pacing, and a real 135M model run 20x faster than real time
+would answer almost nothing. Prints the NAKs the bot's node returned, by reason, and what the
+daemon did with the load. Not a test.
+
+    .venv/bin/python bench/soak.py [--preset LONG_FAST] [--region EU_868] [--scale 20] [--hours 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.prompts import PROMPTS  # noqa: E402
+from meshbot.clock import ScaledClock  # noqa: E402
+from meshbot.config import load_config  # noqa: E402
+from meshbot.daemon import Daemon  # noqa: E402
+from meshbot.domain import Generation, GenerationStats  # noqa: E402
+from meshbot.radio import MeshtasticRadio  # noqa: E402
+from meshbot.sim.network import VirtualMesh  # noqa: E402
+from meshbot.sim.topology import parse_topology  # noqa: E402
+from meshbot.store import Store  # noqa: E402
+
+BOT = 0x0BB0_0001
+HANDSETS = 10
+ASK_EVERY_S = 30.0
+WORDS = ("LoRa radios trade speed for range, so a short message can cross many kilometres of open "
+         "country while using very little power, and every node in the mesh repeats what it hears.").split()
+
+
+class ScriptedModel:
+    """Answers of 300-700 bytes, streamed one word per 30 ms of simulated time."""
+
+    name = "scripted"
+
+    def __init__(self, clock: ScaledClock, seed: int = 1) -> None:
+        self._clock = clock
+        self._rng = random.Random(seed)
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        target = self._rng.randint(300, 700)
+        produced, first = 0, None
+        started = self._clock.now()
+        while produced < target:
+            self._clock.sleep(0.03)
+            word = self._rng.choice(WORDS) + (". " if self._rng.random() < 0.1 else " ")
+            first = first if first is not None else self._clock.now() - started
+            stats.first_token_s = first
+            stats.completion_tokens += 1
+            produced += len(word)
+            yield word
+        stats.total_s = self._clock.now() - started
+
+
+def topology(preset: str, region: str, scale: float):
+    """Ten handsets on two relays, the bot behind both."""
+    handsets = [f"h{i:02d}" for i in range(HANDSETS)]
+    nodes = [{"name": "BOT", "num": BOT, "role": "bot", "neighbours": ["R1", "R2"]},
+             {"name": "R1", "num": 0x0E1A0001, "role": "relay", "neighbours": ["BOT", *handsets[:5]]},
+             {"name": "R2", "num": 0x0E1A0002, "role": "relay", "neighbours": ["BOT", *handsets[5:]]}]
+    nodes += [{"name": h, "num": 0x0A000000 + i, "role": "handset", "neighbours": ["R1" if i < 5 else "R2"]}
+              for i, h in enumerate(handsets)]
+    mesh = {"seed": 7, "time_scale": scale, "modem_preset": preset, "region": region, "hop_limit": 3}
+    return parse_topology({"mesh": mesh, "nodes": nodes}), handsets
+
+
+class Events(logging.Handler):
+    """Counts the daemon's log events by name and reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", None)
+        if event:
+            reason = getattr(record, "reason", None)
+            self.counts[f"{event}:{reason}" if reason and event in ("dropped", "fragment-nak") else event] += 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the hour and print the tables."""
+    topo, handsets = topology(args.preset, args.region, args.scale)
+    mesh = VirtualMesh(topo)
+    mesh.start()
+    clock = mesh.clock
+    cfg = load_config(overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}",
+                                 "queue.max_per_node": 2, "limits.per_node_per_hour": 120,
+                                 "limits.per_node_burst": 4, "limits.global_per_hour": 1200,
+                                 "limits.global_burst": 20, "limits.repeat_window_s": 0}, environ={})
+    events = Events()
+    logging.getLogger("meshbot").addHandler(events)
+    daemon = Daemon(cfg, MeshtasticRadio(cfg.radio), ScriptedModel(clock), clock, store=Store(":memory:"))
+    daemon.start()
+    cpu0, wall0, start = time.process_time(), time.monotonic(), clock.now()
+    rng = random.Random(3)
+    next_ask = {h: start + rng.uniform(0, ASK_EVERY_S) for h in handsets}
+    asked = 0
+    while clock.now() - start < args.hours * 3600:
+        for h, due in next_ask.items():
+            if clock.now() >= due:
+                mesh.node(h).send_text(f"{PROMPTS[asked % len(PROMPTS)]} #{asked}", to=BOT)
+                asked += 1
+                next_ask[h] = due + ASK_EVERY_S
+        clock.sleep(0.5)
+    sim_s, wall_s, cpu_s = clock.now() - start, time.monotonic() - wall0, time.process_time() - cpu0
+    report = mesh.report()
+    daemon.stop(grace_s=5)
+    mesh.stop()
+    bot_naks = collections.Counter(p.outcome for p in mesh.bot.sent if p.outcome not in ("ACK", "PENDING"))
+    out = sys.stdout
+    out.write(f"\n{args.hours:g} simulated hour(s), {args.preset} in {args.region}, {HANDSETS} handsets asking "
+              f"every {ASK_EVERY_S:.0f}s: {asked} questions; {sim_s / wall_s:.1f}x real time, "
+              f"CPU {cpu_s / wall_s * 100:.0f}% of one core\n\n| figure | value |\n|---|---|\n")
+    rows = [("texts the bot's node sent", len(mesh.bot.sent)),
+            ("bot NAKs: RATE_LIMIT_EXCEEDED", bot_naks["RATE_LIMIT_EXCEEDED"]),
+            ("bot NAKs: TOO_LARGE", bot_naks["TOO_LARGE"]),
+            ("bot NAKs: DUTY_CYCLE_LIMIT", bot_naks["DUTY_CYCLE_LIMIT"]),
+            ("bot NAKs: other", sum(v for k, v in bot_naks.items()
+                                    if k not in ("RATE_LIMIT_EXCEEDED", "TOO_LARGE", "DUTY_CYCLE_LIMIT")))]
+    rows += [(f"daemon events: {k}", v) for k, v in sorted(events.counts.items())
+             if k.split(":")[0] in ("queued", "answered", "dropped", "shortened", "fragment-nak", "retry")]
+    bot_row = next(r for r in report.nodes if r.role == "bot")
+    rows += [("bot node duty cycle used, % (limit)", f"{bot_row.duty_percent:.1f} ({bot_row.duty_limit_percent:g})"),
+             ("mesh NAKs by reason (all nodes)", dict(report.naks) or "none"),
+             ("channel utilisation mean / max %", f"{report.utilisation_mean_percent:.1f} / "
+                                                  f"{report.utilisation_max_percent:.1f}")]
+    for name, value in rows:
+        out.write(f"| {name} | {value} |\n")
+    return 0
+
+
+def main() -> int:
+    """Parse the flags and run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="LONG_FAST")
+    parser.add_argument("--region", default="EU_868")
+    parser.add_argument("--scale", type=float, default=20.0)
+    parser.add_argument("--hours", type=float, default=1.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("meshbot").setLevel(logging.INFO)
+    logging.getLogger().handlers[0].setLevel(logging.ERROR)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
