@@ -16,7 +16,7 @@ from meshbot.domain import Clock, Inbound, Model, Outbound, Radio, RadioEvent
 from meshbot.gate import Admin, Gate, Refused
 from meshbot.ledger import Ledger
 from meshbot.logs import node_id
-from meshbot.pacing import Pacer, hourly_budget_s
+from meshbot.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.policy import Accept, Ignore, Policy
 from meshbot.queueing import Admission, FairQueue, Query, QueryQueue
 from meshbot.resume import Housekeeper
@@ -62,7 +62,8 @@ class Daemon:
         self.store.record_event("radio-up")
         node = self.radio.local_node()
         pacer = Pacer(preset(node.modem_preset), self.cfg.mesh.min_gap_s,
-                      hourly_budget_s(node.region, self.cfg.mesh.airtime_budget_percent))
+                      hourly_budget_s(node.region, self.cfg.mesh.airtime_budget_percent),
+                      region_limit_s(node.region))
         self.policy = Policy(self.cfg.policy, node.node_num, node.short_name, self.store.mark_seen)
         self.sender = Sender(self.radio, pacer, self.clock, self.cfg.mesh, self.radio_up, self.store)
         self.worker = Worker(self.cfg, self.model, self.sender, pacer, self.clock, self.ledger)
@@ -120,6 +121,8 @@ class Daemon:
                  msg.payload_len, msg.hops if msg.hops is not None else "?", msg.packet_id,
                  extra={"event": "received", "from": node_id(msg.sender), "dm": msg.is_dm,
                         "channel": msg.channel, "bytes": msg.payload_len, "packet_id": msg.packet_id})
+        if msg.is_dm and self.sender is not None:
+            self.sender.pacer.on_dm_received(self.clock.now())
         decision = self.policy.judge(msg)
         if isinstance(decision, Ignore):
             self._log_ignored(msg, decision.reason)

@@ -58,6 +58,11 @@ def text_frame_len(text_len: int, *, reply_id: bool = False, pki: bool = False) 
     return frame + (PKI_OVERHEAD_LEN if pki else 0)
 
 
+# RoutingModule::allocAckNak: the ACK our node sends for every DM that wants one (the apps always
+# ask): 16-byte header + Data{portnum, Routing payload, request_id, bitfield}. It counts against
+# the node's duty cycle like any other transmission.
+ROUTING_ACK_FRAME_LEN = 29
+
 # Regions: the firmware's rolling-hour duty-cycle share (RadioInterface.cpp region table).
 DUTY_CYCLE_PERCENT = {
     "EU_868": 10.0,

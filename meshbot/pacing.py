@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 from meshbot import limits
@@ -9,6 +10,16 @@ from meshbot.airtime import ModemPreset, time_on_air_s
 
 # The firmware's duty-cycle window (mesh-facts "Duty cycle": a rolling 60-minute share).
 DUTY_WINDOW_S = 3600.0
+# Our estimate of the node's air time is not exact (relays we cannot see): stay under this share
+# of the region's limit.
+REGION_LIMIT_MARGIN = 0.9
+# After a DUTY_CYCLE_LIMIT NAK the node's own account is full: send nothing for this long.
+DUTY_NAK_HOLD_S = 600.0
+
+
+def region_limit_s(region: str) -> float:
+    """Seconds per rolling hour the firmware lets the node transmit in a region."""
+    return DUTY_WINDOW_S * limits.duty_cycle_percent(region) / 100.0
 
 
 def hourly_budget_s(region: str, budget_percent: float | None) -> float:
@@ -23,28 +34,36 @@ class AirtimeLedger:
     def __init__(self) -> None:
         self._entries: deque[tuple[float, float]] = deque()
         self._total = 0.0
+        self._lock = threading.Lock()  # the intake records ACKs while the sender records texts
 
     def record(self, now: float, airtime_s: float) -> None:
         """Account one transmission that started at `now`."""
-        self._entries.append((now, airtime_s))
-        self._total += airtime_s
+        with self._lock:
+            self._entries.append((now, airtime_s))
+            self._total += airtime_s
 
     def used(self, now: float) -> float:
         """Seconds on air within the last hour."""
-        while self._entries and self._entries[0][0] <= now - DUTY_WINDOW_S:
-            self._total -= self._entries.popleft()[1]
-        return max(self._total, 0.0)
+        with self._lock:
+            while self._entries and self._entries[0][0] <= now - DUTY_WINDOW_S:
+                self._total -= self._entries.popleft()[1]
+            return max(self._total, 0.0)
 
 
 class Pacer:
     """When the next text may go, and how much of the hour's budget is left."""
 
-    def __init__(self, modem: ModemPreset, min_gap_s: float, budget_s: float) -> None:
+    def __init__(self, modem: ModemPreset, min_gap_s: float, budget_s: float,
+                 region_s: float = DUTY_WINDOW_S) -> None:
         self.modem = modem
         # Never below the firmware's text rate limit (plus jitter margin), whatever the config says.
         self.min_gap_s = max(min_gap_s, limits.TEXT_RATE_LIMIT_S + limits.TEXT_RATE_LIMIT_MARGIN_S)
-        self.budget_s = budget_s
-        self.ledger = AirtimeLedger()
+        self.budget_s = budget_s  # our texts' own share
+        self.region_s = region_s  # everything the node sends, as the firmware counts it
+        self.ledger = AirtimeLedger()  # our texts
+        self.node_ledger = AirtimeLedger()  # what the node sends for us unasked: ACKs of DMs
+        self._ack_airtime = time_on_air_s(limits.ROUTING_ACK_FRAME_LEN, modem)
+        self._held_until = float("-inf")
         self._last_start: float | None = None
         self._last_airtime = 0.0
 
@@ -66,12 +85,32 @@ class Pacer:
         self._last_airtime = airtime_s
         self.ledger.record(now, airtime_s)
 
-    def budget_left(self, now: float) -> float:
-        """Seconds of air time left in the rolling hour."""
-        return max(self.budget_s - self.ledger.used(now), 0.0)
+    def airtime_of_ack(self) -> float:
+        """Seconds on air of one routing ACK on this preset."""
+        return self._ack_airtime
 
-    def affordable_fragments(self, now: float, wanted: int, fragment_airtime_s: float) -> int:
-        """How many full fragments fit in what is left of the budget (at most `wanted`)."""
+    def on_dm_received(self, now: float) -> None:
+        """The node ACKs every DM to us on its own: that air time counts against its duty cycle."""
+        self.node_ledger.record(now, self._ack_airtime)
+
+    def on_duty_nak(self, now: float) -> None:
+        """The node said DUTY_CYCLE_LIMIT: our estimate was short, so hold all texts for a while."""
+        self._held_until = now + DUTY_NAK_HOLD_S
+
+    def budget_left(self, now: float) -> float:
+        """Seconds of air time our texts may still use in the rolling hour."""
+        if now < self._held_until:
+            return 0.0
+        texts = self.ledger.used(now)
+        own = self.budget_s - texts
+        node = self.region_s * REGION_LIMIT_MARGIN - texts - self.node_ledger.used(now)
+        return max(min(own, node), 0.0)
+
+    def affordable_fragments(self, now: float, wanted: int, fragment_airtime_s: float,
+                             promised_s: float = 0.0) -> int:
+        """How many full fragments fit in what is left of the budget, less `promised_s` already
+        queued for sending (at most `wanted`)."""
         if fragment_airtime_s <= 0:
             return wanted
-        return max(0, min(wanted, int(self.budget_left(now) // fragment_airtime_s)))
+        left = self.budget_left(now) - promised_s
+        return max(0, min(wanted, int(left // fragment_airtime_s)))

@@ -20,9 +20,10 @@ from meshbot.store import Store
 log = logging.getLogger(__name__)
 
 # Routing errors worth another try: congestion and timing, not a packet that can never fit.
+# Not DUTY_CYCLE_LIMIT: the node's hour is full, and every retry would only be refused again.
 RETRYABLE = frozenset(
-    {"TIMEOUT", "RATE_LIMIT_EXCEEDED", "MAX_RETRANSMIT", "NO_RESPONSE", "DUTY_CYCLE_LIMIT",
-     "NO_INTERFACE", "SEND_ERROR", "RADIO_DOWN"}
+    {"TIMEOUT", "RATE_LIMIT_EXCEEDED", "MAX_RETRANSMIT", "NO_RESPONSE", "NO_INTERFACE", "SEND_ERROR",
+     "RADIO_DOWN"}
 )
 
 
@@ -53,10 +54,22 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._drain_until = float("inf")
+        self._queued_airtime = 0.0  # air time of texts submitted but not yet sent
+        self._airtime_lock = threading.Lock()
 
     def submit(self, job: SendJob) -> None:
         """Queue a text; it goes out after every text submitted before it."""
+        with self._airtime_lock:
+            self._queued_airtime += self._airtime(job)
         self._jobs.put(job)
+
+    def queued_airtime(self) -> float:
+        """Seconds of air time already promised to texts waiting in the queue."""
+        with self._airtime_lock:
+            return self._queued_airtime
+
+    def _airtime(self, job: SendJob) -> float:
+        return self._pacer.airtime_of(job.outbound.text, reply_id=job.outbound.reply_id is not None)
 
     def idle(self) -> bool:
         """True when no text is waiting or in flight."""
@@ -89,6 +102,9 @@ class Sender:
             except Exception:  # the sender must outlive any one bad job
                 log.exception("sender failed on %s", job.label if job else "?")
             finally:
+                if job is not None:
+                    with self._airtime_lock:
+                        self._queued_airtime = max(self._queued_airtime - self._airtime(job), 0.0)
                 self._jobs.task_done()
 
     def send_now(self, job: SendJob) -> SendResult:
@@ -100,6 +116,13 @@ class Sender:
             attempts += 1
             if not self._wait_for_radio(job):
                 result = SendResult(0, AckStatus.FAILED, "SHUTDOWN")
+                break
+            if self._pacer.budget_left(self._clock.now()) < self._airtime(job):
+                # The hard stop: never hand the node a text its duty cycle would refuse.
+                log.warning("dropped %s to %s: air-time budget spent (%.0fs left this hour)", job.label,
+                            node_id(job.outbound.dest), self._pacer.budget_left(self._clock.now()),
+                            extra={"event": "dropped", "reason": "airtime-budget"})
+                result = SendResult(0, AckStatus.FAILED, "AIRTIME_BUDGET")
                 break
             result = self._attempt(job, inbox)
             if result.reason == "RADIO_DOWN" and self._radio_up is not None:
@@ -170,6 +193,8 @@ class Sender:
             return SendResult(packet_id, AckStatus.TIMEOUT, "TIMEOUT")
         waited = self._clock.now() - started
         if result.status is AckStatus.NAKED:
+            if result.reason == "DUTY_CYCLE_LIMIT":
+                self._pacer.on_duty_nak(self._clock.now())
             log.warning("NAK for %s (id %d): %s", job.label, packet_id, result.reason,
                         extra={"event": "fragment-nak", "reason": result.reason, "packet_id": packet_id})
         else:

@@ -59,7 +59,9 @@ class Worker:
     def _fragments_allowed(self, query: Query, budget: int) -> int:
         wanted = self._cfg.mesh.max_fragments
         full = self._pacer.airtime_of("x" * budget, reply_id=True)
-        allowed = self._pacer.affordable_fragments(self._clock.now(), wanted, full)
+        # What is left of the hour, less what texts already waiting for the sender will use.
+        allowed = self._pacer.affordable_fragments(self._clock.now(), wanted, full,
+                                                   promised_s=self._sender.queued_airtime())
         if allowed < wanted:
             log.warning("air-time budget tight (%.0fs left this hour): q%d limited to %d fragment(s)",
                         self._pacer.budget_left(self._clock.now()), query.query_id, allowed,

@@ -44,3 +44,22 @@ def test_the_budget_rolls_over_an_hour() -> None:
     assert pacer.affordable_fragments(10.0, wanted=3, fragment_airtime_s=1.9) == 1
     assert pacer.budget_left(3601.0) == pytest.approx(10.0 - 6.0)
     assert pacer.budget_left(3700.0) == pytest.approx(10.0)
+
+
+def test_acks_the_node_sends_for_dms_count_against_the_region_limit() -> None:
+    # EU_868: 10% = 360 s an hour for everything the node sends; our texts alone may use 180 s.
+    pacer = Pacer(preset("LONG_FAST"), 2.0, budget_s=180.0, region_s=360.0)
+    assert pacer.budget_left(0.0) == pytest.approx(180.0)
+    for n in range(600):  # 600 DMs in: 600 ACKs of 0.48 s each, 286 s of the node's 360 s
+        pacer.on_dm_received(n * 4.0)
+    assert pacer.budget_left(2400.0) == pytest.approx(360 * 0.9 - 600 * pacer.airtime_of_ack(), abs=0.5)
+    for n in range(100):
+        pacer.on_dm_received(2400.0 + n)
+    assert pacer.budget_left(2500.0) == 0.0  # ACKs alone now fill 90% of the region's hour
+
+
+def test_a_duty_cycle_nak_holds_all_texts() -> None:
+    pacer = Pacer(preset("LONG_FAST"), 2.0, budget_s=180.0, region_s=360.0)
+    pacer.on_duty_nak(100.0)
+    assert pacer.affordable_fragments(200.0, wanted=3, fragment_airtime_s=1.9) == 0
+    assert pacer.affordable_fragments(800.0, wanted=3, fragment_airtime_s=1.9) == 3

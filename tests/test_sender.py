@@ -95,3 +95,18 @@ def test_a_late_ack_of_the_first_attempt_ends_the_retries(sender: Sender, radio:
     result = sender.send_now(job("slow mesh"))
     assert result.status is AckStatus.ACKED
     assert len(radio.sent) == 2  # no third copy
+
+
+def test_a_text_over_the_air_time_budget_is_not_handed_to_the_radio(radio: FakeRadio,
+                                                                     clock: VirtualClock) -> None:
+    cfg = MeshConfig(min_gap_s=2.0)
+    pacer = Pacer(preset("LONG_FAST"), 2.0, budget_s=3.0)  # room for one 200-byte text (1.9 s)
+    sender = Sender(radio, pacer, clock, cfg)
+    assert sender.send_now(job("x" * 200)).status is AckStatus.ACKED
+    assert sender.send_now(job("y" * 200)).reason == "AIRTIME_BUDGET"
+    assert radio.texts() == ["x" * 200]
+
+
+def test_queued_texts_count_as_promised_air_time(sender: Sender) -> None:
+    sender.submit(job("z" * 150))
+    assert sender.queued_airtime() > 0
