@@ -188,8 +188,12 @@ class Daemon:
     # -- worker -----------------------------------------------------------------------------------
     def _worker_loop(self) -> None:
         assert self.worker is not None
+        assert self.sender is not None
         while not self._stop.is_set():
-            if self.paused.is_set():  # queries stay queued (and stored) while paused
+            # Paused: queries stay queued (and stored). Backpressure: while the sender still has
+            # more than one answer's worth to send, new questions wait in the fair, bounded queue
+            # (which says "busy" when full) instead of piling up as stale answers behind it.
+            if self.paused.is_set() or self.sender.backlog() > self.cfg.mesh.max_fragments:
                 self._stop.wait(_POLL_S)
                 continue
             query = self.queue.get(timeout=_POLL_S)

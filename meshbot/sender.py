@@ -63,6 +63,10 @@ class Sender:
             self._queued_airtime += self._airtime(job)
         self._jobs.put(job)
 
+    def backlog(self) -> int:
+        """Texts waiting to go (not counting the one in flight)."""
+        return self._jobs.qsize()
+
     def queued_airtime(self) -> float:
         """Seconds of air time already promised to texts waiting in the queue."""
         with self._airtime_lock:

@@ -119,3 +119,23 @@ def test_a_model_crash_does_not_stop_the_daemon(make_daemon, radio: FakeRadio, m
     radio.receive(dm("second", packet_id=2))
     wait_until(lambda: len(radio.sent) == 1)
     assert radio.texts() == ["Second answer."]
+
+
+def test_the_worker_waits_while_the_sender_has_a_backlog(make_daemon, radio: FakeRadio, model: FakeModel,
+                                                         cfg) -> None:
+    # Hold the sender on the first text: later questions must stay queued, not become stale answers.
+    import threading
+
+    release = threading.Event()
+    radio.on_send = lambda rec: release.wait(5)
+    model.queue(LONG_ANSWER, "Two.", "Three.")
+    daemon = make_daemon()
+    radio.receive(dm("one", packet_id=1))
+    radio.receive(dm("two", sender=BOB, packet_id=2))
+    radio.receive(dm("three", sender=0x0C0C0C0C, packet_id=3))
+    wait_until(lambda: len(model.requests) >= 1 and daemon.sender.backlog() >= 2)
+    assert len(model.requests) == 1 and daemon.queue.depth() == 2
+    release.set()
+    radio.on_send = None
+    wait_until(daemon.idle)
+    assert len(model.requests) == 3
