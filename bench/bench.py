@@ -145,6 +145,7 @@ def run_daemon_phase(model, cfg, rows: list[Row], preset_name: str) -> None:
             row.airtime_s = sum(time_on_air_s(text_frame_len(len(p.payload), reply_id=True), modem)
                                 for p in sent)
             row.daemon_tps = float(getattr(answered.answered[i], "tokens_per_s", 0.0))
+            sys.stderr.write(f"daemon {i + 1}/{len(rows)}: first fragment {row.first_fragment_s:.3f}s\n")
     finally:
         daemon.stop(grace_s=5)
         node.stop()
@@ -219,7 +220,10 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger().handlers[0].setLevel(logging.WARNING)  # print warnings only...
     logging.getLogger("meshbot").setLevel(logging.INFO)  # ...but let 'answered' events reach our handler
-    cfg = load_config(overrides={"model.seed": SEED, "model.threads": args.threads}, environ={})
+    # One asker sends every prompt: lift the per-node abuse limits, which would rightly stop it.
+    cfg = load_config(overrides={"model.seed": SEED, "model.threads": args.threads,
+                                 "limits.per_node_burst": 1000, "limits.per_node_per_hour": 100000,
+                                 "limits.global_burst": 1000, "limits.global_per_hour": 100000}, environ={})
     sampler = RssSampler()
     model = load_model(cfg.model)
     rows = [Row(p) for p in PROMPTS[: args.prompts]]
