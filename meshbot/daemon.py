@@ -181,7 +181,8 @@ class Daemon:
     def _stats_text(self) -> str:
         status = self.store.status()
         hour = status["last_hour"]
-        return (f"queue {self.queue.depth()}, last hour: {hour['answered']} answered, {hour['failed']} failed, "
+        # The store's count: a question the worker holds during a pause is still waiting.
+        return (f"queue {status['queue_depth']}, last hour: {hour['answered']} answered, {hour['failed']} failed, "
                 f"{hour['dropped']} dropped; air {status['airtime_last_hour_s']:.0f}s"
                 f"{', paused' if self.paused.is_set() else ''}")
 

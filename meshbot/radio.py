@@ -40,9 +40,28 @@ class MalformedPacket(ValueError):
     """A packet dict missing what every packet must have."""
 
 
-def _int(value: Any, name: str) -> int:
+# mesh.proto: node numbers and packet ids are fixed32; a packet names one of 8 channel slots.
+_UINT32_MAX = 0xFFFFFFFF
+_MAX_CHANNEL_INDEX = 7
+
+
+def _int(value: Any, name: str, top: int = _UINT32_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedPacket(f"{name} is {type(value).__name__}, not an int")
+    if not 0 <= value <= top:
+        raise MalformedPacket(f"{name} {value} is out of range 0..{top}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    # The library decodes UTF-8 bytes, so a real packet never carries a lone surrogate;
+    # a str that cannot be encoded back is treated like undecodable text.
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
     return value
 
 
@@ -62,12 +81,12 @@ def parse_packet(packet: Mapping[str, Any], my_node_num: int) -> Inbound:
         sender=sender, to=to, packet_id=packet_id,
         portnum=str(decoded.get("portnum", "UNKNOWN_APP")),
         # The library leaves `text` unset when the payload is not valid UTF-8.
-        text=text if isinstance(text, str) else None,
+        text=_text(text),
         payload_len=len(payload) if isinstance(payload, (bytes, bytearray, str)) else 0,
-        channel=_int(packet.get("channel", 0), "channel"),
+        channel=_int(packet.get("channel", 0), "channel", _MAX_CHANNEL_INDEX),
         is_dm=to == my_node_num,
         emoji=bool(decoded.get("emoji")),
-        reply_id=reply_id if isinstance(reply_id, int) else None,
+        reply_id=reply_id if isinstance(reply_id, int) and 0 <= reply_id <= _UINT32_MAX else None,
         hop_start=_opt_int(packet.get("hopStart")),
         hop_limit=_opt_int(packet.get("hopLimit")),
         snr=_opt_float(packet.get("rxSnr")),
@@ -268,6 +287,11 @@ class MeshtasticRadio:
         iface, node = self._iface, self._node
         if iface is None or node is None or not self._up.is_set():
             raise RadioUnavailable("radio is not connected")
+        if not iface.isConnected.is_set():
+            # The link died but "connection lost" is still queued on the library's publishing
+            # thread; sending now would block ~30 s inside the library. Rebuild at once.
+            self._link_down("link not connected")
+            raise RadioUnavailable("radio link is down")
 
         def onAckNak(packet: Mapping[str, Any]) -> None:  # noqa: N802 - the library keys on this name
             request_id = (packet.get("decoded") or {}).get("requestId", 0)
