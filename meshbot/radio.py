@@ -12,6 +12,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Mapping
 
+import meshtastic.mesh_interface
 import meshtastic.serial_interface
 import meshtastic.tcp_interface
 import meshtastic.util
@@ -303,6 +304,11 @@ class MeshtasticRadio:
                                   channelIndex=message.channel, replyId=message.reply_id,
                                   hopLimit=self._hop_limit)
         except OSError as exc:
+            self._link_down(f"send failed: {exc}")
+            raise RadioUnavailable(str(exc)) from exc
+        except meshtastic.mesh_interface.MeshInterface.MeshInterfaceError as exc:
+            if iface.isConnected.is_set():
+                raise  # a refusal such as "Data payload too big", not a dead link
             self._link_down(f"send failed: {exc}")
             raise RadioUnavailable(str(exc)) from exc
         self._forget_old_handlers(iface, sent.id)
