@@ -6,7 +6,6 @@ import io
 import time
 from pathlib import Path
 
-import pytest
 
 from meshbot.clock import VirtualClock
 from meshbot.config import load_config
