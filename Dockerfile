@@ -93,5 +93,7 @@ VOLUME ["/var/lib/meshbot"]
 WORKDIR /var/lib/meshbot
 USER meshbot
 
+# Healthy while the radio is connected and no question has waited past [store] max_age_s.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=120s CMD ["meshbot", "status"]
 ENTRYPOINT ["meshbot"]
 CMD ["run"]
