@@ -67,3 +67,24 @@ def bundled_model():
     from meshbot.model import load_model
 
     return load_model(ModelConfig(seed=42, threads=2))
+
+
+@pytest.fixture
+def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
+    """Start the real daemon (real radio over TCP, bundled model) against a node's port."""
+    from meshbot.clock import SystemClock
+    from meshbot.radio import MeshtasticRadio
+
+    started: list[Daemon] = []
+
+    def start(port: int) -> Daemon:
+        cfg = load_config(overrides={"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0,
+                                     "radio.connect_timeout_s": 20}, environ={})
+        bot = Daemon(cfg, MeshtasticRadio(cfg.radio), bundled_model, SystemClock())
+        bot.start()
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        bot.stop(grace_s=5.0)

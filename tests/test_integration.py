@@ -6,12 +6,9 @@ from typing import Iterator
 
 import pytest
 
-from meshbot.clock import SystemClock
-from meshbot.config import load_config
 from meshbot.daemon import Daemon
 from meshbot.fragmenter import looks_like_fragment
 from meshbot.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
-from meshbot.radio import MeshtasticRadio
 from meshbot.sim.node import VirtualNode
 
 from tests.conftest import wait_until
@@ -32,13 +29,8 @@ def node() -> Iterator[VirtualNode]:
 
 
 @pytest.fixture
-def daemon(node: VirtualNode, bundled_model) -> Iterator[Daemon]:
-    cfg = load_config(overrides={"radio.host": f"127.0.0.1:{node.port}", "mesh.min_gap_s": 2.0,
-                                 "radio.connect_timeout_s": 20}, environ={})
-    bot = Daemon(cfg, MeshtasticRadio(cfg.radio), bundled_model, SystemClock())
-    bot.start()
-    yield bot
-    bot.stop(grace_s=5.0)
+def daemon(node: VirtualNode, real_daemon) -> Daemon:
+    return real_daemon(node.port)
 
 
 def settle(node: VirtualNode, daemon: Daemon, at_least: int) -> list:

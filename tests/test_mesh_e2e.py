@@ -14,11 +14,8 @@ from typing import Iterator
 
 import pytest
 
-from meshbot.clock import SystemClock
-from meshbot.config import load_config
 from meshbot.daemon import Daemon
 from meshbot.limits import APP_TEXT_LIMIT_BYTES
-from meshbot.radio import MeshtasticRadio
 from meshbot.sim.network import VirtualMesh
 from meshbot.sim.report import render_report
 from meshbot.sim.topology import parse_topology
@@ -55,13 +52,8 @@ def mesh() -> Iterator[VirtualMesh]:
 
 
 @pytest.fixture
-def daemon(mesh: VirtualMesh, bundled_model) -> Iterator[Daemon]:
-    cfg = load_config(overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}", "mesh.min_gap_s": 2.0,
-                                 "radio.connect_timeout_s": 20}, environ={})
-    bot = Daemon(cfg, MeshtasticRadio(cfg.radio), bundled_model, SystemClock())
-    bot.start()
-    yield bot
-    bot.stop(grace_s=5.0)
+def daemon(mesh: VirtualMesh, real_daemon) -> Daemon:
+    return real_daemon(mesh.bot.port)
 
 
 def meshtastic_cli(port: int, *args: str) -> subprocess.CompletedProcess:
