@@ -17,7 +17,7 @@ Numbering
 
 Cuts
     A fragment ends, in order of preference, at the last sentence end (``.!?…`` then whitespace, or CJK
-    ``。！？`` with or without whitespace) that fills at least `SENTENCE_MIN_FILL` of the room; else at the
+    ``。！？`` with or without whitespace; not a list number like ``1.`` or an initialism like ``e.g.``) that fills at least `SENTENCE_MIN_FILL` of the room; else at the
     last whitespace that fills at least `WORD_MIN_FILL`; else at the last grapheme-cluster boundary.
     Whitespace at a cut is dropped (whole whitespace clusters only).
     The one exception to cutting between clusters: a single cluster bigger than the room (a zalgo stack
@@ -52,6 +52,9 @@ MAX_CODE_POINT_BYTES = 4
 _CLOSERS = "\"')]}»”’」』）】"
 _SENTENCE_END = regex.compile(rf"[.!?…][{regex.escape(_CLOSERS)}]{{0,2}}\Z")
 _CJK_SENTENCE_END = regex.compile(rf"[。！？][{regex.escape(_CLOSERS)}]{{0,2}}\Z")
+# A full stop that ends a list number ("1.", "2)") or an initialism ("e.g.", "U.S.") is no
+# place to end a fragment: the reader would get "...include:\n1." and the item later.
+_NOT_A_SENTENCE_END = regex.compile(r"\A[\"'(\[]?(?:[0-9]+|(?:[^\W\d_]\.)+[^\W\d_]?)[.)]\Z")
 _NUMBERING = regex.compile(r"\A([1-9][0-9]*)/(?:\+|\1) ")
 _SURROGATE = regex.compile(r"\p{Cs}")
 
@@ -120,7 +123,17 @@ def _is_sentence_end(buf: str, clusters: list[_Cluster], i: int) -> bool:
     tail = buf[clusters[max(0, i - 3)].start : clusters[i - 1].end]
     if _CJK_SENTENCE_END.search(tail):
         return True
-    return clusters[i].space and _SENTENCE_END.search(tail) is not None
+    if not clusters[i].space or _SENTENCE_END.search(tail) is None:
+        return False
+    return _NOT_A_SENTENCE_END.match(_last_word(buf, clusters, i)) is None
+
+
+def _last_word(buf: str, clusters: list[_Cluster], i: int) -> str:
+    """The text between the last whitespace before clusters[i] and clusters[i]."""
+    start = i - 1
+    while start > 0 and not clusters[start - 1].space:
+        start -= 1
+    return buf[clusters[start].start : clusters[i - 1].end]
 
 
 def _choose_cut(buf: str, clusters: list[_Cluster], room: int) -> int:

@@ -12,13 +12,16 @@ import importlib.util
 import logging
 import os
 import random
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from meshbot.clock import SystemClock
 from meshbot.config import ModelConfig
 from meshbot.domain import ChatTurn, Clock, Generation, GenerationStats
+from meshbot.engine_thread import EngineThread
+from meshbot.fitting import ContextTooSmall, Fit, fit_turns
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,6 @@ LLAMA_INSTALL = "pip install llama-cpp-python==0.3.36"
 # Whichever of these the GGUF's template uses becomes a stop string, so a model that
 # writes the marker as text instead of its special token still stops there.
 END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
-# Re-tokenising a cut text can shift its length by a token or two; this many tries suffice.
-FIT_ATTEMPTS = 4
 
 
 class ModelError(RuntimeError):
@@ -68,67 +69,6 @@ def resolve_model_path(cfg: ModelConfig) -> Path:
 def thread_count(cfg: ModelConfig) -> int:
     """Threads for llama.cpp: the configured count, or one per core when 0."""
     return cfg.threads or os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class Fit:
-    """A chat cut to fit the context window."""
-
-    turns: tuple[ChatTurn, ...]
-    prompt_tokens: int
-    max_tokens: int
-    cut_tokens: int  # tokens of user input and history left out
-
-
-def _cut_user_text(
-    turns: list[ChatTurn],
-    total: int,
-    limit: int,
-    count_prompt: Callable[[Sequence[ChatTurn]], int],
-    count_text: Callable[[str], int],
-    head: Callable[[str, int], str],
-) -> tuple[int, int]:
-    """Shorten the last turn to its first tokens until the prompt fits; (total, cut)."""
-    text = turns[-1].content
-    original = count_text(text)
-    keep = original - (total - limit)
-    for _ in range(FIT_ATTEMPTS):
-        turns[-1] = replace(turns[-1], content=head(text, max(keep, 0)))
-        total = count_prompt(turns)
-        if total <= limit or keep <= 0:
-            break
-        keep -= total - limit
-    return total, original - count_text(turns[-1].content)
-
-
-def fit_turns(
-    turns: Sequence[ChatTurn],
-    max_tokens: int,
-    n_ctx: int,
-    count_prompt: Callable[[Sequence[ChatTurn]], int],
-    count_text: Callable[[str], int],
-    head: Callable[[str, int], str],
-) -> Fit:
-    """Make prompt + reply fit `n_ctx`: drop old history, then cut the user's text from the end."""
-    limit = n_ctx - max_tokens
-    total = count_prompt(turns)
-    if total <= limit:
-        return Fit(tuple(turns), total, max_tokens, 0)
-    work, cut = list(turns), 0
-    first = next((i for i, t in enumerate(work) if t.role != "system"), len(work))
-    # Older turns matter less than the question itself, so they go first.
-    while total > limit and first < len(work) - 1:
-        cut += count_text(work.pop(first).content)
-        total = count_prompt(work)
-    if total > limit and work and work[-1].role == "user":
-        total, cut_now = _cut_user_text(work, total, limit, count_prompt, count_text, head)
-        cut += cut_now
-    if total > limit:
-        # The system prompt alone crowds the context: give the reply what is left.
-        max_tokens = n_ctx - total
-        if max_tokens < 1:
-            raise ModelError(f"the system prompt needs {total} tokens, more than n_ctx={n_ctx}")
-    return Fit(tuple(work), total, max_tokens, cut)
 
 
 def stop_strings(template: str, eos_text: str) -> list[str]:
@@ -203,7 +143,11 @@ def _load_llama(llama_cpp: Any, path: Path, cfg: ModelConfig, threads: int) -> A
 
 
 class LlamaModel:
-    """A GGUF model run by llama.cpp on the CPU. One generation at a time: not thread-safe."""
+    """A GGUF model run by llama.cpp on the CPU, one generation at a time.
+
+    Every llama.cpp call runs on the model's own engine thread (see `engine_thread`), so
+    any thread may ask; requests queue behind the one in progress.
+    """
 
     def __init__(self, cfg: ModelConfig, clock: Clock | None = None) -> None:
         self._cfg = cfg
@@ -212,16 +156,24 @@ class LlamaModel:
         self.name = self.path.stem
         self.threads = thread_count(cfg)
         llama_cpp, chat_format = _import_llama()
+        self._engine = EngineThread("meshbot-llama")
         started = self._clock.now()
-        self._llm = _load_llama(llama_cpp, self.path, cfg, self.threads)
+        try:
+            self._llm = self._engine.call(lambda: _load_llama(llama_cpp, self.path, cfg, self.threads))
+        except BaseException:
+            self._engine.close()
+            raise
         self.load_s = self._clock.now() - started
         self.n_ctx = self._llm.n_ctx()
-        self._install_chat_template(chat_format)
+        self._engine.call(lambda: self._install_chat_template(chat_format))
 
-    @property
-    def engine(self) -> Any:
-        """The underlying `llama_cpp.Llama`, for benchmarks that compare against the raw engine."""
-        return self._llm
+    def on_engine(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(llama)` on the engine thread with the raw `llama_cpp.Llama` (for benchmarks)."""
+        return self._engine.call(lambda: fn(self._llm))
+
+    def close(self) -> None:
+        """End the engine thread once the work queued on it is done."""
+        self._engine.close()
 
     def sampling(self, max_tokens: int, seed: int) -> dict[str, Any]:
         """The exact sampling arguments `stream` passes to the engine."""
@@ -254,7 +206,7 @@ class LlamaModel:
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes, without a BOS token."""
-        return len(self._tokenize(text))
+        return self._engine.call(lambda: len(self._tokenize(text)))
 
     def _tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -265,6 +217,9 @@ class LlamaModel:
 
     def prompt_tokens(self, turns: Sequence[ChatTurn]) -> int:
         """Tokens of the chat prompt exactly as the engine will see it."""
+        return self._engine.call(lambda: self._prompt_tokens(turns))
+
+    def _prompt_tokens(self, turns: Sequence[ChatTurn]) -> int:
         rendered = self._formatter(messages=_messages(turns))
         # Same call as llama-cpp-python's chat handler: the template adds specials itself.
         ids = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
@@ -272,15 +227,23 @@ class LlamaModel:
 
     def fit(self, request: Generation) -> Fit:
         """The request cut to fit the context window."""
-        return fit_turns(
-            request.turns, request.max_tokens, self.n_ctx,
-            self.prompt_tokens, self.count_tokens, self._head,
-        )
+        return self._engine.call(lambda: self._fit(request))
+
+    def _fit(self, request: Generation) -> Fit:
+        count_text = lambda text: len(self._tokenize(text))  # noqa: E731
+        try:
+            return fit_turns(request.turns, request.max_tokens, self.n_ctx,
+                             self._prompt_tokens, count_text, self._head)
+        except ContextTooSmall as exc:
+            raise ModelError(f"{exc}; raise model.n_ctx or shorten model.system_prompt") from exc
 
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         """Yield the answer's text pieces as llama.cpp produces them, filling `stats`."""
         started = self._clock.now()
-        fit = self.fit(request)
+        return self._engine.iterate(lambda: self._stream_here(request, stats, started))
+
+    def _stream_here(self, request: Generation, stats: GenerationStats, started: float) -> Iterator[str]:
+        fit = self._fit(request)
         stats.prompt_tokens = fit.prompt_tokens
         if fit.cut_tokens or fit.max_tokens < request.max_tokens:
             stats.truncated_input = True

@@ -62,9 +62,14 @@ def strip_space_clusters(text: str) -> str:
 def _strip_markdown(text: str) -> str:
     text = _FENCE.sub("", text)
     text = _RULE.sub("", text)
-    text = _HEADER.sub("", text)
-    text = _QUOTE.sub("", text)
-    text = _BULLET.sub("", text)
+    return _strip_inline(_strip_line_marks(text))
+
+
+def _strip_line_marks(text: str) -> str:
+    return _BULLET.sub("", _QUOTE.sub("", _HEADER.sub("", text)))
+
+
+def _strip_inline(text: str) -> str:
     text = _LINK.sub(r"\1 (\2)", text)
     text = _INLINE_CODE.sub(r"\2", text)
     text = _BOLD.sub(r"\2", text)
@@ -90,25 +95,32 @@ def tidy(text: str) -> str:
 # Released at word ends, not sentence ends: a sentence that straddles a fragment's end would
 # otherwise hold the whole fragment back until the model finished that sentence.
 _WORD_BREAK = regex.compile(r"\S\s+")
-# Paired inline markers; text with an odd count of one is mid-emphasis, mid-code or mid-link.
-_PAIRED = ("*", "_", "`", "~")
-_DOUBLED = ("**", "__", "~~")
+# What could still open inline markup once more text arrives, as `tidy`'s patterns see it.
+_OPENERS = regex.compile(r"\*\*(?=\S)|__(?=\S)|~~(?=\S)|(?<![\w*])\*(?=[^\s*])|(?<![\w_])_(?=[^\s_])|`|\[")
 # A line is not settled until it has a word: "- - -" may still become a rule, "#" a header.
-_WORDY = regex.compile(r"\w")
+_WORDY = regex.compile(r"[^\W_]")
 # Every character `tidy` turns into a line break.
 _LINE_BREAK = regex.compile(r"[\n\r\x85\x0b\x0c\u2028\u2029]")
 
 
-def _balanced(text: str) -> bool:
-    if text.count("[") != text.count("]"):
-        return False
-    # Doubled markers first ("**bold**"), then what is left of the single ones.
-    if any(text.count(mark) % 2 for mark in _DOUBLED):
-        return False
-    singles = text
-    for mark in _DOUBLED:
-        singles = singles.replace(mark, "")
-    return all(singles.count(mark) % 2 == 0 for mark in _PAIRED)
+def _balanced(line: str) -> bool:
+    """True when no inline markup is left open in `line` (its bullet, quote or header mark aside)."""
+    # What `tidy` pairs up is settled; an opener left over may still pair with later text.
+    return _OPENERS.search(_strip_inline(_strip_line_marks(line))) is None
+
+
+# The unfinished last word of a line is plain when it holds no character that markdown (as
+# `tidy` sees it) could still turn into markup: then the whole line can go out at once. This
+# matters for scripts without spaces between words (Chinese, Japanese), whose lines would
+# otherwise wait for their line break, and for every fragment's last word.
+_PLAIN_TAIL = regex.compile(r"(?:\A|\s)[^\s*_`~\[\]!#>]+\Z")
+
+
+def _release_point(line: str) -> int:
+    """How much of an unfinished line can be tidied now; 0 if none of it."""
+    if _PLAIN_TAIL.search(line) and _balanced(line) and _WORDY.search(line):
+        return len(line)
+    return _word_cut(line)
 
 
 def _word_cut(line: str) -> int:
@@ -121,11 +133,12 @@ def _word_cut(line: str) -> int:
 
 
 class StreamTidier:
-    """Tidies streamed model text, releasing it a word or a line at a time.
+    """Tidies streamed model text, releasing it as soon as no markup can still change it.
 
     Every markdown construct `tidy` removes lies within one line, so each line is tidied
-    on its own, and within a line the text up to a word end with no markup open is
-    tidied again from the line's start: what it adds to the previous release goes out.
+    on its own. Within a line, the text up to its end (when the last word is plain) or up
+    to a word end with no markup open is tidied again from the line's start: what it adds
+    to the previous release goes out.
     """
 
     def __init__(self) -> None:
@@ -141,7 +154,7 @@ class StreamTidier:
         while (brk := _LINE_BREAK.search(self._line)) is not None:
             out += self._release(self._line[:brk.start()])
             self._line, self._sent, self._newline = self._line[brk.end():], 0, True
-        cut = _word_cut(self._line)
+        cut = _release_point(self._line)
         if cut:
             out += self._release(self._line[:cut])
         return out
@@ -165,7 +178,7 @@ class StreamTidier:
 
 
 def tidy_stream(pieces: Iterable[str]) -> Iterator[str]:
-    """Tidy streamed model text, releasing it a word or a line at a time."""
+    """Tidy streamed model text, releasing it as soon as it is settled."""
     tidier = StreamTidier()
     for piece in pieces:
         yield from tidier.feed(piece)

@@ -138,14 +138,17 @@ def test_missing_model_file_prints_a_clear_error(cfg: Config, tmp_path) -> None:
 
 _WORDS = st.sampled_from(
     ["LoRa", "mesh", "ok", "**bold**", "*it*", "`code`", "über", "日本", "2*3", "snake_case",
-     "[link](http://x.y)", ".", "!", "?", " ", "  ", "\n", "\n\n", "- ", "# ", "\r\n"]
+     "[link](http://x.y)", ".", "!", "?", " ", "  ", "\n", "\n\n", "- ", "# ", "\r\n",
+     "![img](u)", "~~gone~~", "_it_", "#tag", "(aside)", "]", "[", "(", ")", "-foo", "~5", "e\u0301",
+     "山でけがをしたら。", "**", "*", "_", "`", "~~", "> ", "---", "```", "1.", "`a b`", "*two words*"]
 )
 
 
 @settings(max_examples=1500, deadline=None)
-@given(words=st.lists(_WORDS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=12))
-def test_tidying_a_stream_equals_tidying_the_whole_answer(words: list[str], cuts: list[int]) -> None:
-    text = " ".join(words)
+@given(words=st.lists(_WORDS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=12),
+       sep=st.sampled_from([" ", ""]))
+def test_tidying_a_stream_equals_tidying_the_whole_answer(words: list[str], cuts: list[int], sep: str) -> None:
+    text = sep.join(words)
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
     pieces = [text[a:b] for a, b in zip(points, points[1:])]
     assert "".join(tidy_stream(pieces)) == tidy(text)
@@ -156,10 +159,11 @@ def test_tidy_stream_releases_sentences_before_the_answer_ends() -> None:
 
     def pieces() -> Iterator[str]:
         yield "First sentence. "
-        yield "Second"
-        # By now the first sentence must already be out, ready to fragment.
-        assert released == ["First sentence."]
-        yield " one."
+        yield "Sec"
+        # By now the first sentence must already be out, ready to fragment, and the plain
+        # start of the next word too: nothing can turn it into markup any more.
+        assert "".join(released) == "First sentence. Sec"
+        yield "ond one."
 
     for chunk in tidy_stream(pieces()):
         released.append(chunk)
@@ -172,13 +176,30 @@ def test_tidy_stream_does_not_hold_words_until_the_sentence_ends() -> None:
 
     def pieces() -> Iterator[str]:
         yield "A long sentence still being "
-        yield "written"
-        assert "".join(released) == "A long sentence still being"
-        yield " now."
+        yield "writ"
+        assert "".join(released) == "A long sentence still being writ"
+        yield "ten *now"
+        assert "".join(released) == "A long sentence still being written"  # "*now" may open emphasis
+        yield "*."
 
     for chunk in tidy_stream(pieces()):
         released.append(chunk)
-    assert "".join(released) == "A long sentence still being written now."
+    assert "".join(released) == "A long sentence still being written now."  # the emphasis is gone
+
+
+def test_tidy_stream_releases_a_line_without_spaces_as_it_is_written() -> None:
+    # Chinese and Japanese put no spaces between words: waiting for one would hold the line.
+    released: list[str] = []
+
+    def pieces() -> Iterator[str]:
+        yield "无线电网络"
+        yield "是一种"
+        assert "".join(released) == "无线电网络是一种"[: len("".join(released))] and released
+        yield "通信方式。"
+
+    for chunk in tidy_stream(pieces()):
+        released.append(chunk)
+    assert "".join(released) == "无线电网络是一种通信方式。"
 
 
 def test_tidy_stream_keeps_open_emphasis_back() -> None:

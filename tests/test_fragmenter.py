@@ -366,3 +366,12 @@ def test_other_bots_numbering_is_recognised() -> None:
     assert not looks_like_fragment("1/2 cup of flour")
     assert strip_numbering('2/+ rest [reply "more"]') == "rest"
     assert strip_numbering("plain text") == "plain text"
+
+
+def test_a_list_number_or_initialism_is_not_taken_for_a_sentence_end() -> None:
+    # Without the rule the first fragment would end "...as follows: 1." and the item come later.
+    intro = "The steps to set up a node are short and they go as follows, in the order given here: "
+    text = intro + "word " * 14 + "1. Flash it. 2. Pair it, e.g. by Bluetooth. 3. Set the region."
+    first = fragment(text, 200, 5).fragments[0]
+    assert not first.body.endswith(("1.", "2.", "e.g."))
+    assert first.nbytes <= 200

@@ -1,84 +1,28 @@
-"""The model boundary: fitting prompts into the context, and the real bundled SmolLM2 through llama.cpp."""
+"""The model boundary: the real bundled SmolLM2 through llama.cpp, and its pure helpers."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator
 
 import pytest
 
 from meshbot.config import ModelConfig
-from meshbot.domain import ChatTurn, Generation, GenerationStats
+from meshbot.domain import Generation, GenerationStats
 from meshbot.model import (
     BUNDLED_FILE,
     LlamaModel,
     ModelError,
     bundled_model_path,
-    fit_turns,
     load_model,
     resolve_model_path,
     stop_strings,
 )
 from meshbot.prompting import build_generation
 
-# ---------------------------------------------------------------- pure: a word tokenizer
-
-
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def head(text: str, n: int) -> str:
-    return " ".join(text.split()[:n])
-
-
-def prompt_words(turns: Sequence[ChatTurn]) -> int:
-    # Three tokens of template per turn, like "<|im_start|>role\n ... <|im_end|>".
-    return sum(words(t.content) + 3 for t in turns)
-
-
-def fit(turns: Sequence[ChatTurn], max_tokens: int, n_ctx: int):
-    return fit_turns(turns, max_tokens, n_ctx, prompt_words, words, head)
-
-
-SYSTEM = ChatTurn("system", "be brief")
-
-
-def test_prompt_that_fits_is_untouched() -> None:
-    turns = (SYSTEM, ChatTurn("user", "what is lora"))
-    result = fit(turns, 10, 100)
-    assert result.turns == turns and result.cut_tokens == 0 and result.max_tokens == 10
-
-
-def test_overlong_question_keeps_system_prompt_and_its_start() -> None:
-    question = " ".join(f"w{i}" for i in range(500))
-    result = fit((SYSTEM, ChatTurn("user", question)), 20, 100)
-    assert result.turns[0] == SYSTEM
-    kept = result.turns[1].content
-    assert question.startswith(kept) and kept.startswith("w0 w1 w2")
-    assert result.prompt_tokens + result.max_tokens <= 100
-    assert result.cut_tokens == 500 - words(kept)
-
-
-def test_old_history_goes_before_the_question_is_cut() -> None:
-    history = [ChatTurn("user", "old " * 30), ChatTurn("assistant", "reply " * 30)]
-    question = ChatTurn("user", "the question itself")
-    result = fit((SYSTEM, *history, question), 20, 60)
-    assert result.turns == (SYSTEM, question)
-    assert result.cut_tokens == 60
-
-
-def test_huge_system_prompt_shrinks_the_reply_rather_than_failing() -> None:
-    big = ChatTurn("system", "rule " * 80)
-    result = fit((big, ChatTurn("user", "hi there")), 50, 100)
-    assert result.turns[0] == big
-    assert result.prompt_tokens + result.max_tokens <= 100 and result.max_tokens >= 1
-
-
-def test_system_prompt_bigger_than_the_context_is_an_error() -> None:
-    with pytest.raises(ModelError, match="n_ctx"):
-        fit((ChatTurn("system", "rule " * 200), ChatTurn("user", "hi")), 10, 100)
+# ---------------------------------------------------------------- pure helpers
 
 
 def test_stop_strings_come_from_the_template_end_markers() -> None:
@@ -100,8 +44,10 @@ CFG = ModelConfig(seed=42, n_ctx=512, max_tokens_cap=48, threads=1)
 
 
 @pytest.fixture(scope="module")
-def model() -> LlamaModel:
-    return load_model(CFG)
+def model() -> Iterator[LlamaModel]:
+    loaded = load_model(CFG)
+    yield loaded
+    loaded.close()
 
 
 def ask(model: LlamaModel, question: str, max_fragments: int = 1) -> tuple[list[str], GenerationStats, Generation]:
@@ -181,3 +127,25 @@ def test_consumer_that_stops_early_stops_generation(model: LlamaModel) -> None:
 def test_count_tokens_counts_text_without_specials(model: LlamaModel) -> None:
     assert model.count_tokens("") == 0
     assert 1 <= model.count_tokens("hello mesh") <= 4
+
+
+@pytest.mark.model
+def test_a_system_prompt_too_big_for_the_context_is_a_model_error(model: LlamaModel) -> None:
+    request = build_generation("hi", CFG.model_copy(update={"system_prompt": "rule " * 600}), 200, 1)
+    with pytest.raises(ModelError, match="n_ctx"):
+        list(model.stream(request, GenerationStats()))
+    assert "".join(ask(model, "What is a radio?")[0]).strip()  # and the engine still answers
+
+
+@pytest.mark.model
+def test_two_threads_asking_at_once_each_get_their_whole_answer(model: LlamaModel) -> None:
+    questions = ["Name a colour.", "What is a radio?"]
+    alone = {q: "".join(ask(model, q)[0]) for q in questions}
+    together: dict[str, str] = {}
+    threads = [threading.Thread(target=lambda q=q: together.update({q: "".join(ask(model, q)[0])}))
+               for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert together == alone
