@@ -272,10 +272,12 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger().handlers[0].setLevel(logging.WARNING)  # print warnings only...
     logging.getLogger("meshbot").setLevel(logging.INFO)  # ...but let 'answered' events reach our handler
-    # One asker sends every prompt: lift the per-node abuse limits, which would rightly stop it.
+    # One asker sends every prompt, each several times: lift the per-node abuse limits and the
+    # repeated-text filter, which would rightly stop it.
     cfg = load_config(overrides={"model.seed": SEED, "model.threads": args.threads,
                                  "limits.per_node_burst": 1000, "limits.per_node_per_hour": 100000,
-                                 "limits.global_burst": 1000, "limits.global_per_hour": 100000}, environ={})
+                                 "limits.global_burst": 1000, "limits.global_per_hour": 100000,
+                                 "limits.repeat_window_s": 0}, environ={})
     sampler = RssSampler()
     model = load_model(cfg.model)
     texts = PROMPTS[: args.prompts]

@@ -244,7 +244,10 @@ class StreamFragmenter:
         capping = k == self._last_index
         final_room = self._budget - len(self._final_prefix(k))
         cut_room = self._budget - len(f"{k}/+ ") - (utf8_len(MORE_HINT) if capping else 0)
-        scan = _scan(self._buf, max(final_room, cut_room), finished)
+        limit = max(final_room, cut_room)
+        if not finished and utf8_len(self._buf) <= limit:
+            return None  # nothing can be past the limit yet: skip the grapheme scan (most tokens)
+        scan = _scan(self._buf, limit, finished)
         if scan.overflows:
             return self._emit_cut(scan, cut_room, capping)
         if not finished:

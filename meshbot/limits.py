@@ -30,6 +30,11 @@ TEXT_RATE_LIMIT_MARGIN_S = 0.25
 # RadioInterface.h `MAX_TX_QUEUE`: TX queue depth; NextHopRouter.h `NUM_RELIABLE_RETX`: retransmissions.
 TX_QUEUE_SLOTS = 16
 MAX_RETRANSMIT = 3  # transmissions in all (the first + 2 retries) before MAX_RETRANSMIT
+# RadioInterface.h `PROCESSING_TIME_MSEC`: part of the wait before a want-ACK packet is sent
+# again (getRetransmissionMsec adds twice its air time and some contention slots).
+RETRANSMIT_PROCESSING_S = 4.5
+# NextHopRouter.h (HEAD) `computeDesiredRetransmissionCodingRate`: retries go out at up to 4/8.
+RETRANSMIT_CODING_RATE = 8
 DEFAULT_HOP_LIMIT = 3
 MAX_HOP_LIMIT = 7
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 
@@ -61,8 +62,10 @@ class Pacer:
         self.budget_s = budget_s  # our texts' own share
         self.region_s = region_s  # everything the node sends, as the firmware counts it
         self.ledger = AirtimeLedger()  # our texts
-        self.node_ledger = AirtimeLedger()  # what the node sends for us unasked: ACKs of DMs
+        self.node_ledger = AirtimeLedger()  # what the node sends for us unasked: ACKs of DMs, retries
         self._ack_airtime = time_on_air_s(limits.ROUTING_ACK_FRAME_LEN, modem)
+        # Retries may go out at a slower coding rate than the first send: count them at the slowest.
+        self._retry_modem = dataclasses.replace(modem, cr=max(modem.cr, limits.RETRANSMIT_CODING_RATE))
         self._held_until = float("-inf")
         self._last_start: float | None = None
         self._last_airtime = 0.0
@@ -92,6 +95,24 @@ class Pacer:
     def on_dm_received(self, now: float) -> None:
         """The node ACKs every DM to us on its own: that air time counts against its duty cycle."""
         self.node_ledger.record(now, self._ack_airtime)
+
+    def on_node_retries(self, now: float, text: str, waited_s: float | None) -> int:
+        """Account the retransmissions the node made on its own for a want-ACK text; how many.
+
+        `waited_s` is how long its ACK took, None when the node gave up (MAX_RETRANSMIT) or
+        never answered. The node sends again after at least twice the air time plus its
+        processing time, so a slow ACK tells how many retries it took at most.
+        """
+        most = limits.MAX_RETRANSMIT - 1
+        if waited_s is None:
+            retries = most
+        else:
+            interval = 2 * self.airtime_of(text, reply_id=True) + limits.RETRANSMIT_PROCESSING_S
+            retries = min(most, int(waited_s // interval))
+        if retries:
+            frame = limits.text_frame_len(len(text.encode("utf-8")), reply_id=True)
+            self.node_ledger.record(now, retries * time_on_air_s(frame, self._retry_modem))
+        return retries
 
     def on_duty_nak(self, now: float) -> None:
         """The node said DUTY_CYCLE_LIMIT: our estimate was short, so hold all texts for a while."""

@@ -191,6 +191,7 @@ class Sender:
     def _await_ack(self, job: SendJob, packet_id: int, inbox: "_Inbox") -> SendResult:
         started = self._clock.now()
         result = inbox.wait(self._clock, packet_id, self._cfg.ack_timeout_s)
+        self._count_node_retries(job, result, self._clock.now() - started)
         if result is None:
             log.warning("no ACK for %s (id %d) within %.0fs", job.label, packet_id,
                         self._cfg.ack_timeout_s, extra={"event": "ack-timeout", "packet_id": packet_id})
@@ -207,6 +208,18 @@ class Sender:
                      extra={"event": "fragment-acked", "status": result.status.value,
                             "packet_id": result.packet_id, "ack_s": round(waited, 3)})
         return result
+
+
+    def _count_node_retries(self, job: SendJob, result: SendResult | None, waited: float) -> None:
+        # The node's own retransmissions are air time too; the firmware's duty cycle counts them.
+        if result is not None and result.status is AckStatus.NAKED and result.reason != "MAX_RETRANSMIT":
+            return  # refused outright (rate, size, duty): nothing went on air again
+        delivered = result is not None and result.status is not AckStatus.NAKED
+        retries = self._pacer.on_node_retries(self._clock.now(), job.outbound.text, waited if delivered else None)
+        if retries:
+            log.info("node sent %s %d more time(s) before %s", job.label, retries,
+                     "its ACK" if delivered else "giving up",
+                     extra={"event": "node-retries", "retries": retries})
 
 
 class _Inbox:

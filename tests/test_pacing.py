@@ -63,3 +63,18 @@ def test_a_duty_cycle_nak_holds_all_texts() -> None:
     pacer.on_duty_nak(100.0)
     assert pacer.affordable_fragments(200.0, wanted=3, fragment_airtime_s=1.9) == 0
     assert pacer.affordable_fragments(800.0, wanted=3, fragment_airtime_s=1.9) == 3
+
+
+def test_the_nodes_own_retries_of_a_dm_count_against_the_region_limit() -> None:
+    pacer = Pacer(preset("LONG_FAST"), 2.0, budget_s=360.0, region_s=360.0)  # the region's limit binds
+    text = "x" * 200
+    start = pacer.budget_left(0.0)
+    assert pacer.on_node_retries(0.0, text, waited_s=3.0) == 0  # a prompt ACK: sent once
+    assert pacer.budget_left(0.0) == pytest.approx(start)
+    interval = 2 * pacer.airtime_of(text, reply_id=True) + 4.5
+    assert pacer.on_node_retries(0.0, text, waited_s=interval + 1) == 1  # ACK after one retry
+    assert pacer.on_node_retries(0.0, text, waited_s=None) == 2  # gave up: sent 3 times in all
+    retries_s = start - pacer.budget_left(0.0)
+    # Retries go out at coding rate 4/8 in current firmware: each costs more than the first send.
+    assert retries_s > 3 * pacer.airtime_of(text, reply_id=True)
+    assert pacer.on_node_retries(0.0, text, waited_s=1000.0) == 2  # never more than the firmware makes

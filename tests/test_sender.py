@@ -110,3 +110,20 @@ def test_a_text_over_the_air_time_budget_is_not_handed_to_the_radio(radio: FakeR
 def test_queued_texts_count_as_promised_air_time(sender: Sender) -> None:
     sender.submit(job("z" * 150))
     assert sender.queued_airtime() > 0
+
+
+def test_a_dm_the_node_gave_up_on_counts_its_retries_against_the_hour(radio: FakeRadio,
+                                                                      clock: VirtualClock) -> None:
+    # EU_868 on LONG_FAST: 360 s for everything the node sends. A DM it gave up on went out three
+    # times, and the region's account has to see all three, or the bot overruns and is NAKed.
+    cfg = MeshConfig(min_gap_s=2.0, max_retries=0)
+    pacer = Pacer(preset("LONG_FAST"), 2.0, budget_s=360.0, region_s=360.0)
+    sender = Sender(radio, pacer, clock, cfg)
+    radio.outcomes.append((AckStatus.NAKED, "MAX_RETRANSMIT"))
+    before = pacer.budget_left(clock.now())
+    sender.send_now(job("x" * 200))
+    assert before - pacer.budget_left(clock.now()) > 3 * pacer.airtime_of("x" * 200, reply_id=True)
+    radio.outcomes.append((AckStatus.NAKED, "RATE_LIMIT_EXCEEDED"))
+    before = pacer.budget_left(clock.now())
+    sender.send_now(job("y" * 200))  # refused before the air: only the attempt we made counts
+    assert before - pacer.budget_left(clock.now()) == pytest.approx(pacer.airtime_of("y" * 200))

@@ -17,6 +17,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from meshbot import limits
 from meshbot.airtime import ModemPreset
 
 CW_MIN = 3
@@ -25,7 +26,7 @@ SNR_MIN_DB = -20
 SNR_MAX_DB = 10
 CAD_SYMBOLS = 2.5  # max(2.25, NUM_SYM_CAD + 0.5) with NUM_SYM_CAD = 2
 SLOT_OVERHEAD_MS = 0.2 + 0.4 + 7.0  # CAD processing, propagation, turnaround + MAC
-PROCESSING_TIME_S = 4.5  # RadioInterface.h PROCESSING_TIME_MSEC
+PROCESSING_TIME_S = limits.RETRANSMIT_PROCESSING_S  # RadioInterface.h PROCESSING_TIME_MSEC
 
 # A link's quality when the topology gives positions but no numbers: a log-distance path loss at
 # 915 MHz (free space at 1 km is 91.7 dB, plus about 8 dB of urban clutter) with an urban exponent
