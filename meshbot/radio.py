@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import deque
+import weakref
 from typing import Any, Callable, Mapping
 
 import meshtastic.mesh_interface
@@ -20,6 +19,7 @@ from meshtastic.protobuf import config_pb2
 from pubsub import pub
 
 from meshbot import limits
+from meshbot.acks import AckRouter
 from meshbot.config import RadioConfig
 from meshbot.domain import (AckStatus, Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable,
                             SendResult)
@@ -33,7 +33,9 @@ TOPIC_TEXT = "meshtastic.receive.text"
 TOPIC_DATA = "meshtastic.receive.data"
 TOPIC_UP = "meshtastic.connection.established"
 TOPIC_LOST = "meshtastic.connection.lost"
-# The library never expires response handlers; drop ours after this long.
+# ACKs and NAKs (ROUTING_APP packets) of every interface, old and new.
+TOPIC_ROUTING = "meshtastic.receive.routing"
+# Forget a send's ACK callback after this long (the library would keep it forever).
 HANDLER_TTL_S = 600.0
 
 
@@ -150,7 +152,10 @@ class MeshtasticRadio:
         self._up = threading.Event()
         self._closing = threading.Event()
         self._supervisor: threading.Thread | None = None
-        self._handlers: deque[tuple[float, int]] = deque()
+        # ACKs are matched here, not in the library's per-interface handler table: an ACK the
+        # node held while the link was down arrives on the *new* interface after a reconnect.
+        self._acks = AckRouter(HANDLER_TTL_S)
+        self._ifaces: weakref.WeakSet[Any] = weakref.WeakSet()  # every interface we built
 
     def describe(self) -> str:
         """Where the radio is, for log lines."""
@@ -167,6 +172,7 @@ class MeshtasticRadio:
         # pypubsub keeps weak references: these bound methods live as long as this object.
         pub.subscribe(self._on_text, TOPIC_TEXT)
         pub.subscribe(self._on_data, TOPIC_DATA)
+        pub.subscribe(self._on_routing, TOPIC_ROUTING)
         pub.subscribe(self._on_lost, TOPIC_LOST)
         self._reconnect_until_up()
 
@@ -187,6 +193,7 @@ class MeshtasticRadio:
                 devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout)
         with self._lock:
             self._iface = iface
+            self._ifaces.add(iface)
             self._node = self._read_local_node(iface)
         self._up.set()
         node = self._node
@@ -243,6 +250,13 @@ class MeshtasticRadio:
             return
         self._on_packet(msg)
 
+    def _on_routing(self, packet: Mapping[str, Any], interface: Any) -> None:
+        node = self._node
+        request_id = (packet.get("decoded") or {}).get("requestId")
+        if interface not in self._ifaces or node is None or not isinstance(request_id, int):
+            return
+        self._acks.resolve(request_id, result_of(packet, request_id, node.node_num))
+
     def _on_lost(self, interface: Any) -> None:
         if interface is self._iface and not self._closing.is_set():
             self._link_down("connection lost")
@@ -294,13 +308,8 @@ class MeshtasticRadio:
             self._link_down("link not connected")
             raise RadioUnavailable("radio link is down")
 
-        def onAckNak(packet: Mapping[str, Any]) -> None:  # noqa: N802 - the library keys on this name
-            request_id = (packet.get("decoded") or {}).get("requestId", 0)
-            on_result(result_of(packet, request_id, node.node_num))
-
         try:
             sent = iface.sendText(message.text, destinationId=int(message.dest), wantAck=message.want_ack,
-                                  onResponse=onAckNak if message.want_ack else None,
                                   channelIndex=message.channel, replyId=message.reply_id,
                                   hopLimit=self._hop_limit)
         except OSError as exc:
@@ -311,14 +320,9 @@ class MeshtasticRadio:
                 raise  # a refusal such as "Data payload too big", not a dead link
             self._link_down(f"send failed: {exc}")
             raise RadioUnavailable(str(exc)) from exc
-        self._forget_old_handlers(iface, sent.id)
+        if message.want_ack:
+            self._acks.expect(int(sent.id), on_result)
         return int(sent.id)
-
-    def _forget_old_handlers(self, iface: Any, packet_id: int) -> None:
-        now = time.monotonic()
-        self._handlers.append((now, packet_id))
-        while self._handlers and self._handlers[0][0] < now - HANDLER_TTL_S:
-            iface.responseHandlers.pop(self._handlers.popleft()[1], None)
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def _close_iface(self) -> None:
@@ -335,7 +339,7 @@ class MeshtasticRadio:
         self._closing.set()
         self._up.clear()
         for listener, topic in ((self._on_text, TOPIC_TEXT), (self._on_data, TOPIC_DATA),
-                                (self._on_lost, TOPIC_LOST)):
+                                (self._on_routing, TOPIC_ROUTING), (self._on_lost, TOPIC_LOST)):
             try:
                 pub.unsubscribe(listener, topic)
             except Exception:  # never subscribed (start failed early)

@@ -82,3 +82,25 @@ def test_it_reconnects_after_the_link_drops(node: VirtualNode, link) -> None:
     assert node.handshakes >= 2
     node.inject_text(ALICE, "still there?", packet_id=77)
     assert next_packet(inbox).text == "still there?"
+
+
+def test_an_ack_held_while_the_link_was_down_reaches_its_send_after_the_reconnect() -> None:
+    # The node keeps what it hears while no client listens, and hands it to the next one: an ACK
+    # for a text sent on the old link must still end that send, not wait out the ACK timeout.
+    with VirtualNode(BOT, short_name="BOT", peers=[(ALICE, "Alice", "ALI")], ack_delay_s=1.5) as node:
+        events: queue.Queue[Inbound | RadioEvent] = queue.Queue()
+        radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10),
+                                backoff_s=(0.2, 1.0))
+        radio.start(events.put, events.put)
+        try:
+            node.wait_for_handshakes(1, timeout=5)
+            threading.Event().wait(0.5)  # let the library finish its first heartbeat
+            results: queue.Queue[SendResult] = queue.Queue()
+            packet_id = radio.send(Outbound("hello", ALICE, want_ack=True), results.put)
+            wait_until(lambda: len(node.sent) == 1, timeout=5)  # on air, its ACK 1.5 s away
+            node.drop_client(reset=True)
+            result = results.get(timeout=20)
+            assert (result.packet_id, result.status) == (packet_id, AckStatus.ACKED)
+            node.wait_for_handshakes(2, timeout=5)  # and it came over the new link
+        finally:
+            radio.close()

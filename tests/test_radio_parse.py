@@ -1,10 +1,11 @@
-"""The radio boundary's packet parsing and ACK reading, on the library's dict format."""
+"""The radio boundary's packet parsing, ACK reading and ACK routing, on the library's dict format."""
 
 from __future__ import annotations
 
 import pytest
 
-from meshbot.domain import AckStatus
+from meshbot.domain import AckStatus, SendResult
+from meshbot.acks import AckRouter
 from meshbot.radio import MalformedPacket, parse_packet, result_of, split_host
 
 ME = 0x1234ABCD
@@ -52,3 +53,36 @@ def test_host_parsing() -> None:
     assert split_host("meshnode") == ("meshnode", 4403)
     assert split_host("10.0.0.5:4404") == ("10.0.0.5", 4404)
     assert split_host("[::1]:4405") == ("::1", 4405)
+
+
+class Ticks:
+    """A hand-wound clock for the ACK router."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_answer_is_handed_to_the_send_it_answers_even_if_it_came_first() -> None:
+    router, got = AckRouter(600.0, Ticks()), []
+    router.resolve(7, SendResult(7, AckStatus.ACKED))  # published before send() knew its id
+    router.expect(7, got.append)
+    router.expect(8, got.append)
+    router.resolve(8, SendResult(8, AckStatus.NAKED, "MAX_RETRANSMIT"))
+    router.resolve(8, SendResult(8, AckStatus.ACKED))  # a second answer finds no one waiting
+    assert [(r.packet_id, r.status) for r in got] == [(7, AckStatus.ACKED), (8, AckStatus.NAKED)]
+
+
+def test_sends_nobody_answers_are_forgotten_after_their_time() -> None:
+    ticks = Ticks()
+    router, got = AckRouter(600.0, ticks), []
+    router.expect(1, got.append)
+    router.resolve(99, SendResult(99, AckStatus.ACKED))  # an answer for a send we never made
+    ticks.now = 601.0
+    router.expect(2, got.append)
+    assert router.pending() == 1  # only the new one
+    router.resolve(1, SendResult(1, AckStatus.ACKED))
+    router.expect(99, got.append)  # the stray answer was dropped too
+    assert got == []
