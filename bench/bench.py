@@ -44,7 +44,7 @@ SEED = 1234
 
 
 class RssSampler:
-    """Samples this process's resident set every 10 ms; `peak()` is the high-water mark since reset."""
+    """Samples this process's resident set every 50 ms; `peak()` is the high-water mark since reset."""
 
     def __init__(self) -> None:
         self._peak = 0
@@ -59,7 +59,7 @@ class RssSampler:
         return 0
 
     def _run(self) -> None:
-        while not self._stop.wait(0.01):
+        while not self._stop.wait(0.05):  # coarse: a busy sampler would slow the model it measures
             self._peak = max(self._peak, self.current_kb())
 
     def reset(self) -> None:

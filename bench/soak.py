@@ -49,6 +49,10 @@ class ScriptedModel:
         self._clock = clock
         self._rng = random.Random(seed)
 
+    def run(self, job):
+        """Runs `job` here: no engine thread to move it to."""
+        return job()
+
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         target = self._rng.randint(300, 700)
         produced, first = 0, None

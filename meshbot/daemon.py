@@ -208,7 +208,9 @@ class Daemon:
                 self._working.clear()
                 return  # still stored as queued: the next start answers it
             try:
-                self.worker.handle(query)
+                worker = self.worker
+                # On the model's own thread: tidying and fragmenting run between its tokens.
+                self.model.run(lambda: worker.handle(query))
             except Exception as exc:  # a model failure loses this answer, never the daemon
                 log.exception("worker failed on q%d", query.query_id)
                 self.ledger.failed(query.query_id, f"worker error: {exc}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,9 @@ class GenerationStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+T = TypeVar("T")
+
+
 class Model(Protocol):
     """A text generator that streams pieces of its answer."""
 
@@ -152,6 +155,9 @@ class Model(Protocol):
 
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         """Yield text pieces as they are generated, filling `stats` as it goes."""
+
+    def run(self, job: Callable[[], T]) -> T:
+        """Run `job`, which streams from this model, on the thread the model computes on."""
 
 
 class Clock(Protocol):

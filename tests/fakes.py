@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from meshbot.clock import VirtualClock
 from meshbot.domain import (AckStatus, Generation, GenerationStats, Inbound, LocalNode, Outbound,
@@ -23,6 +23,8 @@ class Sent:
     packet_id: int
     message: Outbound
     at: float
+
+T = TypeVar("T")
 
 
 class FakeRadio:
@@ -97,6 +99,10 @@ class FakeModel:
         self.token_s = token_s
         self.pieces_yielded = 0
         self.finished = threading.Event()
+
+    def run(self, job: Callable[[], T]) -> T:
+        """Runs `job` here: a fake has no thread of its own."""
+        return job()
 
     def queue(self, *answers: str) -> "FakeModel":
         self.answers.extend(answers)

@@ -40,6 +40,9 @@ class FakeModel:
         self.piece_len = piece_len
         self.requests: list[Generation] = []
 
+    def run(self, job):
+        return job()
+
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         self.requests.append(request)
         answer = self.answers.pop(0)
