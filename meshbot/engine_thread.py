@@ -3,7 +3,7 @@
 Why a thread of its own: llama.cpp's OpenMP build keeps a team of worker threads per
 *calling* thread, and while two teams are alive libgomp sees more threads than cores and
 stops spin-waiting at its barriers. On the 2-core reference box that cut generation from
-84 to 51-61 tokens/s (README, "Speed"). Routing every call through one thread keeps one
+84 to 51-61 tokens/s (README, "Measured figures"). Routing every call through one thread keeps one
 team for the life of the process, whichever thread asks: the worker, the `ask` command,
 a benchmark's baseline.
 """

@@ -99,10 +99,16 @@ class FakeModel:
         self.token_s = token_s
         self.pieces_yielded = 0
         self.finished = threading.Event()
+        self.running_jobs = 0  # jobs inside run() now
+        self.streams_outside_run = 0  # a real model would hand every token to another thread
 
     def run(self, job: Callable[[], T]) -> T:
         """Runs `job` here: a fake has no thread of its own."""
-        return job()
+        self.running_jobs += 1
+        try:
+            return job()
+        finally:
+            self.running_jobs -= 1
 
     def queue(self, *answers: str) -> "FakeModel":
         self.answers.extend(answers)
@@ -110,6 +116,7 @@ class FakeModel:
 
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         self.requests.append(request)
+        self.streams_outside_run += self.running_jobs == 0
         self.finished.clear()
         answer = self.answers.popleft() if self.answers else "I do not know."
         words = answer.split(" ")
