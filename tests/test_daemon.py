@@ -6,8 +6,10 @@ import logging
 
 import pytest
 
+from meshbot.airtime import preset, time_on_air_s
 from meshbot.clock import VirtualClock
-from meshbot.fragmenter import strip_numbering
+from meshbot.fragmenter import MORE_HINT, strip_numbering
+from meshbot.limits import text_frame_len
 
 from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
@@ -54,6 +56,26 @@ def test_answers_are_written_inside_the_models_run(make_daemon, radio: FakeRadio
     radio.receive(dm("two", packet_id=2, sender=BOB))
     wait_until(lambda: len(radio.sent) == 2 and daemon.idle())
     assert len(model.requests) == 2 and model.streams_outside_run == 0
+
+
+def test_a_tight_air_time_budget_shortens_answers_instead_of_overrunning(
+        make_daemon, radio: FakeRadio, model: FakeModel, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    model.queue(LONG_ANSWER, LONG_ANSWER)
+    # 0.11% of an hour is 3.96 s: two full fragments on LONG_FAST (1.95 s each), not the three wanted.
+    daemon = make_daemon(**{"mesh.airtime_budget_percent": 0.11})
+    radio.receive(dm("what is lora?", packet_id=1))
+    wait_until(daemon.idle)
+    texts = radio.texts()
+    assert [t.split(" ", 1)[0] for t in texts] == ["1/+", "2/+"]
+    assert texts[-1].endswith(MORE_HINT)  # the rest waits for "more", next hour
+    assert "limited to 2 fragment(s)" in events(caplog, "shortened")[0].getMessage()
+    radio.receive(dm("and once more?", packet_id=2))
+    wait_until(lambda: bool(events(caplog, "dropped")) and daemon.idle())
+    assert getattr(events(caplog, "dropped")[0], "reason") == "airtime-budget"
+    assert len(radio.sent) == 2  # nothing else went on air
+    used = sum(time_on_air_s(text_frame_len(len(t.encode()), reply_id=True), preset("LONG_FAST")) for t in texts)
+    assert used <= 3600 * 0.11 / 100
 
 
 def test_more_sends_the_rest(make_daemon, radio: FakeRadio, model: FakeModel) -> None:
