@@ -27,17 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.prompts import PROMPTS  # noqa: E402
-from meshbot.airtime import preset as modem_preset, time_on_air_s  # noqa: E402
-from meshbot.clock import SystemClock  # noqa: E402
-from meshbot.config import load_config  # noqa: E402
-from meshbot.daemon import Daemon  # noqa: E402
-from meshbot.fragmenter import strip_numbering  # noqa: E402
-from meshbot.limits import text_frame_len  # noqa: E402
-from meshbot.model import load_model  # noqa: E402
-from meshbot.prompting import build_generation  # noqa: E402
-from meshbot.radio import MeshtasticRadio  # noqa: E402
-from meshbot.sim.node import VirtualNode  # noqa: E402
+from bench.prompts import PROMPTS
+from meshbot.core.airtime import preset as modem_preset
+from meshbot.core.airtime import time_on_air_s
+from meshbot.core.clock import SystemClock
+from meshbot.core.config import load_config
+from meshbot.core.fragmenter import strip_numbering
+from meshbot.core.limits import text_frame_len
+from meshbot.core.prompting import build_generation
+from meshbot.models.llama import load_model
+from meshbot.radios.meshtastic_lib import MeshtasticRadio
+from meshbot.service.daemon import Daemon
+from meshbot.sim.node.node import VirtualNode
 
 BOT, ASKER = 0x0BB0_0001, 0x0A11_CE00
 SEED = 1234
@@ -158,8 +159,9 @@ class Bench:
 
     def __init__(self, model, cfg, preset_name: str) -> None:
         self.model = model
-        self.node = VirtualNode(BOT, short_name="BOT", modem_preset=preset_name, region="US",
-                                peers=[(ASKER, "Asker", "ASK")])
+        self.node = VirtualNode(
+            BOT, short_name="BOT", modem_preset=preset_name, region="US", peers=[(ASKER, "Asker", "ASK")]
+        )
         self.node.start()
         radio_cfg = cfg.radio.model_copy(update={"host": f"127.0.0.1:{self.node.port}"})
         self.cfg = cfg.model_copy(update={"radio": radio_cfg})
@@ -185,8 +187,7 @@ class Bench:
         row.first_body_bytes = len(strip_numbering(sent[0].text or "").encode("utf-8"))
         row.fragments = len(sent)
         row.fills = [len(p.payload) / self.cfg.mesh.max_fragment_bytes for p in sent[:-1]]
-        row.airtime_s = sum(time_on_air_s(text_frame_len(len(p.payload), reply_id=True), self.modem)
-                            for p in sent)
+        row.airtime_s = sum(time_on_air_s(text_frame_len(len(p.payload), reply_id=True), self.modem) for p in sent)
         row.daemon_tps = float(getattr(self.answered.answered[i], "tokens_per_s", 0.0))
 
     def close(self) -> None:
@@ -221,14 +222,19 @@ def _median(trials: list[Trial], value) -> float:
     return statistics.median(value(t) for t in trials)
 
 
-def print_table(prompts: list[list[Trial]], raw_peak: float, daemon_peak: float, model_name: str,
-                threads: int, preset_name: str) -> None:
+def print_table(
+    prompts: list[list[Trial]], raw_peak: float, daemon_peak: float, model_name: str, threads: int, preset_name: str
+) -> None:
     """The per-prompt table (medians over the repeats) and the summary against the issue's targets."""
     out = sys.stdout
-    out.write(f"\nmachine: {machine()}\nmodel: {model_name}, {threads} threads; preset {preset_name}; "
-              f"{len(prompts)} prompts x {len(prompts[0])} paired runs (medians); seed {SEED}\n\n")
-    out.write("| # | prompt | raw first-fragment s (a) | daemon first-fragment s (b) | b/a | raw tok/s | "
-              "daemon tok/s | frags | fill | air s |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    out.write(
+        f"\nmachine: {machine()}\nmodel: {model_name}, {threads} threads; preset {preset_name}; "
+        f"{len(prompts)} prompts x {len(prompts[0])} paired runs (medians); seed {SEED}\n\n"
+    )
+    out.write(
+        "| # | prompt | raw first-fragment s (a) | daemon first-fragment s (b) | b/a | raw tok/s | "
+        "daemon tok/s | frags | fill | air s |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     ratios, tps_ratios, fills, frags, airs = [], [], [], [], []
     for i, trials in enumerate(prompts, 1):
         first = trials[0]  # same seed, same answer: fragments, fill and air time repeat exactly
@@ -239,22 +245,33 @@ def print_table(prompts: list[list[Trial]], raw_peak: float, daemon_peak: float,
         frags.append(first.fragments)
         airs.append(first.airtime_s)
         fill = f"{statistics.mean(first.fills):.2f}" if first.fills else "-"
-        out.write(f"| {i} | {first.prompt[:34]} | {_median(trials, lambda t: t.a):.3f} | "
-                  f"{_median(trials, lambda t: t.first_fragment_s):.3f} | {ratio:.2f} | "
-                  f"{_median(trials, lambda t: t.raw_tps):.1f} | {_median(trials, lambda t: t.daemon_tps):.1f} | "
-                  f"{first.fragments} | {fill} | {first.airtime_s:.1f} |\n")
+        out.write(
+            f"| {i} | {first.prompt[:34]} | {_median(trials, lambda t: t.a):.3f} | "
+            f"{_median(trials, lambda t: t.first_fragment_s):.3f} | {ratio:.2f} | "
+            f"{_median(trials, lambda t: t.raw_tps):.1f} | {_median(trials, lambda t: t.daemon_tps):.1f} | "
+            f"{first.fragments} | {fill} | {first.airtime_s:.1f} |\n"
+        )
     mean_fill = statistics.mean(fills) if fills else float("nan")
     summary = [
-        ("time to first fragment, b/a (median; mean)", f"{statistics.median(ratios):.3f}; "
-         f"{statistics.mean(ratios):.3f}", "<= 1.10"),
-        ("daemon / raw tokens per second (median; mean)", f"{statistics.median(tps_ratios):.3f}; "
-         f"{statistics.mean(tps_ratios):.3f}", ">= 0.95"),
+        (
+            "time to first fragment, b/a (median; mean)",
+            f"{statistics.median(ratios):.3f}; " f"{statistics.mean(ratios):.3f}",
+            "<= 1.10",
+        ),
+        (
+            "daemon / raw tokens per second (median; mean)",
+            f"{statistics.median(tps_ratios):.3f}; " f"{statistics.mean(tps_ratios):.3f}",
+            ">= 0.95",
+        ),
         ("mean fill of non-final fragments", f"{mean_fill:.3f} ({len(fills)} fragments)", ">= 0.90"),
         ("fragments per answer (mean)", f"{statistics.mean(frags):.2f}", ""),
         ("air time per answer, s (mean)", f"{statistics.mean(airs):.2f}", ""),
         ("peak RSS, raw engine alone MB", f"{raw_peak:.0f}", ""),
-        ("peak RSS, with the daemon MB (overhead)", f"{daemon_peak:.0f} ({daemon_peak - raw_peak:+.0f})",
-         "<= raw + 60"),
+        (
+            "peak RSS, with the daemon MB (overhead)",
+            f"{daemon_peak:.0f} ({daemon_peak - raw_peak:+.0f})",
+            "<= raw + 60",
+        ),
     ]
     out.write("\n| figure | measured | target |\n|---|---|---|\n")
     for name, value, target in summary:
@@ -274,10 +291,18 @@ def main() -> int:
     logging.getLogger("meshbot").setLevel(logging.INFO)  # ...but let 'answered' events reach our handler
     # One asker sends every prompt, each several times: lift the per-node abuse limits and the
     # repeated-text filter, which would rightly stop it.
-    cfg = load_config(overrides={"model.seed": SEED, "model.threads": args.threads,
-                                 "limits.per_node_burst": 1000, "limits.per_node_per_hour": 100000,
-                                 "limits.global_burst": 1000, "limits.global_per_hour": 100000,
-                                 "limits.repeat_window_s": 0}, environ={})
+    cfg = load_config(
+        overrides={
+            "model.seed": SEED,
+            "model.threads": args.threads,
+            "limits.per_node_burst": 1000,
+            "limits.per_node_per_hour": 100000,
+            "limits.global_burst": 1000,
+            "limits.global_per_hour": 100000,
+            "limits.repeat_window_s": 0,
+        },
+        environ={},
+    )
     sampler = RssSampler()
     model = load_model(cfg.model)
     texts = PROMPTS[: args.prompts]
@@ -298,8 +323,9 @@ def main() -> int:
                 for run in order if (i + repeat) % 2 else reversed(order):
                     run(trial)
                 prompts[i].append(trial)
-                sys.stderr.write(f"run {repeat + 1}/{args.repeats}, prompt {i + 1}/{len(texts)}: "
-                                 f"b/a {trial.ttff_ratio:.2f}\n")
+                sys.stderr.write(
+                    f"run {repeat + 1}/{args.repeats}, prompt {i + 1}/{len(texts)}: " f"b/a {trial.ttff_ratio:.2f}\n"
+                )
     finally:
         bench.close()
     daemon_peak = sampler.peak_mb()

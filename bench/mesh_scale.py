@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meshbot import limits  # noqa: E402
-from meshbot.clock import ScaledClock  # noqa: E402
-from meshbot.sim.channel import distance_km  # noqa: E402
-from meshbot.sim.network import VirtualMesh  # noqa: E402
-from meshbot.sim.records import HeardPacket  # noqa: E402
-from meshbot.sim.topology import Topology, load_topology, parse_topology  # noqa: E402
+from meshbot.core import limits
+from meshbot.core.clock import ScaledClock
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.app.topology import Topology, load_topology, parse_topology
+from meshbot.sim.node.records import HeardPacket
+from meshbot.sim.rules.channel import distance_km
 
 CITY = Path(__file__).resolve().parents[1] / "config" / "sim-city.toml"
 BOT = 0x0BB0_0001
@@ -56,14 +56,38 @@ class Row:
 
     def cells(self) -> list[str]:
         hours = self.sim_s / 3600.0
-        return [self.label, self.mode, str(self.nodes), f"{self.sim_s / 60:.0f}", str(self.frames),
-                f"{self.frames / hours:.0f}", f"{self.texts_sent}/{self.deliveries}", f"{self.acks}/{self.naks}",
-                str(self.collisions), f"{self.wall_s:.1f}", f"{self.sim_s / self.wall_s:.0f}x",
-                f"{self.cpu_s:.1f}", f"{100 * self.cpu_s / self.wall_s:.0f}%"]
+        return [
+            self.label,
+            self.mode,
+            str(self.nodes),
+            f"{self.sim_s / 60:.0f}",
+            str(self.frames),
+            f"{self.frames / hours:.0f}",
+            f"{self.texts_sent}/{self.deliveries}",
+            f"{self.acks}/{self.naks}",
+            str(self.collisions),
+            f"{self.wall_s:.1f}",
+            f"{self.sim_s / self.wall_s:.0f}x",
+            f"{self.cpu_s:.1f}",
+            f"{100 * self.cpu_s / self.wall_s:.0f}%",
+        ]
 
 
-HEADER = ["mesh", "mode", "nodes", "sim min", "frames", "frames/sim h", "texts out/in", "ACK/NAK",
-          "collisions", "wall s", "speed-up", "CPU s", "CPU"]
+HEADER = [
+    "mesh",
+    "mode",
+    "nodes",
+    "sim min",
+    "frames",
+    "frames/sim h",
+    "texts out/in",
+    "ACK/NAK",
+    "collisions",
+    "wall s",
+    "speed-up",
+    "CPU s",
+    "CPU",
+]
 
 
 def random_topology(count: int, seed: int) -> Topology:
@@ -82,8 +106,16 @@ def random_topology(count: int, seed: int) -> Topology:
                 if distance_km(positions[i], positions[j]) <= min(reach[roles[i]], reach[roles[j]]) + 0.8:
                     neighbours[names[i]].append(names[j])
         if _connected(names, neighbours):
-            nodes = [{"name": names[i], "num": BOT if i == 0 else 0x0C00_0000 + i, "role": roles[i],
-                      "position": list(positions[i]), "neighbours": neighbours[names[i]]} for i in range(count)]
+            nodes = [
+                {
+                    "name": names[i],
+                    "num": BOT if i == 0 else 0x0C00_0000 + i,
+                    "role": roles[i],
+                    "position": list(positions[i]),
+                    "neighbours": neighbours[names[i]],
+                }
+                for i in range(count)
+            ]
             mesh = {"seed": seed, "modem_preset": "LONG_FAST", "region": "EU_868", "hop_limit": 3}
             return parse_topology({"mesh": mesh, "nodes": nodes})
     raise RuntimeError(f"no connected layout of {count} nodes")
@@ -132,8 +164,10 @@ def script_traffic(mesh: VirtualMesh, duration_s: float, seed: int) -> None:
         for i in range(ANSWER_FRAGMENTS):
             text = f"{i + 1}/{ANSWER_FRAGMENTS} {FRAGMENT}"
             to = heard.sender if is_dm else limits.BROADCAST_NUM
-            mesh.scheduler.call_later(start - now + i * ANSWER_GAP_S,
-                                      lambda t=text, d=to, r=heard.packet_id: bot.send_text(t, to=d, reply_id=r))
+            mesh.scheduler.call_later(
+                start - now + i * ANSWER_GAP_S,
+                lambda t=text, d=to, r=heard.packet_id: bot.send_text(t, to=d, reply_id=r),
+            )
         free_at[0] = start + ANSWER_FRAGMENTS * ANSWER_GAP_S
 
     bot.received_log.subscribe(answer)
@@ -156,16 +190,27 @@ def run(label: str, topology: Topology, mode: str, duration_s: float, scale: flo
     report = mesh.report()
     mesh.stop()
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-    return Row(label, mode, len(topology.nodes), report.sim_s, report.frames_total, report.texts_sent,
-               report.deliveries, report.acks + report.implicit_acks, sum(report.naks.values()), report.collisions,
-               wall, cpu)
+    return Row(
+        label,
+        mode,
+        len(topology.nodes),
+        report.sim_s,
+        report.frames_total,
+        report.texts_sent,
+        report.deliveries,
+        report.acks + report.implicit_acks,
+        sum(report.naks.values()),
+        report.collisions,
+        wall,
+        cpu,
+    )
 
 
 def print_table(rows: list[Row]) -> None:
     cells = [HEADER] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADER))]
     for line in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(line, widths)))
+        print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=False)))
 
 
 def main() -> int:

@@ -18,26 +18,28 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.prompts import PROMPTS  # noqa: E402
-from meshbot.clock import ScaledClock  # noqa: E402
-from meshbot.config import load_config  # noqa: E402
-from meshbot.daemon import Daemon  # noqa: E402
-from meshbot.domain import Generation, GenerationStats  # noqa: E402
-from meshbot.radio import MeshtasticRadio  # noqa: E402
-from meshbot.sim.network import VirtualMesh  # noqa: E402
-from meshbot.sim.topology import parse_topology  # noqa: E402
-from meshbot.store import Store  # noqa: E402
+from bench.prompts import PROMPTS
+from meshbot.core.clock import ScaledClock
+from meshbot.core.config import load_config
+from meshbot.core.domain import Generation, GenerationStats
+from meshbot.radios.meshtastic_lib import MeshtasticRadio
+from meshbot.service.daemon import Daemon
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.app.topology import parse_topology
+from meshbot.storage.store import Store
 
 BOT = 0x0BB0_0001
 HANDSETS = 10
 ASK_EVERY_S = 30.0
-WORDS = ("LoRa radios trade speed for range, so a short message can cross many kilometres of open "
-         "country while using very little power, and every node in the mesh repeats what it hears.").split()
+WORDS = (
+    "LoRa radios trade speed for range, so a short message can cross many kilometres of open "
+    "country while using very little power, and every node in the mesh repeats what it hears."
+).split()
 
 
 class ScriptedModel:
@@ -71,11 +73,15 @@ class ScriptedModel:
 def topology(preset: str, region: str, scale: float):
     """Ten handsets on two relays, the bot behind both."""
     handsets = [f"h{i:02d}" for i in range(HANDSETS)]
-    nodes = [{"name": "BOT", "num": BOT, "role": "bot", "neighbours": ["R1", "R2"]},
-             {"name": "R1", "num": 0x0E1A0001, "role": "relay", "neighbours": ["BOT", *handsets[:5]]},
-             {"name": "R2", "num": 0x0E1A0002, "role": "relay", "neighbours": ["BOT", *handsets[5:]]}]
-    nodes += [{"name": h, "num": 0x0A000000 + i, "role": "handset", "neighbours": ["R1" if i < 5 else "R2"]}
-              for i, h in enumerate(handsets)]
+    nodes = [
+        {"name": "BOT", "num": BOT, "role": "bot", "neighbours": ["R1", "R2"]},
+        {"name": "R1", "num": 0x0E1A0001, "role": "relay", "neighbours": ["BOT", *handsets[:5]]},
+        {"name": "R2", "num": 0x0E1A0002, "role": "relay", "neighbours": ["BOT", *handsets[5:]]},
+    ]
+    nodes += [
+        {"name": h, "num": 0x0A000000 + i, "role": "handset", "neighbours": ["R1" if i < 5 else "R2"]}
+        for i, h in enumerate(handsets)
+    ]
     mesh = {"seed": 7, "time_scale": scale, "modem_preset": preset, "region": region, "hop_limit": 3}
     return parse_topology({"mesh": mesh, "nodes": nodes}), handsets
 
@@ -100,10 +106,18 @@ def run(args: argparse.Namespace) -> int:
     mesh = VirtualMesh(topo)
     mesh.start()
     clock = mesh.clock
-    cfg = load_config(overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}",
-                                 "queue.max_per_node": 2, "limits.per_node_per_hour": 120,
-                                 "limits.per_node_burst": 4, "limits.global_per_hour": 1200,
-                                 "limits.global_burst": 20, "limits.repeat_window_s": 0}, environ={})
+    cfg = load_config(
+        overrides={
+            "radio.host": f"127.0.0.1:{mesh.bot.port}",
+            "queue.max_per_node": 2,
+            "limits.per_node_per_hour": 120,
+            "limits.per_node_burst": 4,
+            "limits.global_per_hour": 1200,
+            "limits.global_burst": 20,
+            "limits.repeat_window_s": 0,
+        },
+        environ={},
+    )
     events = Events()
     logging.getLogger("meshbot").addHandler(events)
     daemon = Daemon(cfg, MeshtasticRadio(cfg.radio), ScriptedModel(clock), clock, store=Store(":memory:"))
@@ -125,22 +139,35 @@ def run(args: argparse.Namespace) -> int:
     mesh.stop()
     bot_naks = collections.Counter(p.outcome for p in mesh.bot.sent if p.outcome not in ("ACK", "PENDING"))
     out = sys.stdout
-    out.write(f"\n{args.hours:g} simulated hour(s), {args.preset} in {args.region}, {HANDSETS} handsets asking "
-              f"every {ASK_EVERY_S:.0f}s: {asked} questions; {sim_s / wall_s:.1f}x real time, "
-              f"CPU {cpu_s / wall_s * 100:.0f}% of one core\n\n| figure | value |\n|---|---|\n")
-    rows = [("texts the bot's node sent", len(mesh.bot.sent)),
-            ("bot NAKs: RATE_LIMIT_EXCEEDED", bot_naks["RATE_LIMIT_EXCEEDED"]),
-            ("bot NAKs: TOO_LARGE", bot_naks["TOO_LARGE"]),
-            ("bot NAKs: DUTY_CYCLE_LIMIT", bot_naks["DUTY_CYCLE_LIMIT"]),
-            ("bot NAKs: other", sum(v for k, v in bot_naks.items()
-                                    if k not in ("RATE_LIMIT_EXCEEDED", "TOO_LARGE", "DUTY_CYCLE_LIMIT")))]
-    rows += [(f"daemon events: {k}", v) for k, v in sorted(events.counts.items())
-             if k.split(":")[0] in ("queued", "answered", "dropped", "shortened", "fragment-nak", "retry")]
+    out.write(
+        f"\n{args.hours:g} simulated hour(s), {args.preset} in {args.region}, {HANDSETS} handsets asking "
+        f"every {ASK_EVERY_S:.0f}s: {asked} questions; {sim_s / wall_s:.1f}x real time, "
+        f"CPU {cpu_s / wall_s * 100:.0f}% of one core\n\n| figure | value |\n|---|---|\n"
+    )
+    rows = [
+        ("texts the bot's node sent", len(mesh.bot.sent)),
+        ("bot NAKs: RATE_LIMIT_EXCEEDED", bot_naks["RATE_LIMIT_EXCEEDED"]),
+        ("bot NAKs: TOO_LARGE", bot_naks["TOO_LARGE"]),
+        ("bot NAKs: DUTY_CYCLE_LIMIT", bot_naks["DUTY_CYCLE_LIMIT"]),
+        (
+            "bot NAKs: other",
+            sum(v for k, v in bot_naks.items() if k not in ("RATE_LIMIT_EXCEEDED", "TOO_LARGE", "DUTY_CYCLE_LIMIT")),
+        ),
+    ]
+    rows += [
+        (f"daemon events: {k}", v)
+        for k, v in sorted(events.counts.items())
+        if k.split(":")[0] in ("queued", "answered", "dropped", "shortened", "fragment-nak", "retry")
+    ]
     bot_row = next(r for r in report.nodes if r.role == "bot")
-    rows += [("bot node duty cycle used, % (limit)", f"{bot_row.duty_percent:.1f} ({bot_row.duty_limit_percent:g})"),
-             ("mesh NAKs by reason (all nodes)", dict(report.naks) or "none"),
-             ("channel utilisation mean / max %", f"{report.utilisation_mean_percent:.1f} / "
-                                                  f"{report.utilisation_max_percent:.1f}")]
+    rows += [
+        ("bot node duty cycle used, % (limit)", f"{bot_row.duty_percent:.1f} ({bot_row.duty_limit_percent:g})"),
+        ("mesh NAKs by reason (all nodes)", dict(report.naks) or "none"),
+        (
+            "channel utilisation mean / max %",
+            f"{report.utilisation_mean_percent:.1f} / " f"{report.utilisation_max_percent:.1f}",
+        ),
+    ]
     for name, value in rows:
         out.write(f"| {name} | {value} |\n")
     return 0

@@ -1,4 +1,5 @@
-from meshbot.cli import main
 import sys
+
+from meshbot.app.cli import main
 
 sys.exit(main())

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from meshbot.clock import VirtualClock
-from meshbot.config import Config, load_config
-from meshbot.daemon import Daemon
-from meshbot.store import Store
-
+from meshbot.core.clock import VirtualClock
+from meshbot.core.config import Config, load_config
+from meshbot.service.daemon import Daemon
+from meshbot.storage.store import Store
 from tests.fakes import FakeModel, FakeRadio
 
 
@@ -40,7 +39,9 @@ def make_daemon(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> Iter
     made: list[Daemon] = []
 
     def make(cfg: Config | None = None, **overrides) -> Daemon:
-        daemon = Daemon(cfg or load_config(overrides=overrides, environ={}), radio, model, clock, store=Store(":memory:"))
+        daemon = Daemon(
+            cfg or load_config(overrides=overrides, environ={}), radio, model, clock, store=Store(":memory:")
+        )
         daemon.start()
         made.append(daemon)
         return daemon
@@ -63,8 +64,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.fixture(scope="session")
 def bundled_model():
     """The real bundled GGUF model, loaded once for the whole run (fixed seed, so answers repeat)."""
-    from meshbot.config import ModelConfig
-    from meshbot.model import load_model
+    from meshbot.core.config import ModelConfig
+    from meshbot.models.llama import load_model
 
     return load_model(ModelConfig(seed=42, threads=2))
 
@@ -72,14 +73,16 @@ def bundled_model():
 @pytest.fixture
 def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
     """Start the real daemon (real radio over TCP, bundled model) against a node's port."""
-    from meshbot.clock import SystemClock
-    from meshbot.radio import MeshtasticRadio
+    from meshbot.core.clock import SystemClock
+    from meshbot.radios.meshtastic_lib import MeshtasticRadio
 
     started: list[Daemon] = []
 
     def start(port: int) -> Daemon:
-        cfg = load_config(overrides={"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0,
-                                     "radio.connect_timeout_s": 20}, environ={})
+        cfg = load_config(
+            overrides={"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20},
+            environ={},
+        )
         bot = Daemon(cfg, MeshtasticRadio(cfg.radio), bundled_model, SystemClock())
         bot.start()
         started.append(bot)

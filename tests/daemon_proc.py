@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 STARTED = "started"
@@ -60,12 +61,23 @@ class DaemonProcess:
         """Spawn the daemon and wait for this run's "started" event."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         before = self._count(STARTED)
-        cmd = [sys.executable, "-m", "meshbot", "run", "--config", str(self.config_path),
-               "--host", self.host, "--log-format", "json"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "meshbot",
+            "run",
+            "--config",
+            str(self.config_path),
+            "--host",
+            self.host,
+            "--log-format",
+            "json",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHBOT_")}
         with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log_file, stderr=log_file)
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
+            )
         self.runs += 1
         self.wait_for(lambda events: sum(e.get("event") == STARTED for e in events) > before, timeout)
 
@@ -92,7 +104,7 @@ class DaemonProcess:
         """True while the child runs."""
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> "DaemonProcess":
+    def __enter__(self) -> DaemonProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,8 +120,7 @@ class DaemonProcess:
     def _count(self, event: str) -> int:
         return sum(e.get("event") == event for e in self.events())
 
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
-                 timeout: float) -> list[dict[str, Any]]:
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float) -> list[dict[str, Any]]:
         """Poll the log until `predicate(events)` holds; fail with the log's tail if the child dies or times out."""
         deadline = time.monotonic() + timeout
         while True:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
-from meshbot.clock import VirtualClock
-from meshbot.domain import (AckStatus, Generation, GenerationStats, Inbound, LocalNode, Outbound,
-                            RadioEvent, RadioUnavailable, SendResult)
+from meshbot.core.clock import VirtualClock
+from meshbot.core.domain import (
+    AckStatus,
+    Generation,
+    GenerationStats,
+    Inbound,
+    LocalNode,
+    Outbound,
+    RadioEvent,
+    RadioUnavailable,
+    SendResult,
+)
 
 BOT_NUM = 0x0BB0_0001
 ALICE = 0x0A11_CE00
@@ -23,6 +33,7 @@ class Sent:
     packet_id: int
     message: Outbound
     at: float
+
 
 T = TypeVar("T")
 
@@ -110,7 +121,7 @@ class FakeModel:
         finally:
             self.running_jobs -= 1
 
-    def queue(self, *answers: str) -> "FakeModel":
+    def queue(self, *answers: str) -> FakeModel:
         self.answers.extend(answers)
         return self
 
@@ -134,15 +145,34 @@ class FakeModel:
 
 def dm(text: str | None, *, sender: int = ALICE, packet_id: int = 1, **kw) -> Inbound:
     """An inbound DM to the bot."""
-    fields = dict(sender=sender, to=BOT_NUM, packet_id=packet_id, portnum="TEXT_MESSAGE_APP",
-                  text=text, payload_len=len((text or "").encode()), is_dm=True, hop_start=3, hop_limit=3)
+    fields = dict(
+        sender=sender,
+        to=BOT_NUM,
+        packet_id=packet_id,
+        portnum="TEXT_MESSAGE_APP",
+        text=text,
+        payload_len=len((text or "").encode()),
+        is_dm=True,
+        hop_start=3,
+        hop_limit=3,
+    )
     fields.update(kw)
     return Inbound(**fields)
 
 
 def broadcast(text: str, *, sender: int = ALICE, packet_id: int = 1, channel: int = 0, **kw) -> Inbound:
     """An inbound channel broadcast."""
-    fields = dict(sender=sender, to=0xFFFFFFFF, packet_id=packet_id, portnum="TEXT_MESSAGE_APP", text=text,
-                  payload_len=len(text.encode()), is_dm=False, channel=channel, hop_start=3, hop_limit=2)
+    fields = dict(
+        sender=sender,
+        to=0xFFFFFFFF,
+        packet_id=packet_id,
+        portnum="TEXT_MESSAGE_APP",
+        text=text,
+        payload_len=len(text.encode()),
+        is_dm=False,
+        channel=channel,
+        hop_start=3,
+        hop_limit=2,
+    )
     fields.update(kw)
     return Inbound(**fields)

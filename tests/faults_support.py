@@ -6,21 +6,21 @@ import logging
 import re
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 
-from meshbot.clock import ScaledClock
-from meshbot.config import Config, load_config
-from meshbot.daemon import Daemon
-from meshbot.domain import Generation, GenerationStats
-from meshbot.radio import MeshtasticRadio
-from meshbot.sim.node import VirtualNode
-from meshbot.sim.records import SentPacket
-from meshbot.store import Store
-
+from meshbot.core.clock import ScaledClock
+from meshbot.core.config import Config, load_config
+from meshbot.core.domain import Generation, GenerationStats
+from meshbot.radios.meshtastic_lib import MeshtasticRadio
+from meshbot.service.daemon import Daemon
+from meshbot.sim.node.node import VirtualNode
+from meshbot.sim.node.records import SentPacket
+from meshbot.storage.store import Store
 from tests.fakes import BOT_NUM, FakeModel
 
 PEERS = [(0x0A11_0000 + i, f"Peer {i}", f"P{i}") for i in range(8)]
@@ -28,8 +28,10 @@ PEER_NUMS = [num for num, _, _ in PEERS]
 SCALE = 20.0  # the in-process daemon and its node share a ScaledClock: pacing gaps pass 20x faster
 ON_AIR = ("ACK", "PENDING", "MAX_RETRANSMIT")  # other outcomes are the node refusing to transmit
 _HEAD = re.compile(r"\A([1-9][0-9]*)/(\+|[1-9][0-9]*) ")
-LONG_ANSWER = ("LoRa trades speed for range: a slow chirp spread spectrum signal can be heard far below "
-               "the noise floor, which is why a small node on a hill reaches tens of kilometres. ") * 2
+LONG_ANSWER = (
+    "LoRa trades speed for range: a slow chirp spread spectrum signal can be heard far below "
+    "the noise floor, which is why a small node on a hill reaches tens of kilometres. "
+) * 2
 
 
 # -- what went on air ---------------------------------------------------------------------------
@@ -59,8 +61,12 @@ class Audit:
         assert not self.duplicates, f"fragments sent again after they were delivered: {self.duplicates}"
 
 
-def audit(sent: list[SentPacket], questions: Iterable[tuple[int, int]], max_fragments: int,
-          knew_delivered: Callable[[int, int], bool]) -> Audit:
+def audit(
+    sent: list[SentPacket],
+    questions: Iterable[tuple[int, int]],
+    max_fragments: int,
+    knew_delivered: Callable[[int, int], bool],
+) -> Audit:
     """Check the replies to `questions` ((sender, packet id)) in `sent`.
 
     `knew_delivered(i, j)`: the daemon knew record i was delivered when it sent record j (i < j).
@@ -139,8 +145,13 @@ class Bench:
         A drop before that heartbeat races the library's own write of it (see VirtualNode notes).
         """
         iface = getattr(daemon.radio, "_iface", None)  # no public handle on the library's link
-        return (self.node.client_connected and self.node.handshakes >= handshakes and daemon.radio_up.is_set()
-                and iface is not None and iface.queueStatus is not None)
+        return (
+            self.node.client_connected
+            and self.node.handshakes >= handshakes
+            and daemon.radio_up.is_set()
+            and iface is not None
+            and iface.queueStatus is not None
+        )
 
     def ask(self, sender: int, packet_id: int, text: str) -> tuple[int, int]:
         """A DM heard by the node; returns the question's key."""
@@ -154,13 +165,26 @@ def bench(tmp_path: Path) -> Iterator[Callable[..., Bench]]:
 
     def make(ack_delay_s: float = 0.05, **overrides: Any) -> Bench:
         clock = ScaledClock(SCALE)
-        node = VirtualNode(BOT_NUM, short_name="BOT", modem_preset="SHORT_TURBO", region="US", peers=PEERS,
-                           clock=clock, ack_delay_s=ack_delay_s)
+        node = VirtualNode(
+            BOT_NUM,
+            short_name="BOT",
+            modem_preset="SHORT_TURBO",
+            region="US",
+            peers=PEERS,
+            clock=clock,
+            ack_delay_s=ack_delay_s,
+        )
         node.start()
-        settings = {"radio.host": f"127.0.0.1:{node.port}", "radio.connect_timeout_s": 10,
-                    "mesh.min_gap_s": 2.0, "store.path": str(tmp_path / "meshbot.db"),
-                    "limits.per_node_burst": 50, "limits.global_burst": 200,
-                    "limits.per_node_per_hour": 1000, "limits.global_per_hour": 5000}
+        settings = {
+            "radio.host": f"127.0.0.1:{node.port}",
+            "radio.connect_timeout_s": 10,
+            "mesh.min_gap_s": 2.0,
+            "store.path": str(tmp_path / "meshbot.db"),
+            "limits.per_node_burst": 50,
+            "limits.global_burst": 200,
+            "limits.per_node_per_hour": 1000,
+            "limits.global_per_hour": 5000,
+        }
         settings.update(overrides)
         made.append(Bench(node, clock, FakeModel(), load_config(overrides=settings, environ={})))
         return made[-1]
@@ -187,8 +211,11 @@ def answered_on_air(sent: list[SentPacket], questions: Iterable[tuple[int, int]]
 
 def events(caplog: pytest.LogCaptureFixture, name: str, reason: str | None = None) -> list[logging.LogRecord]:
     """Log records of one event (and reason)."""
-    return [r for r in caplog.records if getattr(r, "event", None) == name
-            and (reason is None or getattr(r, "reason", None) == reason)]
+    return [
+        r
+        for r in caplog.records
+        if getattr(r, "event", None) == name and (reason is None or getattr(r, "reason", None) == reason)
+    ]
 
 
 # -- a slow model ------------------------------------------------------------------------------

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from meshbot.sim.network import VirtualMesh
-from meshbot.sim.topology import parse_topology
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.app.topology import parse_topology
 
 BOT = 0x0BB0_0001
 CONFIG = Path(__file__).resolve().parents[1] / "config"
@@ -28,7 +29,7 @@ def chain(length: int, **mesh: Any):
     """N0 (a handset) - N1 - ... - the bot at the far end; the middle nodes are relays."""
     names = [f"N{i}" for i in range(length)]
     roles = ["handset"] + ["relay"] * (length - 2) + ["bot"]
-    return topology([(n, r, names[i + 1:i + 2]) for i, (n, r) in enumerate(zip(names, roles))], **mesh)
+    return topology([(n, r, names[i + 1 : i + 2]) for i, (n, r) in enumerate(zip(names, roles, strict=False))], **mesh)
 
 
 # Most tests run the mesh in manual mode: a VirtualClock that moves only when the test runs the

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshbot.ask import NEWLINE_MARK, ask_budget, run_ask
-from meshbot.text import tidy_stream
-from meshbot.config import Config, MeshConfig, ModelConfig
-from meshbot.domain import Generation, GenerationStats
-from meshbot.fragmenter import MORE_HINT, strip_numbering
-from meshbot.text import tidy
+from meshbot.app.ask import NEWLINE_MARK, ask_budget, run_ask
+from meshbot.core.config import Config, MeshConfig, ModelConfig
+from meshbot.core.domain import Generation, GenerationStats
+from meshbot.core.fragmenter import MORE_HINT, strip_numbering
+from meshbot.core.text import tidy, tidy_stream
 
 LINE = re.compile(r"^\[(\d+)\]\s+(\d+) B  (.*)$")
 
@@ -46,7 +45,7 @@ class FakeModel:
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         self.requests.append(request)
         answer = self.answers.pop(0)
-        pieces = [answer[i:i + self.piece_len] for i in range(0, len(answer), self.piece_len)]
+        pieces = [answer[i : i + self.piece_len] for i in range(0, len(answer), self.piece_len)]
         stats.prompt_tokens = 42
         stats.first_token_s = 0.25
         for piece in pieces:
@@ -82,7 +81,7 @@ def test_long_answer_becomes_numbered_fragments_within_budget(cfg: Config) -> No
         assert nbytes <= ask_budget(cfg)
         assert text.startswith(f"{index}/+ ")
     assert frags[-1][2].endswith(MORE_HINT)  # the rest waits for "more"
-    assert "3 fragment(s)" in summary and "left for \"more\"" in summary
+    assert "3 fragment(s)" in summary and 'left for "more"' in summary
 
 
 def test_summary_reports_tokens_first_token_and_rate(cfg: Config) -> None:
@@ -140,20 +139,64 @@ def test_missing_model_file_prints_a_clear_error(cfg: Config, tmp_path) -> None:
 
 
 _WORDS = st.sampled_from(
-    ["LoRa", "mesh", "ok", "**bold**", "*it*", "`code`", "über", "日本", "2*3", "snake_case",
-     "[link](http://x.y)", ".", "!", "?", " ", "  ", "\n", "\n\n", "- ", "# ", "\r\n",
-     "![img](u)", "~~gone~~", "_it_", "#tag", "(aside)", "]", "[", "(", ")", "-foo", "~5", "e\u0301",
-     "山でけがをしたら。", "**", "*", "_", "`", "~~", "> ", "---", "```", "1.", "`a b`", "*two words*"]
+    [
+        "LoRa",
+        "mesh",
+        "ok",
+        "**bold**",
+        "*it*",
+        "`code`",
+        "über",
+        "日本",
+        "2*3",
+        "snake_case",
+        "[link](http://x.y)",
+        ".",
+        "!",
+        "?",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "- ",
+        "# ",
+        "\r\n",
+        "![img](u)",
+        "~~gone~~",
+        "_it_",
+        "#tag",
+        "(aside)",
+        "]",
+        "[",
+        "(",
+        ")",
+        "-foo",
+        "~5",
+        "e\u0301",
+        "山でけがをしたら。",
+        "**",
+        "*",
+        "_",
+        "`",
+        "~~",
+        "> ",
+        "---",
+        "```",
+        "1.",
+        "`a b`",
+        "*two words*",
+    ]
 )
 
 
 @settings(max_examples=1500, deadline=None)
-@given(words=st.lists(_WORDS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=12),
-       sep=st.sampled_from([" ", ""]))
+@given(
+    words=st.lists(_WORDS, max_size=40), cuts=st.lists(st.integers(0, 400), max_size=12), sep=st.sampled_from([" ", ""])
+)
 def test_tidying_a_stream_equals_tidying_the_whole_answer(words: list[str], cuts: list[int], sep: str) -> None:
     text = sep.join(words)
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
-    pieces = [text[a:b] for a, b in zip(points, points[1:])]
+    pieces = [text[a:b] for a, b in zip(points, points[1:], strict=False)]
     assert "".join(tidy_stream(pieces)) == tidy(text)
 
 

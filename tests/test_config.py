@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from meshbot.cli import main
-from meshbot.config import ConfigError, load_config
+from meshbot.app.cli import main
+from meshbot.core.config import ConfigError, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -64,8 +64,9 @@ def test_config_is_frozen() -> None:
         cfg.mesh.max_fragments = 9  # type: ignore[misc]
 
 
-def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_check_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MESHBOT_CONFIG", raising=False)
     good = write(tmp_path, "[mesh]\nmax_fragments = 2\n")
     assert main(["config", "check", str(good)]) == 0

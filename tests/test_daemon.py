@@ -6,11 +6,10 @@ import logging
 
 import pytest
 
-from meshbot.airtime import preset, time_on_air_s
-from meshbot.clock import VirtualClock
-from meshbot.fragmenter import MORE_HINT, strip_numbering
-from meshbot.limits import text_frame_len
-
+from meshbot.core.airtime import preset, time_on_air_s
+from meshbot.core.clock import VirtualClock
+from meshbot.core.fragmenter import MORE_HINT, strip_numbering
+from meshbot.core.limits import text_frame_len
 from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
@@ -34,8 +33,9 @@ def test_a_dm_gets_numbered_fragments_in_order(make_daemon, radio: FakeRadio, mo
     assert texts[-1].endswith('"more"]') or "more" in texts[-1]
 
 
-def test_fragment_one_leaves_before_the_model_finishes(make_daemon, radio: FakeRadio,
-                                                       model: FakeModel, clock: VirtualClock) -> None:
+def test_fragment_one_leaves_before_the_model_finishes(
+    make_daemon, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     model.token_s = 0.1
     model.queue(LONG_ANSWER)
     seen_at_first_send: list[int] = []
@@ -59,7 +59,8 @@ def test_answers_are_written_inside_the_models_run(make_daemon, radio: FakeRadio
 
 
 def test_a_tight_air_time_budget_shortens_answers_instead_of_overrunning(
-        make_daemon, radio: FakeRadio, model: FakeModel, caplog: pytest.LogCaptureFixture) -> None:
+    make_daemon, radio: FakeRadio, model: FakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     model.queue(LONG_ANSWER, LONG_ANSWER)
     # 0.11% of an hour is 3.96 s: two full fragments on LONG_FAST (1.95 s each), not the three wanted.
@@ -72,7 +73,7 @@ def test_a_tight_air_time_budget_shortens_answers_instead_of_overrunning(
     assert "limited to 2 fragment(s)" in events(caplog, "shortened")[0].getMessage()
     radio.receive(dm("and once more?", packet_id=2))
     wait_until(lambda: bool(events(caplog, "dropped")) and daemon.idle())
-    assert getattr(events(caplog, "dropped")[0], "reason") == "airtime-budget"
+    assert events(caplog, "dropped")[0].reason == "airtime-budget"
     assert len(radio.sent) == 2  # nothing else went on air
     used = sum(time_on_air_s(text_frame_len(len(t.encode()), reply_id=True), preset("LONG_FAST")) for t in texts)
     assert used <= 3600 * 0.11 / 100
@@ -103,8 +104,9 @@ def test_a_short_answer_is_one_unnumbered_fragment(make_daemon, radio: FakeRadio
     assert radio.sent[0].message.dest == 0xFFFFFFFF and not radio.sent[0].message.want_ack
 
 
-def test_ignored_packets_are_logged_with_a_reason(make_daemon, radio: FakeRadio,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_ignored_packets_are_logged_with_a_reason(
+    make_daemon, radio: FakeRadio, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level("INFO")
     daemon = make_daemon()
     radio.receive(broadcast("just chatting"))
@@ -124,8 +126,9 @@ def test_a_full_queue_says_busy_once(make_daemon, radio: FakeRadio, model: FakeM
         yield from real_stream(request, stats)
 
     model.stream = held_stream
-    daemon = make_daemon(cfg.model_copy(update={"queue": cfg.queue.model_copy(
-        update={"max_depth": 1, "max_per_node": 1})}))
+    daemon = make_daemon(
+        cfg.model_copy(update={"queue": cfg.queue.model_copy(update={"max_depth": 1, "max_per_node": 1})})
+    )
     for n in range(1, 5):
         radio.receive(dm(f"question {n}", sender=BOB, packet_id=n))
     wait_until(lambda: len(radio.sent) >= 1)
@@ -154,8 +157,7 @@ def test_a_model_crash_does_not_stop_the_daemon(make_daemon, radio: FakeRadio, m
     assert radio.texts() == ["Second answer."]
 
 
-def test_the_worker_waits_while_the_sender_has_a_backlog(make_daemon, radio: FakeRadio, model: FakeModel,
-                                                         cfg) -> None:
+def test_the_worker_waits_while_the_sender_has_a_backlog(make_daemon, radio: FakeRadio, model: FakeModel, cfg) -> None:
     # Hold the sender on the first text: later questions must stay queued, not become stale answers.
     import threading
 

@@ -6,15 +6,13 @@ import io
 import time
 from pathlib import Path
 
-
-from meshbot.clock import VirtualClock
-from meshbot.config import load_config
-from meshbot.daemon import Daemon
-from meshbot.policy import Accept, Kind
-from meshbot.resume import APOLOGY
-from meshbot.status import run_status
-from meshbot.store import FragmentState, QueryState, Store
-
+from meshbot.app.status import run_status
+from meshbot.core.clock import VirtualClock
+from meshbot.core.config import load_config
+from meshbot.core.policy import Accept, Kind
+from meshbot.service.daemon import Daemon
+from meshbot.service.resume import APOLOGY
+from meshbot.storage.store import FragmentState, QueryState, Store
 from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
@@ -29,12 +27,14 @@ def run_daemon(tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: Virtua
 
 
 def ask(store: Store, question: str, packet_id: int, sender: int = ALICE) -> int:
-    return store.add_query(dm(question, sender=sender, packet_id=packet_id),
-                           Accept(Kind.ASK, question, sender, 0, True), seed=7)
+    return store.add_query(
+        dm(question, sender=sender, packet_id=packet_id), Accept(Kind.ASK, question, sender, 0, True), seed=7
+    )
 
 
-def test_a_half_sent_reply_resumes_from_the_first_unacked_fragment(tmp_path: Path, radio: FakeRadio,
-                                                                   model: FakeModel, clock: VirtualClock) -> None:
+def test_a_half_sent_reply_resumes_from_the_first_unacked_fragment(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     with Store(tmp_path / "bot.db") as store:  # what a killed daemon left behind
         qid = ask(store, "what is lora?", 1)
         store.set_state(qid, QueryState.GENERATING)
@@ -53,7 +53,8 @@ def test_a_half_sent_reply_resumes_from_the_first_unacked_fragment(tmp_path: Pat
 
 
 def test_a_question_mid_generation_is_answered_again_without_the_delivered_fragments(
-        tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> None:
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     long_answer = ("Radio waves bend over hills and reflect off the sky at night. " * 10).strip()
     with Store(tmp_path / "bot.db") as store:
         qid = ask(store, "how far?", 1)
@@ -72,8 +73,9 @@ def test_a_question_mid_generation_is_answered_again_without_the_delivered_fragm
     daemon.stop(grace_s=1)
 
 
-def test_a_stale_question_is_dropped_with_an_apology(tmp_path: Path, radio: FakeRadio, model: FakeModel,
-                                                     clock: VirtualClock) -> None:
+def test_a_stale_question_is_dropped_with_an_apology(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     old = time.time() - 3600
     with Store(tmp_path / "bot.db", wall=lambda: old) as store:
         qid = ask(store, "an hour ago", 1)
@@ -84,8 +86,9 @@ def test_a_stale_question_is_dropped_with_an_apology(tmp_path: Path, radio: Fake
     daemon.stop(grace_s=1)
 
 
-def test_a_redelivery_after_restart_is_not_answered_again(tmp_path: Path, radio: FakeRadio, model: FakeModel,
-                                                          clock: VirtualClock) -> None:
+def test_a_redelivery_after_restart_is_not_answered_again(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     model.queue("Once.")
     daemon = run_daemon(tmp_path, radio, model, clock)
     radio.receive(dm("hello?", packet_id=42))
@@ -98,11 +101,17 @@ def test_a_redelivery_after_restart_is_not_answered_again(tmp_path: Path, radio:
     again.stop(grace_s=1)
 
 
-def test_limits_deny_bots_repeats_and_one_notice(tmp_path: Path, radio: FakeRadio, model: FakeModel,
-                                                 clock: VirtualClock) -> None:
+def test_limits_deny_bots_repeats_and_one_notice(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     model.queue(*[f"Answer {i}." for i in range(10)])
-    daemon = run_daemon(tmp_path, radio, model, clock, **{
-        "limits.deny": ["!0b0b0000"], "limits.per_node_burst": 2, "limits.per_node_per_hour": 1})
+    daemon = run_daemon(
+        tmp_path,
+        radio,
+        model,
+        clock,
+        **{"limits.deny": ["!0b0b0000"], "limits.per_node_burst": 2, "limits.per_node_per_hour": 1},
+    )
     radio.receive(dm("hi", sender=BOB, packet_id=1))  # denied
     radio.receive(dm("2/+ looks like another bot", packet_id=2))
     radio.receive(dm("question one", packet_id=3))
@@ -118,8 +127,9 @@ def test_limits_deny_bots_repeats_and_one_notice(tmp_path: Path, radio: FakeRadi
     daemon.stop(grace_s=1)
 
 
-def test_admin_commands_only_from_admins_by_dm(tmp_path: Path, radio: FakeRadio, model: FakeModel,
-                                               clock: VirtualClock) -> None:
+def test_admin_commands_only_from_admins_by_dm(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     model.queue("Type !pause to pause me.", "Answer while paused.")
     daemon = run_daemon(tmp_path, radio, model, clock, **{"limits.admins": ["!0ad00001"]})
     radio.receive(dm("!pause", packet_id=1))  # not an admin: nothing happens
@@ -140,8 +150,9 @@ def test_admin_commands_only_from_admins_by_dm(tmp_path: Path, radio: FakeRadio,
     daemon.stop(grace_s=1)
 
 
-def test_status_reports_and_exits_by_health(tmp_path: Path, radio: FakeRadio, model: FakeModel,
-                                            clock: VirtualClock) -> None:
+def test_status_reports_and_exits_by_health(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
     model.queue("Fine.")
     daemon = run_daemon(tmp_path, radio, model, clock)
     radio.receive(dm("ok?", packet_id=1))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from meshbot.engine_thread import EngineThread
+from meshbot.models.engine_thread import EngineThread
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def engine() -> Iterator[EngineThread]:
 
 def test_calls_from_any_thread_run_on_the_one_engine_thread(engine: EngineThread) -> None:
     seen: list[str] = []
-    record = lambda: seen.append(threading.current_thread().name)  # noqa: E731
+    record = lambda: seen.append(threading.current_thread().name)
     callers = [threading.Thread(target=lambda: engine.call(record)) for _ in range(4)]
     for caller in callers:
         caller.start()

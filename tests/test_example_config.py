@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from meshbot.config import ChannelRule, Config, load_config
+from meshbot.core.config import ChannelRule, Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "meshbot.toml"
@@ -82,31 +82,33 @@ def test_example_loads_to_exactly_the_defaults() -> None:
 
 def test_every_option_of_config_is_in_the_example(text: str) -> None:
     active, commented = _active_keys(text), _commented_keys(text)
-    missing = [f"{table}.{key}"
-               for table, model in _sections().items()
-               for key in model.model_fields
-               if table != "policy" or key != "channels"  # shown as [[policy.channels]] blocks
-               if key not in active.get(table, set()) | commented.get(table, set())]
+    missing = [
+        f"{table}.{key}"
+        for table, model in _sections().items()
+        for key in model.model_fields
+        if table != "policy" or key != "channels"  # shown as [[policy.channels]] blocks
+        if key not in active.get(table, set()) | commented.get(table, set())
+    ]
     assert not missing, f"options missing from {EXAMPLE.name}: {missing}"
     assert "policy.channels" in active, "the example must show a [[policy.channels]] block"
 
 
 def test_example_sets_no_key_that_config_lacks(text: str) -> None:
     known = {table: set(model.model_fields) for table, model in _sections().items()}
-    unknown = [f"{table}.{key}" for table, keys in _active_keys(text).items()
-               for key in keys - known.get(table, set())]
+    unknown = [f"{table}.{key}" for table, keys in _active_keys(text).items() for key in keys - known.get(table, set())]
     assert not unknown
 
 
-UNSET_BY_DEFAULT = [(table, key)
-                    for table, model in _sections().items()
-                    for key, field in model.model_fields.items()
-                    if not field.is_required() and field.default is None]
+UNSET_BY_DEFAULT = [
+    (table, key)
+    for table, model in _sections().items()
+    for key, field in model.model_fields.items()
+    if not field.is_required() and field.default is None
+]
 
 
 @pytest.mark.parametrize(("table", "key"), UNSET_BY_DEFAULT, ids=[f"{t}.{k}" for t, k in UNSET_BY_DEFAULT])
-def test_each_unset_option_example_works_when_uncommented(text: str, tmp_path: Path,
-                                                          table: str, key: str) -> None:
+def test_each_unset_option_example_works_when_uncommented(text: str, tmp_path: Path, table: str, key: str) -> None:
     edited = tmp_path / "meshbot.toml"
     edited.write_text(_uncomment(text, table, key), encoding="utf-8")
     cfg = load_config(edited, environ={})

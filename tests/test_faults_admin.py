@@ -7,13 +7,11 @@ import time
 
 import pytest
 
-from meshbot import limits
-
+from meshbot.core import limits
 from tests.conftest import wait_until
+from tests.fakes import BOT_NUM
 from tests.faults_support import PEER_NUMS, Bench, answered, audit, events, log_order_knowledge
 from tests.faults_support import bench as bench  # a fixture: the alias marks the import as used
-from tests.fakes import BOT_NUM
-
 
 # -- admin commands ---------------------------------------------------------------------------
 ADMIN, USER = PEER_NUMS[0], PEER_NUMS[1]
@@ -33,7 +31,8 @@ def command_replies(b: Bench, dest: int) -> list[str | None]:
 
 
 def test_pause_from_a_non_admin_a_channel_or_the_models_own_answer_changes_nothing(
-        admin_bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    admin_bench: Bench, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     b, node = admin_bench, admin_bench.node
     b.model.queue("LoRa is a radio.", "!pause", "Still here.")
@@ -50,13 +49,18 @@ def test_pause_from_a_non_admin_a_channel_or_the_models_own_answer_changes_nothi
     assert not b.daemons[0].paused.is_set()
     assert [p.text for p in node.sent if p.reply_id == 3] == ["!pause"]
     assert [command_replies(b, n) for n in (USER, ADMIN, limits.BROADCAST_NUM)] == [[], [], []]
-    assert sorted(r.reason for r in events(caplog, "ignored")) == ["admin-only", "admin-only", "no-trigger",
-                                                                    "own-packet"]
+    assert sorted(r.reason for r in events(caplog, "ignored")) == [
+        "admin-only",
+        "admin-only",
+        "no-trigger",
+        "own-packet",
+    ]
     audit(node.sent, [q2, q3, q7], 3, log_order_knowledge(node.sent, caplog.records)).assert_clean()
 
 
 def test_an_admins_pause_by_dm_holds_questions_until_resume_and_stats_counts_them(
-        admin_bench: Bench, caplog: pytest.LogCaptureFixture) -> None:
+    admin_bench: Bench, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     b, daemon = admin_bench, admin_bench.daemons[0]
     b.model.queue("One.", "Two.", "Answered after resume.")

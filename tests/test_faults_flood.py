@@ -7,22 +7,21 @@ import math
 
 import pytest
 
-from meshbot.clock import VirtualClock
-from meshbot.config import load_config
-from meshbot.daemon import Daemon
-from meshbot.store import Store
-
+from meshbot.core.clock import VirtualClock
+from meshbot.core.config import load_config
+from meshbot.service.daemon import Daemon
+from meshbot.storage.store import Store
 from tests.conftest import wait_until
-from tests.faults_support import PEER_NUMS, GatedModel, events
 from tests.fakes import FakeRadio, dm
-
+from tests.faults_support import PEER_NUMS, GatedModel, events
 
 # -- a flood from one node while five others ask once ----------------------------------------
 FLOODER = PEER_NUMS[7]
 
 
-def test_a_flooding_node_gets_its_fair_share_and_one_notice(clock: VirtualClock, radio: FakeRadio,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_a_flooding_node_gets_its_fair_share_and_one_notice(
+    clock: VirtualClock, radio: FakeRadio, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     cfg = load_config(overrides={"limits.per_node_burst": 5, "queue.max_per_node": 5}, environ={})
     model = GatedModel()
@@ -54,7 +53,8 @@ def test_a_flooding_node_gets_its_fair_share_and_one_notice(clock: VirtualClock,
     assert all(answer_order.index(pid) < flood_answers[2] for pid in others.values()), answer_order
     minutes = math.ceil(3600 / cfg.limits.per_node_per_hour / 60)  # one token back, as the notice says
     assert [m.text for m in replies if m.dest == FLOODER and m.reply_id is None] == [
-        cfg.limits.notice.format(minutes=minutes)]
+        cfg.limits.notice.format(minutes=minutes)
+    ]
     assert len(events(caplog, "ignored", "node-rate")) == 100 - cfg.limits.per_node_burst
 
 

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from meshbot.sim.node import VirtualNode
-from meshbot.sim.records import SentPacket
-from meshbot.store import Store
-
+from meshbot.sim.node.node import VirtualNode
+from meshbot.sim.node.records import SentPacket
+from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.daemon_proc import DaemonProcess
-from tests.faults_support import PEER_NUMS, PEERS, answered_on_air, audit, fragment_index
 from tests.fakes import BOT_NUM
-
+from tests.faults_support import PEER_NUMS, PEERS, answered_on_air, audit, fragment_index
 
 # -- the daemon process killed mid-reply -----------------------------------------------------
-KILL_QUESTIONS = ("Explain how LoRa radios reach so far.", "What is a mesh network and how does it route?",
-                  "Why is the sky blue? Explain in detail.")
+KILL_QUESTIONS = (
+    "Explain how LoRa radios reach so far.",
+    "What is a mesh network and how does it route?",
+    "Why is the sky blue? Explain in detail.",
+)
 
 
 def kill_knowledge(sent: list[SentPacket], kills: list[list[SentPacket]]) -> Callable[[int, int], bool]:
@@ -30,6 +31,7 @@ def kill_knowledge(sent: list[SentPacket], kills: list[list[SentPacket]]) -> Cal
     time and stores each ACK before the next send, so every earlier ACK is in the store by then.
     Within one run a fragment is only sent again after a NAK or a timeout, so an ACK means it was known.
     """
+
     def knew(i: int, j: int) -> bool:
         between = [snap for snap in kills if i < len(snap) <= j]
         if between:
@@ -39,8 +41,7 @@ def kill_knowledge(sent: list[SentPacket], kills: list[list[SentPacket]]) -> Cal
     return knew
 
 
-def wait_for_record(node: VirtualNode, start: int, wanted: Callable[[SentPacket], bool],
-                    timeout: float) -> SentPacket:
+def wait_for_record(node: VirtualNode, start: int, wanted: Callable[[SentPacket], bool], timeout: float) -> SentPacket:
     """Poll (fast: the kill must land before the fragment's ACK) for a new record that `wanted` accepts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -54,24 +55,30 @@ def wait_for_record(node: VirtualNode, start: int, wanted: Callable[[SentPacket]
 @pytest.mark.model
 @pytest.mark.slow
 def test_a_daemon_killed_mid_reply_resumes_and_answers_every_question_once(tmp_path: Path) -> None:
-    node = VirtualNode(BOT_NUM, short_name="BOT", modem_preset="SHORT_TURBO", region="US", peers=PEERS,
-                       ack_delay_s=1.5)  # slow ACKs: each fragment is in flight long enough to be killed under
+    node = VirtualNode(
+        BOT_NUM, short_name="BOT", modem_preset="SHORT_TURBO", region="US", peers=PEERS, ack_delay_s=1.5
+    )  # slow ACKs: each fragment is in flight long enough to be killed under
     # Four 60-byte fragments: about 155 tokens, some seconds of generation, so fragment 2 usually
     # leaves while the model is still writing (a resumed query must then skip fragment 1).
-    sections = {"model": {"seed": 7, "threads": 1},
-                "mesh": {"min_gap_s": 2.0, "max_fragment_bytes": 60, "max_fragments": 4},
-                "radio": {"connect_timeout_s": 20}}
+    sections = {
+        "model": {"seed": 7, "threads": 1},
+        "mesh": {"min_gap_s": 2.0, "max_fragment_bytes": 60, "max_fragments": 4},
+        "radio": {"connect_timeout_s": 20},
+    }
     with node, DaemonProcess(tmp_path, f"127.0.0.1:{node.port}", sections) as proc:
         proc.start()
         questions = [(PEER_NUMS[i], 500 + i) for i in range(len(KILL_QUESTIONS))]
-        for (sender, packet_id), text in zip(questions, KILL_QUESTIONS):
+        for (sender, packet_id), text in zip(questions, KILL_QUESTIONS, strict=False):
             node.inject_text(sender, text, packet_id=packet_id)
         kills: list[list[SentPacket]] = []
         killed_at: set[tuple[int, int | None]] = set()
         mid_generation = False
         # First right after fragment 2 of the first reply, then twice right after a reply's first fragment.
-        plans = [lambda p: fragment_index(p.text) == (2, False), lambda p: fragment_index(p.text)[0] == 1,
-                 lambda p: fragment_index(p.text)[0] == 1]
+        plans = [
+            lambda p: fragment_index(p.text) == (2, False),
+            lambda p: fragment_index(p.text)[0] == 1,
+            lambda p: fragment_index(p.text)[0] == 1,
+        ]
         for plan in plans:
             start = len(kills[-1]) if kills else 0
             target = wait_for_record(node, start, lambda p: plan(p) and (p.to, p.reply_id) not in killed_at, 90)
@@ -90,9 +97,11 @@ def test_a_daemon_killed_mid_reply_resumes_and_answers_every_question_once(tmp_p
     events = proc.events()
     resumed = sum(e.get("event") == "resumed" for e in events)
     skipped = sum(e.get("event") == "skipped-delivered" for e in events)
-    print(f"3 kills: {len(result.complete)} questions answered, {result.resent_in_flight} fragment(s) resent "
-          f"in flight, {len(result.duplicates)} duplicate(s), {resumed} resumed, {skipped} delivered fragment(s) "
-          f"skipped on regeneration (killed mid-generation: {mid_generation}), {len(sent)} sends")
+    print(
+        f"3 kills: {len(result.complete)} questions answered, {result.resent_in_flight} fragment(s) resent "
+        f"in flight, {len(result.duplicates)} duplicate(s), {resumed} resumed, {skipped} delivered fragment(s) "
+        f"skipped on regeneration (killed mid-generation: {mid_generation}), {len(sent)} sends"
+    )
     result.assert_clean()
     assert resumed >= 3, "each restart should have resumed the unfinished replies"
     if mid_generation:  # the resumed query was written again, and its delivered fragment 1 not resent

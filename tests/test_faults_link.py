@@ -11,14 +11,15 @@ import pytest
 from meshtastic import publishingThread
 
 from tests.conftest import wait_until
-from tests.faults_support import GatedModel, LONG_ANSWER, PEER_NUMS, answered, audit, events, log_order_knowledge
+from tests.faults_support import LONG_ANSWER, PEER_NUMS, GatedModel, answered, audit, events, log_order_knowledge
 from tests.faults_support import bench as bench  # a fixture: the alias marks the import as used
 
 
 # -- the TCP link dropped 20 times under load ------------------------------------------------
 @pytest.mark.slow
 def test_twenty_dropped_links_under_load_lose_no_question_and_repeat_no_answer(
-        bench, caplog: pytest.LogCaptureFixture) -> None:
+    bench, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     # ACKs take 0.1 s (2 s simulated), so the sender is often waiting on one when the link drops. The
     # queue may hold the whole load: this is about the link, not about refusing a busy node.
@@ -40,8 +41,10 @@ def test_twenty_dropped_links_under_load_lose_no_question_and_repeat_no_answer(
     wait_until(daemon.idle, timeout=20)
     sent = b.node.sent
     result = audit(sent, questions, b.cfg.mesh.max_fragments, log_order_knowledge(sent, caplog.records))
-    print(f"20 drops: {len(result.complete)} questions answered, {result.resent_in_flight} fragment(s) resent "
-          f"in flight, {len(result.duplicates)} duplicate(s), {b.node.handshakes} handshakes, {len(sent)} sends")
+    print(
+        f"20 drops: {len(result.complete)} questions answered, {result.resent_in_flight} fragment(s) resent "
+        f"in flight, {len(result.duplicates)} duplicate(s), {b.node.handshakes} handshakes, {len(sent)} sends"
+    )
     result.assert_clean()
     assert len(result.complete) == 60
     assert daemon.store.unfinished() == []
@@ -49,7 +52,8 @@ def test_twenty_dropped_links_under_load_lose_no_question_and_repeat_no_answer(
 
 
 def test_a_reply_racing_a_dropped_link_waits_for_the_new_link_and_is_delivered(
-        bench, caplog: pytest.LogCaptureFixture) -> None:
+    bench, caplog: pytest.LogCaptureFixture
+) -> None:
     """The link drops; before the library's "connection lost" event is handled, a reply is sent.
 
     A slow handler on the library's one publishing thread (mesh-facts: "a slow handler stalls all
@@ -65,7 +69,7 @@ def test_a_reply_racing_a_dropped_link_waits_for_the_new_link_and_is_delivered(
     wait_until(lambda: len(events(caplog, "queued")) == 1, timeout=20)  # the model is now writing, slowly
     slow_handler = threading.Event()
     publishingThread.queueWork(lambda: slow_handler.wait(10))
-    old_link = getattr(daemon.radio, "_iface")  # the library's interface: its own connected flag
+    old_link = daemon.radio._iface  # the library's interface: its own connected flag
     assert b.node.drop_client(reset=True)
     wait_until(lambda: not old_link.isConnected.is_set(), timeout=5)  # the library saw the reset
     b.model.gate.set()  # the reply is ready, and goes to the sender, while the loss is still unreported
@@ -78,7 +82,8 @@ def test_a_reply_racing_a_dropped_link_waits_for_the_new_link_and_is_delivered(
 
 # -- re-delivered packets: after a reconnect, and after a restart on the same store ---------
 def test_redelivered_packets_get_no_second_answer_after_a_reconnect_or_a_restart(
-        bench, caplog: pytest.LogCaptureFixture) -> None:
+    bench, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     b = bench(ack_delay_s=0.1)
     b.model.queue(*[LONG_ANSWER[: 150 + 7 * k] for k in range(11)])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from meshbot.domain import ChatTurn
-from meshbot.fitting import ContextTooSmall, fit_turns
+from meshbot.core.domain import ChatTurn
+from meshbot.core.fitting import ContextTooSmall, fit_turns
+
 
 def words(text: str) -> int:
     return len(text.split())

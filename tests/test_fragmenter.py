@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from meshbot.fragmenter import (
+from meshbot.core.fragmenter import (
     MORE_HINT,
     Fragment,
     FragmentPlan,
@@ -15,7 +15,7 @@ from meshbot.fragmenter import (
     looks_like_fragment,
     strip_numbering,
 )
-from meshbot.text import graphemes, utf8_len
+from meshbot.core.text import graphemes, utf8_len
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -127,7 +127,7 @@ def _stream(text: str, splits: list[int], budget: int, max_fragments: int, start
     stream = StreamFragmenter(budget, max_fragments, start_index)
     out: list[Fragment] = []
     edges = [0, *sorted(splits), len(text)]
-    for a, b in zip(edges, edges[1:]):
+    for a, b in zip(edges, edges[1:], strict=False):
         out += stream.feed(text[a:b])
     out += stream.finish()
     return FragmentPlan(tuple(out), stream.remainder)
@@ -141,9 +141,7 @@ def _stream(text: str, splits: list[int], budget: int, max_fragments: int, start
 @example(text="x" * 50 + " abcd", budget=60, max_fragments=5, start_index=10)
 @example(text="x" * 50 + " abcd \n", budget=60, max_fragments=5, start_index=10)
 @example(text="a" + "\u0301" * 150, budget=60, max_fragments=3, start_index=1)
-def test_fragments_fit_keep_text_and_graphemes(
-    text: str, budget: int, max_fragments: int, start_index: int
-) -> None:
+def test_fragments_fit_keep_text_and_graphemes(text: str, budget: int, max_fragments: int, start_index: int) -> None:
     plan = fragment(text, budget, max_fragments, start_index)
     _check_plan(text, plan, budget, max_fragments, start_index)
 
@@ -187,7 +185,7 @@ def test_long_answer_starts_leaving_before_the_model_finishes(
     splits = data.draw(st.lists(st.integers(min_value=0, max_value=len(text)), max_size=60))
     stream = StreamFragmenter(budget, 5)
     edges = [0, *sorted(splits), len(text)]
-    early = [f for a, b in zip(edges, edges[1:]) for f in stream.feed(text[a:b])]
+    early = [f for a, b in zip(edges, edges[1:], strict=False) for f in stream.feed(text[a:b])]
     assert early and early[0].index == 1 and early[0].text.startswith("1/+ ")
 
 
@@ -260,7 +258,7 @@ def test_600_byte_answers_in_wide_scripts_never_overflow(sample: str) -> None:
     plan = fragment(text, 200, 10)
     assert len(plan.fragments) >= 3
     assert all(f.nbytes <= 200 for f in plan.fragments)
-    assert all("\u200d" != f.body[-1] for f in plan.fragments)  # a family is never torn apart
+    assert all(f.body[-1] != "\u200d" for f in plan.fragments)  # a family is never torn apart
     _check_plan(text, plan, 200, 10, 1)
 
 

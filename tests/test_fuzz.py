@@ -12,20 +12,20 @@ import logging
 import threading
 import zlib
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from meshtastic.protobuf import portnums_pb2
 
-from meshbot import limits
-from meshbot.clock import VirtualClock
-from meshbot.config import load_config
-from meshbot.daemon import Daemon
-from meshbot.radio import MalformedPacket, parse_packet
-from meshbot.store import Store
-
+from meshbot.core import limits
+from meshbot.core.clock import VirtualClock
+from meshbot.core.config import load_config
+from meshbot.radios.meshtastic_lib import MalformedPacket, parse_packet
+from meshbot.service.daemon import Daemon
+from meshbot.storage.store import Store
 from tests.fakes import ALICE, BOB, BOT_NUM, FakeModel, FakeRadio
 
 CAROL = 0x0CA0_0100
@@ -53,30 +53,51 @@ def _rare(draw: st.DrawFn, n: int) -> bool:
     return draw(ROLL[n]) == n - 1
 
 
-WRONG = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(max_size=4),
-                  st.binary(max_size=4), st.lists(st.integers(), max_size=2),
-                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-ANY_INT = st.one_of(st.integers(0, 2**32 - 1), st.integers(-2**31, -1), st.integers(2**32, 2**80),
-                    st.integers(-2**80, -2**31))
+WRONG = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True),
+    st.text(max_size=4),
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+ANY_INT = st.one_of(
+    st.integers(0, 2**32 - 1), st.integers(-(2**31), -1), st.integers(2**32, 2**80), st.integers(-(2**80), -(2**31))
+)
 ODD = st.one_of(ANY_INT, WRONG)
-NODES = _weighted(st.sampled_from([ALICE, BOB, CAROL]),
-                  st.one_of(st.sampled_from([BOT_NUM, limits.BROADCAST_NUM, 0]), st.integers(1, 2**32 - 1)))
+NODES = _weighted(
+    st.sampled_from([ALICE, BOB, CAROL]),
+    st.one_of(st.sampled_from([BOT_NUM, limits.BROADCAST_NUM, 0]), st.integers(1, 2**32 - 1)),
+)
 # Ids from a small pool, so that re-deliveries happen; most packets get an id from their content
 # instead (see `packets`): hypothesis favours small integers, so drawn ids would nearly all repeat.
 CONTENT_ID = "content"
-HEADER = {"from": _weighted(NODES, ODD),
-          "id": _weighted(st.just(CONTENT_ID), st.one_of(st.integers(1, 40), ODD)),
-          "to": _weighted(st.sampled_from([BOT_NUM, limits.BROADCAST_NUM]), ODD)}
+HEADER = {
+    "from": _weighted(NODES, ODD),
+    "id": _weighted(st.just(CONTENT_ID), st.one_of(st.integers(1, 40), ODD)),
+    "to": _weighted(st.sampled_from([BOT_NUM, limits.BROADCAST_NUM]), ODD),
+}
 CHANNEL = _weighted(st.integers(0, 7), ODD)
 HOPS = st.one_of(st.integers(0, 7), ANY_INT, WRONG)
-RADIO_FIELDS = {"hopStart": HOPS, "hopLimit": HOPS,
-                "rxSnr": st.one_of(st.floats(allow_nan=True, allow_infinity=True), WRONG),
-                "rxRssi": ODD, "rxTime": ODD, "viaMqtt": st.one_of(st.booleans(), WRONG), "pkiEncrypted": WRONG}
-PORTS = _weighted(st.just("TEXT_MESSAGE_APP"),
-                  st.one_of(st.sampled_from(sorted(portnums_pb2.PortNum.keys())), st.integers(-5, 2**33),
-                            st.text(max_size=12), st.none()))
-PREFIXES = st.sampled_from(["", "", "", "!ai ", "!AI: ", "@BOT ", "!aid ", "!pause", "!resume", "!stats",
-                            "more", "1/+ ", "2/2 ", "   ", "👍"])
+RADIO_FIELDS = {
+    "hopStart": HOPS,
+    "hopLimit": HOPS,
+    "rxSnr": st.one_of(st.floats(allow_nan=True, allow_infinity=True), WRONG),
+    "rxRssi": ODD,
+    "rxTime": ODD,
+    "viaMqtt": st.one_of(st.booleans(), WRONG),
+    "pkiEncrypted": WRONG,
+}
+PORTS = _weighted(
+    st.just("TEXT_MESSAGE_APP"),
+    st.one_of(
+        st.sampled_from(sorted(portnums_pb2.PortNum.keys())), st.integers(-5, 2**33), st.text(max_size=12), st.none()
+    ),
+)
+PREFIXES = st.sampled_from(
+    ["", "", "", "!ai ", "!AI: ", "@BOT ", "!aid ", "!pause", "!resume", "!stats", "more", "1/+ ", "2/2 ", "   ", "👍"]
+)
 TEXTS = st.one_of(
     st.text(min_size=1, max_size=40),
     # Long texts, up to 600 UTF-8 bytes and beyond, built from a repeated piece: drawing hundreds of
@@ -87,10 +108,10 @@ TEXTS = st.one_of(
 TYPED = st.tuples(PREFIXES, TEXTS).map("".join)  # a question as people (and bots) type it
 BINARY = st.tuples(st.binary(min_size=1, max_size=12), st.integers(0, 100)).map(lambda t: (t[0] * t[1])[:600])
 MODES = st.sampled_from(["library"] * 7 + ["binary", "odd", "odd"])
-ODD_TEXT = st.one_of(TYPED, WRONG, st.text(alphabet=st.characters(categories=["Cs"]), min_size=1, max_size=3)
-                     .map(lambda s: "hi " + s))  # lone surrogates: a str that is not UTF-8
-DECODED_EXTRAS = {"emoji": st.one_of(st.just(0), st.integers(0, 2**32), WRONG), "replyId": ODD,
-                  "requestId": ANY_INT}
+ODD_TEXT = st.one_of(
+    TYPED, WRONG, st.text(alphabet=st.characters(categories=["Cs"]), min_size=1, max_size=3).map(lambda s: "hi " + s)
+)  # lone surrogates: a str that is not UTF-8
+DECODED_EXTRAS = {"emoji": st.one_of(st.just(0), st.integers(0, 2**32), WRONG), "replyId": ODD, "requestId": ANY_INT}
 
 
 @st.composite
@@ -152,12 +173,17 @@ class ThreadRecords(logging.Handler):
 @pytest.fixture
 def fuzzed_daemon() -> Iterator[tuple[Daemon, ThreadRecords]]:
     # Limits high enough that many packets get past the rate limiter into the store and queue.
-    cfg = load_config(overrides={
-        "limits.per_node_burst": 1_000_000, "limits.per_node_per_hour": 1_000_000,
-        "limits.global_burst": 1_000_000, "limits.global_per_hour": 1_000_000,
-        "limits.admins": [f"!{ALICE:08x}"],
-        "policy.channels": [{"index": 0}, {"index": 1, "reply": "dm"}],
-    }, environ={})
+    cfg = load_config(
+        overrides={
+            "limits.per_node_burst": 1_000_000,
+            "limits.per_node_per_hour": 1_000_000,
+            "limits.global_burst": 1_000_000,
+            "limits.global_per_hour": 1_000_000,
+            "limits.admins": [f"!{ALICE:08x}"],
+            "policy.channels": [{"index": 0}, {"index": 1, "reply": "dm"}],
+        },
+        environ={},
+    )
     clock = VirtualClock(start=1000.0)
     daemon = Daemon(cfg, FakeRadio(clock), FakeModel(), clock, store=Store(":memory:"))
     daemon.start()
@@ -203,9 +229,14 @@ def test_ten_thousand_random_packets_never_crash_and_every_one_is_logged(fuzzed_
     outcomes: Counter[str] = Counter()
 
     # No shrinking: it takes minutes on batches this size, and a failure names its packet anyway.
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              phases=(Phase.explicit, Phase.reuse, Phase.generate),
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=(Phase.explicit, Phase.reuse, Phase.generate),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(batch=st.lists(packets(), min_size=BATCH, max_size=BATCH))
     def push(batch: list[dict[str, Any]]) -> None:
         for packet in batch:
@@ -221,13 +252,22 @@ def test_ten_thousand_random_packets_never_crash_and_every_one_is_logged(fuzzed_
     assert kinds["malformed"] and kinds["ignored"] and kinds["queued"], kinds
 
 
-@pytest.mark.parametrize("packet", [
-    {"from": 2**70, "id": 1, "to": BOT_NUM, "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi there"}},
-    {"from": ALICE, "id": 2**64, "to": BOT_NUM, "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi there"}},
-    {"from": ALICE, "id": 9, "to": BOT_NUM, "channel": 2**70,
-     "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi there"}},
-    {"from": BOB, "id": 10, "to": BOT_NUM, "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi \ud800"}},
-], ids=["sender-over-64-bits", "id-over-64-bits", "channel-over-64-bits", "lone-surrogate-text"])
+@pytest.mark.parametrize(
+    "packet",
+    [
+        {"from": 2**70, "id": 1, "to": BOT_NUM, "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi there"}},
+        {"from": ALICE, "id": 2**64, "to": BOT_NUM, "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi there"}},
+        {
+            "from": ALICE,
+            "id": 9,
+            "to": BOT_NUM,
+            "channel": 2**70,
+            "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi there"},
+        },
+        {"from": BOB, "id": 10, "to": BOT_NUM, "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "hi \ud800"}},
+    ],
+    ids=["sender-over-64-bits", "id-over-64-bits", "channel-over-64-bits", "lone-surrogate-text"],
+)
 def test_packets_the_fuzz_found_are_refused_with_a_reason(fuzzed_daemon, packet: dict[str, Any]) -> None:
     daemon, handler = fuzzed_daemon
     assert judge_one(daemon, handler, packet).split(":")[0] in ("malformed", "ignored")
@@ -235,7 +275,11 @@ def test_packets_the_fuzz_found_are_refused_with_a_reason(fuzzed_daemon, packet:
 
 def test_a_node_number_beyond_32_bits_is_not_answered(fuzzed_daemon) -> None:
     daemon, handler = fuzzed_daemon
-    packet = {"from": 2**40 + ALICE, "id": 11, "to": BOT_NUM,
-              "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "who am i?"}}
+    packet = {
+        "from": 2**40 + ALICE,
+        "id": 11,
+        "to": BOT_NUM,
+        "decoded": {"portnum": "TEXT_MESSAGE_APP", "text": "who am i?"},
+    }
     # Node numbers are uint32 on the wire: a reply to this one could never be addressed.
     assert judge_one(daemon, handler, packet).split(":")[0] in ("malformed", "ignored")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from meshbot.daemon import Daemon
-from meshbot.fragmenter import looks_like_fragment
-from meshbot.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
-from meshbot.sim.node import VirtualNode
-
+from meshbot.core.fragmenter import looks_like_fragment
+from meshbot.core.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
+from meshbot.service.daemon import Daemon
+from meshbot.sim.node.node import VirtualNode
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -21,8 +20,7 @@ ALICE = 0x0A11_CE00
 
 @pytest.fixture
 def node() -> Iterator[VirtualNode]:
-    vnode = VirtualNode(BOT, short_name="BOT", modem_preset="SHORT_FAST", region="US",
-                        peers=[(ALICE, "Alice", "ALI")])
+    vnode = VirtualNode(BOT, short_name="BOT", modem_preset="SHORT_FAST", region="US", peers=[(ALICE, "Alice", "ALI")])
     vnode.start()
     yield vnode
     vnode.stop()
@@ -52,20 +50,18 @@ def test_a_dm_is_answered_in_mesh_sized_fragments(node: VirtualNode, daemon: Dae
         heads = [p.text.split(" ", 1)[0] for p in sent]
         assert heads[:-1] == [f"{i}/+" for i in range(1, len(sent))]
         assert all(looks_like_fragment(p.text) for p in sent)
-    gaps = [b.at - a.at for a, b in zip(sent, sent[1:])]
+    gaps = [b.at - a.at for a, b in zip(sent, sent[1:], strict=False)]
     assert all(gap >= TEXT_RATE_LIMIT_S for gap in gaps), gaps
 
 
-def test_a_channel_question_with_the_trigger_is_answered_on_the_channel(node: VirtualNode,
-                                                                       daemon: Daemon) -> None:
+def test_a_channel_question_with_the_trigger_is_answered_on_the_channel(node: VirtualNode, daemon: Daemon) -> None:
     node.inject_text(ALICE, "nice day on the mesh", to=BROADCAST_NUM, packet_id=201)
     node.inject_text(ALICE, "!ai what is a mesh network?", to=BROADCAST_NUM, packet_id=202)
     sent = settle(node, daemon, 1)
     assert sent and all(p.to == BROADCAST_NUM and p.channel == 0 and not p.want_ack for p in sent)
 
 
-def test_ignored_packets_get_no_reply(node: VirtualNode, daemon: Daemon,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_ignored_packets_get_no_reply(node: VirtualNode, daemon: Daemon, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="meshbot")
     node.inject_text(ALICE, "👍", emoji=1, packet_id=301)
     node.inject_text(ALICE, b"\xff\xfe\xfd", packet_id=302)

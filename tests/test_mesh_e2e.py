@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from meshbot.daemon import Daemon
-from meshbot.limits import APP_TEXT_LIMIT_BYTES
-from meshbot.sim.network import VirtualMesh
-from meshbot.sim.report import render_report
-from meshbot.sim.topology import parse_topology
-
+from meshbot.core.limits import APP_TEXT_LIMIT_BYTES
+from meshbot.service.daemon import Daemon
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.app.report import render_report
+from meshbot.sim.app.topology import parse_topology
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
@@ -31,12 +30,30 @@ TEXT = "TEXT_MESSAGE_APP"
 TOPOLOGY = {
     "mesh": {"seed": 42, "time_scale": 1.0, "modem_preset": "SHORT_FAST", "region": "US", "hop_limit": 3},
     "nodes": [
-        {"name": "Alice", "id": "!0a11ce00", "long_name": "Alice Handheld", "short_name": "ALI", "role": "handset",
-         "neighbours": ["Hill"]},
-        {"name": "Hill", "id": "!0e1a0001", "long_name": "Hill Relay", "short_name": "HILL", "role": "relay",
-         "neighbours": ["Tower"]},
-        {"name": "Tower", "id": "!0e1a0002", "long_name": "Tower Relay", "short_name": "TOWR", "role": "relay",
-         "neighbours": ["BOT"]},
+        {
+            "name": "Alice",
+            "id": "!0a11ce00",
+            "long_name": "Alice Handheld",
+            "short_name": "ALI",
+            "role": "handset",
+            "neighbours": ["Hill"],
+        },
+        {
+            "name": "Hill",
+            "id": "!0e1a0001",
+            "long_name": "Hill Relay",
+            "short_name": "HILL",
+            "role": "relay",
+            "neighbours": ["Tower"],
+        },
+        {
+            "name": "Tower",
+            "id": "!0e1a0002",
+            "long_name": "Tower Relay",
+            "short_name": "TOWR",
+            "role": "relay",
+            "neighbours": ["BOT"],
+        },
         {"name": "BOT", "id": "!0bb00001", "long_name": "meshbot", "short_name": "BOT", "role": "bot"},
     ],
 }
@@ -58,8 +75,12 @@ def daemon(mesh: VirtualMesh, real_daemon) -> Daemon:
 
 def meshtastic_cli(port: int, *args: str) -> subprocess.CompletedProcess:
     """The official CLI, as a user would run it."""
-    return subprocess.run([sys.executable, "-m", "meshtastic", "--host", f"127.0.0.1:{port}", *args],
-                          capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "meshtastic", "--host", f"127.0.0.1:{port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
 
 
 def test_the_official_cli_asks_the_bot_two_hops_away_and_the_handset_gets_every_fragment(mesh, daemon):
@@ -78,9 +99,11 @@ def test_the_official_cli_asks_the_bot_two_hops_away_and_the_handset_gets_every_
     try:
         wait_until(answered, timeout=120)
     except AssertionError:
-        pytest.fail(f"no complete answer: bot sent {[(p.text, p.outcome) for p in mesh.bot.sent]}, alice heard "
-                    f"{[h.text for h in alice.received if h.portnum == TEXT]}, daemon idle {daemon.idle()}\n"
-                    f"{render_report(mesh.report())}")
+        pytest.fail(
+            f"no complete answer: bot sent {[(p.text, p.outcome) for p in mesh.bot.sent]}, alice heard "
+            f"{[h.text for h in alice.received if h.portnum == TEXT]}, daemon idle {daemon.idle()}\n"
+            f"{render_report(mesh.report())}"
+        )
     replies = [p for p in mesh.bot.sent if p.portnum == TEXT]
     heard = [h for h in alice.received if h.sender == BOT and h.portnum == TEXT]
     assert [h.packet_id for h in heard] == [p.packet_id for p in replies]  # every fragment, in order

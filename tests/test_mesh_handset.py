@@ -6,17 +6,16 @@ import io
 import queue
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from meshtastic.tcp_interface import TCPInterface
 from pubsub import pub
 
-from meshbot import airtime, limits
-from meshbot.sim.cli import register
-from meshbot.sim.console import HandsetConsole
-from meshbot.sim.demo import Demo
-
+from meshbot.core import airtime, limits
+from meshbot.sim.app.cli import register
+from meshbot.sim.app.console import HandsetConsole
+from meshbot.sim.app.demo import Demo
 from tests.mesh_support import BOT, CONFIG, chain, topology
 from tests.mesh_support import meshes as meshes  # a fixture: the alias marks the import as used
 
@@ -39,7 +38,7 @@ class Responses:
     def __init__(self) -> None:
         self.q: queue.Queue = queue.Queue()
 
-    def onAckNak(self, packet: dict) -> None:  # noqa: N802 - the library matches this name
+    def onAckNak(self, packet: dict) -> None:
         self.q.put(packet)
 
 
@@ -84,8 +83,15 @@ def test_the_destinations_ack_crosses_two_hops_back_to_the_sending_client(meshes
 
 
 def test_a_client_on_a_handset_sees_the_whole_mesh(meshes, client):
-    topo = topology([("Alice", "handset", ["Relay"]), ("Relay", "relay", ["BOT", "Carol"]), ("BOT", "bot", []),
-                     ("Carol", "handset", [])], time_scale=20.0)
+    topo = topology(
+        [
+            ("Alice", "handset", ["Relay"]),
+            ("Relay", "relay", ["BOT", "Carol"]),
+            ("BOT", "bot", []),
+            ("Carol", "handset", []),
+        ],
+        time_scale=20.0,
+    )
     mesh = meshes(topo, manual=False, announce=True)
     assert mesh.settle(WAIT)
     iface = client(mesh.node("Alice").port)
@@ -132,8 +138,9 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
     out = io.StringIO()
     done = threading.Event()
     code: list[int] = []
-    thread = threading.Thread(target=lambda: (code.append(args.func(args, stdin=io.StringIO("/nodes\n/quit\n"),
-                                                                    stdout=out)), done.set()))
+    thread = threading.Thread(
+        target=lambda: (code.append(args.func(args, stdin=io.StringIO("/nodes\n/quit\n"), stdout=out)), done.set())
+    )
     thread.start()
     assert done.wait(WAIT), out.getvalue()
     shown = out.getvalue()

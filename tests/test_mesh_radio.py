@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot import limits
-from meshbot.clock import VirtualClock
-from meshbot.sim.network import VirtualMesh
-from meshbot.sim.records import HeardPacket
-from meshbot.sim.scheduler import Scheduler
-
+from meshbot.core import limits
+from meshbot.core.clock import VirtualClock
+from meshbot.sim.air.scheduler import Scheduler
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.node.records import HeardPacket
 from tests.mesh_support import BOT, chain, topology
 from tests.mesh_support import meshes as meshes  # a fixture: the alias marks the import as used
 
@@ -49,9 +48,16 @@ def test_hop_start_minus_hop_limit_counts_the_relays_on_the_way(meshes):
 
 
 def test_a_diamond_delivers_once_and_suppresses_the_duplicate(meshes):
-    mesh = meshes(topology([
-        ("A", "handset", ["B", "C"]), ("B", "relay", ["C", "D"]), ("C", "relay", ["D"]), ("D", "bot", []),
-    ]))  # B and C hear each other, so they take turns instead of colliding at D
+    mesh = meshes(
+        topology(
+            [
+                ("A", "handset", ["B", "C"]),
+                ("B", "relay", ["C", "D"]),
+                ("C", "relay", ["D"]),
+                ("D", "bot", []),
+            ]
+        )
+    )  # B and C hear each other, so they take turns instead of colliding at D
     mesh.node("A").send_text("one copy please")
     mesh.run_for(30)
     assert [h.text for h in texts(mesh.node("D"))] == ["one copy please"]
@@ -61,8 +67,10 @@ def test_a_diamond_delivers_once_and_suppresses_the_duplicate(meshes):
 
 
 def test_a_dm_reaches_only_its_destination_and_keeps_its_channel_index(meshes):
-    topo = topology([("A", "handset", ["R"]), ("R", "relay", ["BOT", "C"]), ("BOT", "bot", []), ("C", "handset", [])],
-                    channels=["", "Ops"])
+    topo = topology(
+        [("A", "handset", ["R"]), ("R", "relay", ["BOT", "C"]), ("BOT", "bot", []), ("C", "handset", [])],
+        channels=["", "Ops"],
+    )
     mesh = meshes(topo)
     a = mesh.node("A")
     a.send_text("just for the bot", to=BOT)
@@ -90,8 +98,9 @@ def test_a_200_byte_text_on_long_fast_takes_1_9_s_of_air_time(meshes):
 
 
 def test_neighbours_take_turns_on_air(meshes):
-    mesh = meshes(topology([("A", "handset", ["B"]), ("B", "handset", ["BOT"]), ("BOT", "bot", [])],
-                           modem_preset="LONG_FAST"))
+    mesh = meshes(
+        topology([("A", "handset", ["B"]), ("B", "handset", ["BOT"]), ("BOT", "bot", [])], modem_preset="LONG_FAST")
+    )
     mesh.node("A").send_text("a" * 150)
     mesh.node("B").send_text("b" * 150)  # the same instant
     mesh.run_for(30)
@@ -141,8 +150,12 @@ def test_two_texts_within_two_seconds_are_rate_limited(meshes):
 
 
 def test_a_dm_to_an_unreachable_node_ends_in_max_retransmit(meshes):
-    mesh = meshes(topology([("A", "handset", ["R"]), ("R", "relay", ["BOT"]), ("BOT", "bot", [])],
-                           links=({"a": "A", "b": "R", "loss": 1.0},)))
+    mesh = meshes(
+        topology(
+            [("A", "handset", ["R"]), ("R", "relay", ["BOT"]), ("BOT", "bot", [])],
+            links=({"a": "A", "b": "R", "loss": 1.0},),
+        )
+    )
     a = mesh.node("A")
     packet_id = a.send_text("hello?", to=BOT)
     mesh.run_for(60)
@@ -153,8 +166,9 @@ def test_a_dm_to_an_unreachable_node_ends_in_max_retransmit(meshes):
 
 
 def test_a_link_with_loss_one_never_delivers(meshes):
-    mesh = meshes(topology([("A", "handset", ["BOT"]), ("BOT", "bot", [])],
-                           links=({"a": "A", "b": "BOT", "loss": 1.0},)))
+    mesh = meshes(
+        topology([("A", "handset", ["BOT"]), ("BOT", "bot", [])], links=({"a": "A", "b": "BOT", "loss": 1.0},))
+    )
     for i in range(5):
         mesh.node("A").send_text(f"lost {i}")
         mesh.run_for(3)
@@ -164,8 +178,13 @@ def test_a_link_with_loss_one_never_delivers(meshes):
 
 def test_a_retried_dm_over_a_lossy_link_gets_through_and_acked(meshes):
     # Loss both ways on the first link: the seed decides which tries survive, deterministically.
-    mesh = meshes(topology([("A", "handset", ["R"]), ("R", "relay", ["BOT"]), ("BOT", "bot", [])],
-                           links=({"a": "A", "b": "R", "loss": 0.5},), seed=3))
+    mesh = meshes(
+        topology(
+            [("A", "handset", ["R"]), ("R", "relay", ["BOT"]), ("BOT", "bot", [])],
+            links=({"a": "A", "b": "R", "loss": 0.5},),
+            seed=3,
+        )
+    )
     a = mesh.node("A")
     a.send_text("through the noise", to=BOT)
     mesh.run_for(60)
@@ -183,9 +202,11 @@ def _traffic(mesh: VirtualMesh) -> None:
 
 def test_the_same_seed_gives_the_same_report(meshes):
     def run(seed: int) -> dict:
-        topo = topology([("A", "handset", ["B", "C"]), ("B", "relay", ["BOT"]), ("C", "handset", ["BOT"]),
-                         ("BOT", "bot", [])], links=({"a": "A", "b": "B", "loss": 0.3}, {"a": "C", "b": "BOT", "loss": 0.3}),
-                        seed=seed)
+        topo = topology(
+            [("A", "handset", ["B", "C"]), ("B", "relay", ["BOT"]), ("C", "handset", ["BOT"]), ("BOT", "bot", [])],
+            links=({"a": "A", "b": "B", "loss": 0.3}, {"a": "C", "b": "BOT", "loss": 0.3}),
+            seed=seed,
+        )
         mesh = meshes(topo, announce=True)
         mesh.settle()
         _traffic(mesh)

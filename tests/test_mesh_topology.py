@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.sim.topology import TopologyError, load_topology
-
+from meshbot.sim.app.topology import TopologyError, load_topology
 from tests.mesh_support import BOT, CONFIG, topology
-
 
 # ----- the topology file ---------------------------------------------------------------------
 
@@ -15,11 +13,14 @@ from tests.mesh_support import BOT, CONFIG, topology
 GOOD_NODE = '[[nodes]]\nname = "BOT"\nnum = 1\nrole = "bot"\n'
 
 
-@pytest.mark.parametrize("text, named", [
-    ('[mesh]\nsede = 1\n' + GOOD_NODE, "mesh.sede"),
-    (GOOD_NODE + 'nmae = "x"\n', "nodes[0].nmae"),
-    ('[mesh]\nmodem_preset = "LONG_FASTER"\n' + GOOD_NODE, "mesh.modem_preset"),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("[mesh]\nsede = 1\n" + GOOD_NODE, "mesh.sede"),
+        (GOOD_NODE + 'nmae = "x"\n', "nodes[0].nmae"),
+        ('[mesh]\nmodem_preset = "LONG_FASTER"\n' + GOOD_NODE, "mesh.modem_preset"),
+    ],
+)
 def test_the_loader_names_the_bad_key(tmp_path, text, named):
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from meshbot.config import ModelConfig
-from meshbot.domain import Generation, GenerationStats
-from meshbot.model import (
+from meshbot.core.config import ModelConfig
+from meshbot.core.domain import Generation, GenerationStats
+from meshbot.core.prompting import build_generation
+from meshbot.models.llama import (
     BUNDLED_FILE,
     LlamaModel,
     ModelError,
@@ -20,7 +21,6 @@ from meshbot.model import (
     resolve_model_path,
     stop_strings,
 )
-from meshbot.prompting import build_generation
 
 # ---------------------------------------------------------------- pure helpers
 
@@ -98,7 +98,7 @@ def test_fixed_seed_gives_the_same_answer_twice(model: LlamaModel) -> None:
 @pytest.mark.model
 def test_overlong_input_is_cut_and_still_answered(model: LlamaModel, caplog: pytest.LogCaptureFixture) -> None:
     question = "Summarise this: " + " ".join(["radio"] * 20_000)
-    with caplog.at_level(logging.WARNING, logger="meshbot.model"):
+    with caplog.at_level(logging.WARNING, logger="meshbot.models.llama"):
         pieces, stats, request = ask(model, question)
     assert stats.truncated_input is True
     assert stats.prompt_tokens + request.max_tokens <= model.n_ctx
@@ -142,8 +142,7 @@ def test_two_threads_asking_at_once_each_get_their_whole_answer(model: LlamaMode
     questions = ["Name a colour.", "What is a radio?"]
     alone = {q: "".join(ask(model, q)[0]) for q in questions}
     together: dict[str, str] = {}
-    threads = [threading.Thread(target=lambda q=q: together.update({q: "".join(ask(model, q)[0])}))
-               for q in questions]
+    threads = [threading.Thread(target=lambda q=q: together.update({q: "".join(ask(model, q)[0])})) for q in questions]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.airtime import preset, time_on_air_s
-from meshbot.limits import text_frame_len
-from meshbot.pacing import Pacer, hourly_budget_s
+from meshbot.core.airtime import preset, time_on_air_s
+from meshbot.core.limits import text_frame_len
+from meshbot.core.pacing import Pacer, hourly_budget_s
 
 
 def test_air_time_matches_the_facts_table() -> None:

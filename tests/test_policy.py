@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.config import ChannelRule, PolicyConfig
-from meshbot.policy import Accept, Ignore, Kind, Policy, cut_to_bytes, match_trigger
-
+from meshbot.core.config import ChannelRule, PolicyConfig
+from meshbot.core.policy import Accept, Ignore, Kind, Policy, cut_to_bytes, match_trigger
 from tests.fakes import ALICE, BOB, BOT_NUM, broadcast, dm
 
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshbot import limits
-from meshbot.config import ModelConfig
-from meshbot.domain import ChatTurn
-from meshbot.prompting import (
+from meshbot.core import limits
+from meshbot.core.config import ModelConfig
+from meshbot.core.domain import ChatTurn
+from meshbot.core.prompting import (
     BYTES_PER_TOKEN_PLANNED,
     build_generation,
     max_tokens_for,
@@ -98,7 +98,9 @@ def test_history_goes_between_system_prompt_and_question(cfg: ModelConfig) -> No
     history = (ChatTurn("user", "hi"), ChatTurn("assistant", "hello"))
     gen = build_generation("and now?", cfg, 200, 1, history)
     assert [(t.role, t.content) for t in gen.turns[1:]] == [
-        ("user", "hi"), ("assistant", "hello"), ("user", "and now?"),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "and now?"),
     ]
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from meshbot.policy import Accept, Kind
-from meshbot.queueing import Admission, FairQueue, Query
-
+from meshbot.core.policy import Accept, Kind
+from meshbot.service.queueing import Admission, FairQueue, Query
 from tests.fakes import ALICE, BOB, dm
 
 
@@ -24,8 +23,7 @@ def test_nodes_take_turns() -> None:
 
 def test_limits_per_node_and_overall() -> None:
     fq = FairQueue(max_depth=3, max_per_node=2)
-    assert [fq.put(q(ALICE, n)) for n in (1, 2, 3)] == [Admission.ACCEPTED, Admission.ACCEPTED,
-                                                      Admission.NODE_FULL]
+    assert [fq.put(q(ALICE, n)) for n in (1, 2, 3)] == [Admission.ACCEPTED, Admission.ACCEPTED, Admission.NODE_FULL]
     assert fq.put(q(BOB, 4)) is Admission.ACCEPTED
     assert fq.put(q(0x42, 5)) is Admission.FULL
     assert fq.depth() == 3

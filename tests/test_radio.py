@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from meshbot.config import RadioConfig
-from meshbot.domain import AckStatus, Inbound, Outbound, RadioEvent, SendResult
-from meshbot.radio import MeshtasticRadio
-from meshbot.sim.node import VirtualNode
-
+from meshbot.core.config import RadioConfig
+from meshbot.core.domain import AckStatus, Inbound, Outbound, RadioEvent, SendResult
+from meshbot.radios.meshtastic_lib import MeshtasticRadio
+from meshbot.sim.node.node import VirtualNode
 from tests.conftest import wait_until
 
 BOT = 0x0BB0_0001
@@ -21,22 +20,22 @@ ALICE = 0x0A11_CE00
 
 @pytest.fixture
 def node() -> Iterator[VirtualNode]:
-    with VirtualNode(BOT, short_name="BOT", modem_preset="MEDIUM_FAST", region="EU_868",
-                     peers=[(ALICE, "Alice", "ALI")]) as vnode:
+    with VirtualNode(
+        BOT, short_name="BOT", modem_preset="MEDIUM_FAST", region="EU_868", peers=[(ALICE, "Alice", "ALI")]
+    ) as vnode:
         yield vnode
 
 
 @pytest.fixture
-def link(node: VirtualNode) -> Iterator[tuple[MeshtasticRadio, "queue.Queue[Inbound | RadioEvent]"]]:
+def link(node: VirtualNode) -> Iterator[tuple[MeshtasticRadio, queue.Queue[Inbound | RadioEvent]]]:
     inbox: queue.Queue[Inbound | RadioEvent] = queue.Queue()
-    radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10),
-                            backoff_s=(0.2, 1.0))
+    radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10), backoff_s=(0.2, 1.0))
     radio.start(inbox.put, inbox.put)
     yield radio, inbox
     radio.close()
 
 
-def next_packet(inbox: "queue.Queue[Inbound | RadioEvent]") -> Inbound:
+def next_packet(inbox: queue.Queue[Inbound | RadioEvent]) -> Inbound:
     """The next packet, skipping connection events."""
     while True:
         item = inbox.get(timeout=5)
@@ -89,8 +88,7 @@ def test_an_ack_held_while_the_link_was_down_reaches_its_send_after_the_reconnec
     # for a text sent on the old link must still end that send, not wait out the ACK timeout.
     with VirtualNode(BOT, short_name="BOT", peers=[(ALICE, "Alice", "ALI")], ack_delay_s=1.5) as node:
         events: queue.Queue[Inbound | RadioEvent] = queue.Queue()
-        radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10),
-                                backoff_s=(0.2, 1.0))
+        radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10), backoff_s=(0.2, 1.0))
         radio.start(events.put, events.put)
         try:
             node.wait_for_handshakes(1, timeout=5)

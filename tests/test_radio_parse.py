@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.domain import AckStatus, SendResult
-from meshbot.acks import AckRouter
-from meshbot.radio import MalformedPacket, parse_packet, result_of, split_host
+from meshbot.core.acks import AckRouter
+from meshbot.core.domain import AckStatus, SendResult
+from meshbot.radios.meshtastic_lib import MalformedPacket, parse_packet, result_of, split_host
 
 ME = 0x1234ABCD
 
 
 def text_packet(**kw):
-    packet = {"from": 0xA1, "to": ME, "id": 77, "rxSnr": 5.5, "rxRssi": -90, "hopStart": 3, "hopLimit": 1,
-              "decoded": {"portnum": "TEXT_MESSAGE_APP", "payload": b"hi", "text": "hi"}}
+    packet = {
+        "from": 0xA1,
+        "to": ME,
+        "id": 77,
+        "rxSnr": 5.5,
+        "rxRssi": -90,
+        "hopStart": 3,
+        "hopLimit": 1,
+        "decoded": {"portnum": "TEXT_MESSAGE_APP", "payload": b"hi", "text": "hi"},
+    }
     packet.update(kw)
     return packet
 
@@ -25,8 +33,9 @@ def test_a_dm_is_parsed_with_hops_and_signal() -> None:
 
 
 def test_broadcast_channel_and_tapback() -> None:
-    msg = parse_packet(text_packet(to=0xFFFFFFFF, channel=2,
-                                   decoded={"portnum": "TEXT_MESSAGE_APP", "text": "👍", "emoji": 1}), ME)
+    msg = parse_packet(
+        text_packet(to=0xFFFFFFFF, channel=2, decoded={"portnum": "TEXT_MESSAGE_APP", "text": "👍", "emoji": 1}), ME
+    )
     assert not msg.is_dm and msg.channel == 2 and msg.emoji
 
 
@@ -45,8 +54,7 @@ def test_ack_nak_and_implicit_ack() -> None:
     nak = {"from": ME, "decoded": {"routing": {"errorReason": "RATE_LIMIT_EXCEEDED"}}}
     assert result_of(nak, 5, ME).reason == "RATE_LIMIT_EXCEEDED"
     assert result_of({"from": 0xA1, "decoded": {"routing": {}}}, 5, ME).status is AckStatus.ACKED
-    assert result_of({"from": ME, "decoded": {"routing": {"errorReason": "NONE"}}}, 5, ME).status \
-        is AckStatus.IMPLICIT
+    assert result_of({"from": ME, "decoded": {"routing": {"errorReason": "NONE"}}}, 5, ME).status is AckStatus.IMPLICIT
 
 
 def test_host_parsing() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshbot.ratelimit import AccessList, NodeLimiter, TokenBucket, Verdict, parse_node_id
+from meshbot.core.ratelimit import AccessList, NodeLimiter, TokenBucket, Verdict, parse_node_id
 
 ALICE = 0x0A11CE00
 BOB = 0x0B0B0000
@@ -22,8 +22,11 @@ gaps = st.lists(st.floats(min_value=0.0, max_value=600.0, allow_nan=False), min_
     burst=st.floats(min_value=0.5, max_value=20.0),
     per_s=st.floats(min_value=0.0, max_value=2.0),
     start=st.floats(min_value=-1e6, max_value=1e9),
-    steps=st.lists(st.tuples(st.floats(min_value=0.0, max_value=600.0),
-                             st.floats(min_value=0.05, max_value=4.0)), min_size=1, max_size=80),
+    steps=st.lists(
+        st.tuples(st.floats(min_value=0.0, max_value=600.0), st.floats(min_value=0.05, max_value=4.0)),
+        min_size=1,
+        max_size=80,
+    ),
 )
 def test_bucket_never_allows_more_than_burst_plus_refill(burst, per_s, start, steps) -> None:
     bucket = TokenBucket(burst, per_s, start)
@@ -85,8 +88,9 @@ def test_bucket_rejects_nonsense(burst: float, per_s: float) -> None:
         TokenBucket(burst, per_s, 0.0)
 
 
-@pytest.mark.parametrize("kw", [dict(per_node_burst=0.5), dict(global_burst=0), dict(per_node_per_hour=-1),
-                                dict(max_nodes=0)])
+@pytest.mark.parametrize(
+    "kw", [dict(per_node_burst=0.5), dict(global_burst=0), dict(per_node_per_hour=-1), dict(max_nodes=0)]
+)
 def test_limiter_rejects_settings_that_refuse_everyone(kw) -> None:
     with pytest.raises(ValueError):
         _limiter(**kw)
@@ -166,16 +170,44 @@ def test_idle_nodes_are_forgotten_without_forgetting_a_flooder() -> None:
     assert not limiter.check(MALLORY, 3010.0).allowed  # Mallory is still remembered as empty
 
 
-@pytest.mark.parametrize("text, num", [
-    ("!a1b2c3d4", 0xA1B2C3D4), ("!A1B2C3D4", 0xA1B2C3D4), ("0xa1b2c3d4", 0xA1B2C3D4),
-    (" !0000beef ", 0xBEEF), ("2712847316", 2712847316), (0xA1B2C3D4, 0xA1B2C3D4),
-])
+@pytest.mark.parametrize(
+    "text, num",
+    [
+        ("!a1b2c3d4", 0xA1B2C3D4),
+        ("!A1B2C3D4", 0xA1B2C3D4),
+        ("0xa1b2c3d4", 0xA1B2C3D4),
+        (" !0000beef ", 0xBEEF),
+        ("2712847316", 2712847316),
+        (0xA1B2C3D4, 0xA1B2C3D4),
+    ],
+)
 def test_node_id_formats(text: str | int, num: int) -> None:
     assert parse_node_id(text) == num
 
 
-@pytest.mark.parametrize("bad", ["", "!", "0x", "!xyz", "a1b2c3d4", "-5", "+5", "1_000", "!1 2", "12.5",
-                                 0, -1, 0xFFFFFFFF, 0x1_0000_0000, "!ffffffff", True, 1.5, None])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "!",
+        "0x",
+        "!xyz",
+        "a1b2c3d4",
+        "-5",
+        "+5",
+        "1_000",
+        "!1 2",
+        "12.5",
+        0,
+        -1,
+        0xFFFFFFFF,
+        0x1_0000_0000,
+        "!ffffffff",
+        True,
+        1.5,
+        None,
+    ],
+)
 def test_bad_node_ids_say_what_is_expected(bad) -> None:
     with pytest.raises(ValueError, match="bad node id"):
         parse_node_id(bad)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.config import load_config
-from meshbot.radio import detect_serial_ports
-from meshbot.runner import choose_radio
+from meshbot.app.runner import choose_radio
+from meshbot.core.config import load_config
+from meshbot.radios.meshtastic_lib import detect_serial_ports
 
 
 def test_a_given_radio_is_used_as_is() -> None:

@@ -7,15 +7,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from meshbot.domain import Inbound
-from meshbot.policy import Accept, Kind
-from meshbot.store import (SCHEMA_VERSION, FragmentState, QueryState, Store, StoreError)
-
+from meshbot.core.domain import Inbound
+from meshbot.core.policy import Accept, Kind
+from meshbot.storage.store import SCHEMA_VERSION, FragmentState, QueryState, Store, StoreError
 from tests.fakes import ALICE, BOB, dm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,8 +48,9 @@ def store(db_path: Path, wall: FakeWall) -> Iterator[Store]:
     s.close()
 
 
-def ask(question: str = "what is lora?", *, sender: int = ALICE, packet_id: int = 7,
-        kind: Kind = Kind.ASK) -> tuple[Inbound, Accept]:
+def ask(
+    question: str = "what is lora?", *, sender: int = ALICE, packet_id: int = 7, kind: Kind = Kind.ASK
+) -> tuple[Inbound, Accept]:
     """An inbound DM and the policy's Accept for it."""
     return dm(question, sender=sender, packet_id=packet_id), Accept(kind, question, sender, 0, True)
 
@@ -287,9 +287,9 @@ def test_rows_survive_without_close(db_path: Path, wall: FakeWall) -> None:
 
 _KILLED_WRITER = """
 import os, signal, sys
-from meshbot.domain import Inbound
-from meshbot.policy import Accept, Kind
-from meshbot.store import FragmentState, Store
+from meshbot.core.domain import Inbound
+from meshbot.core.policy import Accept, Kind
+from meshbot.storage.store import FragmentState, Store
 from tests.fakes import dm
 store = Store(sys.argv[1])
 qid = store.add_query(dm("still there?", packet_id=77), Accept(Kind.ASK, "still there?", 1, 0, True), seed=3)
@@ -302,8 +302,9 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_kill_9_keeps_every_committed_write(db_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(db_path)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     with Store(db_path) as after:
         [q] = after.unfinished()
@@ -361,6 +362,10 @@ def test_uint32_ids_round_trip(store: Store) -> None:
     q = store.get(qid)
     assert q is not None
     assert (q.sender, q.packet_id, q.reply_to, q.reply_channel, q.kind) == (
-        0xFFFFFFFE, 0xFFFFFFF0, 0xFFFFFFFF, 7, "more")
+        0xFFFFFFFE,
+        0xFFFFFFF0,
+        0xFFFFFFFF,
+        7,
+        "more",
+    )
     assert q.want_ack is False and q.seed == 2**32 - 1
-

@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshbot.text import strip_space_clusters, tidy, utf8_len
+from meshbot.core.text import strip_space_clusters, tidy, utf8_len
 
 PLAIN = st.lists(
     st.one_of(

@@ -9,15 +9,16 @@ import pytest
 from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, portnums_pb2
 from meshtastic.tcp_interface import TCPInterface
 
-from meshbot import limits
+from meshbot.core import limits
 from meshbot.sim import VirtualNode
-from meshbot.sim import firmware as fw
-from meshbot.sim.framing import encode_frame
-
+from meshbot.sim.rules import firmware as fw
+from meshbot.sim.rules.framing import encode_frame
 from tests.virtual_node_support import ALICE, BOB, BOT, WAIT, _lost, _texts, settled
-from tests.virtual_node_support import (  # pytest fixtures: "x as x" marks them as imported on purpose
-    clock as clock, connect as connect, listeners as listeners, node as node, raw_clients as raw_clients)
-
+from tests.virtual_node_support import clock as clock  # pytest fixtures: "x as x" marks them as imported on purpose
+from tests.virtual_node_support import connect as connect
+from tests.virtual_node_support import listeners as listeners
+from tests.virtual_node_support import node as node
+from tests.virtual_node_support import raw_clients as raw_clients
 
 # ----- connecting --------------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ def test_injected_broadcast_keeps_channel_reply_id_and_emoji(node, connect):
 
 def test_invalid_utf8_arrives_without_text(node, connect, caplog):
     connect(node)
-    node.inject_text(ALICE, "é".encode("utf-8")[:1] + b"abc")
+    node.inject_text(ALICE, "é".encode()[:1] + b"abc")
 
     got = _texts.get(timeout=WAIT)
     assert "text" not in got["decoded"]

@@ -8,13 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 
-from meshbot import limits
+from meshbot.core import limits
 from meshbot.sim import SentPacket, format_handset_line, format_sent
-from meshbot.sim import firmware as fw
-from meshbot.sim.framing import FrameDecoder, encode_frame
-
+from meshbot.sim.rules import firmware as fw
+from meshbot.sim.rules.framing import FrameDecoder, encode_frame
 from tests.virtual_node_support import ALICE
-
 
 # ----- pure parts: framing, firmware rules, rendering ------------------------------------
 
@@ -26,7 +24,9 @@ from tests.virtual_node_support import ALICE
     cut=st.integers(min_value=1, max_value=64),
 )
 def test_decoder_recovers_every_frame_through_noise_and_any_chunking(payloads, noise, cut):
-    stream = bytes([limits.STREAM_START2] * 32) + b"".join(n + encode_frame(p) for n, p in zip(noise, payloads))
+    stream = bytes([limits.STREAM_START2] * 32) + b"".join(
+        n + encode_frame(p) for n, p in zip(noise, payloads, strict=False)
+    )
     decoder = FrameDecoder()
     out = []
     for i in range(0, len(stream), cut):
@@ -66,7 +66,7 @@ def test_rate_limiter_admits_texts_at_least_two_seconds_apart(gaps):
         now += gap
         if limiter.admit(now):
             admitted.append(now)
-    assert all(b - a >= limits.TEXT_RATE_LIMIT_S for a, b in zip(admitted, admitted[1:]))
+    assert all(b - a >= limits.TEXT_RATE_LIMIT_S for a, b in zip(admitted, admitted[1:], strict=False))
     assert bool(gaps) == bool(admitted)  # the first text always goes
 
 

@@ -7,13 +7,15 @@ import queue
 import pytest
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 
-from meshbot import limits
+from meshbot.core import limits
 from meshbot.sim import ACK, SentPacket
-from meshbot.sim import firmware as fw
-
+from meshbot.sim.rules import firmware as fw
 from tests.virtual_node_support import ALICE, BOB, BOT, WAIT
-from tests.virtual_node_support import (  # pytest fixtures: "x as x" marks them as imported on purpose
-    clock as clock, connect as connect, listeners as listeners, node as node, raw_clients as raw_clients)
+from tests.virtual_node_support import clock as clock  # pytest fixtures: "x as x" marks them as imported on purpose
+from tests.virtual_node_support import connect as connect
+from tests.virtual_node_support import listeners as listeners
+from tests.virtual_node_support import node as node
+from tests.virtual_node_support import raw_clients as raw_clients
 
 
 class Responses:
@@ -22,7 +24,7 @@ class Responses:
     def __init__(self) -> None:
         self.q: queue.Queue = queue.Queue()
 
-    def onAckNak(self, packet: dict) -> None:  # noqa: N802 - the library matches this name
+    def onAckNak(self, packet: dict) -> None:
         self.q.put(packet)
 
     def next(self) -> dict:
@@ -59,8 +61,18 @@ def test_dm_with_want_ack_is_recorded_and_acked_by_the_destination(node, connect
     assert error_of(ack) == "NONE"
     [record] = node.wait_for_sent(1, WAIT)
     assert record == SentPacket(
-        packet_id=sent.id, to=ALICE, channel=0, portnum="TEXT_MESSAGE_APP", payload=b"hi Alice", text="hi Alice",
-        want_ack=True, hop_limit=5, reply_id=99, at=clock.now(), outcome=ACK, pki=True,
+        packet_id=sent.id,
+        to=ALICE,
+        channel=0,
+        portnum="TEXT_MESSAGE_APP",
+        payload=b"hi Alice",
+        text="hi Alice",
+        want_ack=True,
+        hop_limit=5,
+        reply_id=99,
+        at=clock.now(),
+        outcome=ACK,
+        pki=True,
         frame_len=fw.frame_len_on_air(sent, pki=True),
     )
 

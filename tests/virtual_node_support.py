@@ -5,17 +5,17 @@ from __future__ import annotations
 import queue
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from meshtastic.protobuf import mesh_pb2
 from meshtastic.tcp_interface import TCPInterface
 from pubsub import pub
 
-from meshbot import limits
-from meshbot.clock import VirtualClock
+from meshbot.core import limits
+from meshbot.core.clock import VirtualClock
 from meshbot.sim import VirtualNode
-from meshbot.sim.framing import FrameDecoder, encode_frame
+from meshbot.sim.rules.framing import FrameDecoder, encode_frame
 
 BOT = 0x0B07B07A
 ALICE = 0xA11CE001

@@ -6,24 +6,24 @@
 contention, loss, flooding, ACKs and duty cycle, on an injected clock.
 """
 
-from meshbot.sim.air import Air, AirNode, LoopbackAir
-from meshbot.sim.mesh import MeshAir
-from meshbot.sim.network import VirtualMesh
-from meshbot.sim.node import VirtualNode
-from meshbot.sim.records import ACK, PENDING, HeardPacket, SentPacket
-from meshbot.sim.render import format_handset_line, format_sent
-from meshbot.sim.report import MeshReport, render_report
-from meshbot.sim.topology import Topology, TopologyError, load_topology
+from meshbot.sim.air.air import Air, AirNode, LoopbackAir
+from meshbot.sim.air.mesh import MeshAir
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.app.render import format_handset_line, format_sent
+from meshbot.sim.app.report import MeshReport, render_report
+from meshbot.sim.app.topology import Topology, TopologyError, load_topology
+from meshbot.sim.node.node import VirtualNode
+from meshbot.sim.node.records import ACK, PENDING, HeardPacket, SentPacket
 
 __all__ = [
     "ACK",
+    "PENDING",
     "Air",
     "AirNode",
     "HeardPacket",
     "LoopbackAir",
     "MeshAir",
     "MeshReport",
-    "PENDING",
     "SentPacket",
     "Topology",
     "TopologyError",

@@ -1,0 +1,74 @@
+"""`meshbot ask`: one question through the model, no radio, showing exactly what would go on air."""
+
+from __future__ import annotations
+
+import logging
+from typing import TextIO
+
+from meshbot.core import limits
+from meshbot.core.config import Config
+from meshbot.core.domain import GenerationStats, Model
+from meshbot.core.fragmenter import Fragment, StreamFragmenter
+from meshbot.core.prompting import build_generation
+from meshbot.core.text import tidy_stream
+from meshbot.models.llama import ModelError, load_model
+
+log = logging.getLogger(__name__)
+
+
+def ask_budget(cfg: Config) -> int:
+    """Bytes per fragment for `ask`: the configured size under the tightest real ceiling."""
+    # A reply is a DM or a channel message with reply_id; the DM ceiling is the lower one.
+    return min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
+
+
+# Shown in place of a line break inside a fragment, so each fragment stays on one console line.
+NEWLINE_MARK = "\u23ce"
+
+
+def _show(out: TextIO, fragments: list[Fragment]) -> int:
+    for frag in fragments:
+        shown = frag.text.replace("\n", NEWLINE_MARK)
+        out.write(f"[{frag.index}] {frag.nbytes:>3} B  {shown}\n")
+    return len(fragments)
+
+
+def _summary(stats: GenerationStats, count: int, remainder: str, capped: bool) -> str:
+    ttft = f"{stats.first_token_s:.2f} s" if stats.first_token_s is not None else "n/a"
+    rate = stats.extra.get("tokens_per_s")
+    if rate is None and stats.total_s > 0:
+        rate = stats.completion_tokens / stats.total_s
+    parts = [
+        f"{stats.prompt_tokens} prompt + {stats.completion_tokens} tokens",
+        f"first token {ttft}",
+        f"{rate:.1f} tokens/s" if rate else "tokens/s n/a",
+        f"{count} fragment(s)",
+        f"{len(remainder.encode('utf-8'))} B left for \"more\"" if capped else "0 B left over",
+    ]
+    if stats.truncated_input:
+        parts.append(f"input cut by {int(stats.extra.get('cut_tokens', 0))} tokens")
+    return "-- " + ", ".join(parts) + "\n"
+
+
+def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None) -> int:
+    """`meshbot ask`: run the model with no radio, print the exact fragments that would go on air with byte counts."""
+    if model is None:
+        try:
+            model = load_model(cfg.model)
+        except ModelError as exc:
+            out.write(f"error: {exc}\n")
+            return 2
+    budget = ask_budget(cfg)
+    request = build_generation(question, cfg.model, budget, cfg.mesh.max_fragments)
+    stats = GenerationStats()
+    fragmenter = StreamFragmenter(budget, cfg.mesh.max_fragments)
+    count = 0
+    # Read the whole answer, as the daemon does: what does not fit is kept for "more".
+    for text in tidy_stream(model.stream(request, stats)):
+        count += _show(out, fragmenter.feed(text))
+    count += _show(out, fragmenter.finish())
+    out.write(_summary(stats, count, fragmenter.remainder, fragmenter.capped))
+    if count == 0:
+        log.warning("the model gave no answer to %r", question)
+        return 1
+    return 0

@@ -1,0 +1,146 @@
+"""`meshbot`: the command line. The composition root: the one place that wires real parts together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from meshbot import __version__
+from meshbot.app import logs
+from meshbot.core.config import Config, ConfigError, load_config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/meshbot/meshbot.toml"),)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (default: $MESHBOT_CONFIG)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    p.add_argument("--log-format", choices=["text", "json"], help="text lines or one JSON object per line")
+    p.add_argument("--model", type=Path, dest="model_path", help="GGUF model file (default: bundled)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="meshbot", description="Offline AI relay bot for Meshtastic meshes.")
+    parser.add_argument("--version", action="version", version=f"meshbot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (virtual mesh demo when no radio is attached)")
+    _add_common(run)
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--port", help="serial device, e.g. /dev/ttyUSB0")
+    where.add_argument("--host", help="node's TCP API, HOST[:PORT] (default port 4403)")
+    where.add_argument("--ble", help="BLE address or name")
+    run.add_argument("--sim", action="store_true", help="run the virtual mesh demo even if a radio is found")
+
+    ask = sub.add_parser("ask", help="ask the local model; print the fragments that would go on air")
+    _add_common(ask)
+    ask.add_argument("question", help="the question, as a handset user would type it")
+
+    from meshbot.sim.app.cli import register as register_sim
+
+    register_sim(sub)
+
+    status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
+    status.add_argument("--config", type=Path, help="TOML config file (default: $MESHBOT_CONFIG)")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    cfg = sub.add_parser("config", help="config tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
+    check = cfg_sub.add_parser("check", help="validate a config file and print the result")
+    check.add_argument("file", nargs="?", type=Path, help="config file (default: $MESHBOT_CONFIG)")
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    path = getattr(args, "config", None) or getattr(args, "file", None)
+    if path is None and os.environ.get("MESHBOT_CONFIG"):
+        path = Path(os.environ["MESHBOT_CONFIG"])
+    return path
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {
+        "radio.port": "port",
+        "radio.host": "host",
+        "radio.ble": "ble",
+        "log.level": "log_level",
+        "log.format": "log_format",
+        "model.path": "model_path",
+    }
+    return {key: getattr(args, attr, None) for key, attr in pairs.items()}
+
+
+def load(args: argparse.Namespace) -> Config:
+    """Load the config the way every subcommand does: file, then env, then flags."""
+    return load_config(_config_path(args), _overrides(args))
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """`meshbot config check`: validate and print the effective config."""
+    cfg = load(args)
+    sys.stdout.write(f"config OK: {_config_path(args) or '(defaults)'}\n")
+    sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """`meshbot ask`: the real model, no radio."""
+    from meshbot.app.ask import run_ask
+
+    cfg = load(args)
+    logs.configure(cfg.log.level if args.log_level else "WARNING", cfg.log.format)
+    return run_ask(cfg, args.question, sys.stdout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`meshbot run`: the daemon, until SIGINT or SIGTERM."""
+    from meshbot.app.runner import run_daemon
+
+    cfg = load(args)
+    logs.configure(cfg.log.level, cfg.log.format)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: _request_stop(stop, signum))
+    return run_daemon(cfg, stop, force_sim=args.sim)
+
+
+def _request_stop(stop: threading.Event, signum: int) -> None:
+    if stop.is_set():
+        raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the graceful path
+    log.info("got %s: stopping", signal.Signals(signum).name)
+    stop.set()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`meshbot status`: exit 0 when healthy, 1 when not."""
+    from meshbot.app.status import run_status
+
+    return run_status(load(args), sys.stdout, as_json=args.json)
+
+
+COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config_check, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `meshbot` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        handler = getattr(args, "func", None) or COMMANDS[args.command]
+        return handler(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"meshbot: config error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Configuration: one TOML file into frozen pydantic models, then env and CLI overrides.
+
+Load it once at start-up with `load_config`; everything downstream reads typed attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from meshbot.core import limits
+
+ENV_PREFIX = "MESHBOT_"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are {name}, a helpful assistant reached over a low-bandwidth LoRa radio mesh. "
+    "Answer in plain text, no markdown, no lists. Be brief and factual. "
+    "Your whole reply must fit in {budget_bytes} bytes, about {budget_words} words."
+)
+
+
+class ConfigError(Exception):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RadioConfig(_Section):
+    """How to reach the node: at most one of port, host or ble."""
+
+    port: str | None = None  # serial device, e.g. /dev/ttyUSB0
+    host: str | None = None  # HOST or HOST:PORT of a node's TCP API
+    ble: str | None = None  # BLE address or name
+    no_nodes: bool = True  # skip downloading the node DB: faster connect, less memory
+    connect_timeout_s: float = Field(default=300.0, gt=0)
+    # With no device given and none found: "sim" starts the virtual mesh demo, "fail" exits.
+    when_no_radio: Literal["sim", "fail"] = "sim"
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> RadioConfig:
+        given = [k for k in ("port", "host", "ble") if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"give only one of port, host, ble (got {', '.join(given)})")
+        return self
+
+
+class ModelConfig(_Section):
+    """The local GGUF model and its sampling settings."""
+
+    path: Path | None = None  # None: the bundled SmolLM2-135M-Instruct
+    n_ctx: int = Field(default=2048, ge=256, le=131072)
+    threads: int = Field(default=0, ge=0, le=256)  # 0: one per core
+    temperature: float = Field(default=0.3, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    repeat_penalty: float = Field(default=1.15, ge=0.5, le=2.0)
+    seed: int = -1  # -1: random
+    max_tokens_cap: int = Field(default=384, ge=16)
+    bot_name: str = "meshbot"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+
+class MeshConfig(_Section):
+    """Fragment sizes and pacing on air."""
+
+    max_fragment_bytes: int = Field(default=limits.APP_TEXT_LIMIT_BYTES, ge=40)
+    max_fragments: int = Field(default=3, ge=1, le=20)
+    min_gap_s: float = Field(default=3.0, ge=limits.TEXT_RATE_LIMIT_S)
+    ack_timeout_s: float = Field(default=45.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    hop_limit: int | None = Field(default=None, ge=1, le=limits.MAX_HOP_LIMIT)
+    # The bot's own share of air time per rolling hour, in percent; None: half the region's.
+    airtime_budget_percent: float | None = Field(default=None, gt=0, le=100)
+
+    @field_validator("max_fragment_bytes")
+    @classmethod
+    def _under_ceiling(cls, value: int) -> int:
+        if value > limits.MAX_TEXT_BYTES_CHANNEL:
+            raise ValueError(f"must be at most {limits.MAX_TEXT_BYTES_CHANNEL} bytes")
+        return value
+
+
+class ChannelRule(_Section):
+    """When a broadcast on a channel addresses the bot, and where to answer it."""
+
+    index: int = Field(ge=0, le=7)
+    triggers: tuple[str, ...] = ("!ai", "@{short_name}")
+    reply: Literal["channel", "dm"] = "channel"
+
+
+class PolicyConfig(_Section):
+    """What the bot answers."""
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channels(cls, value: tuple[ChannelRule, ...]) -> tuple[ChannelRule, ...]:
+        indices = [rule.index for rule in value]
+        dupes = sorted({i for i in indices if indices.count(i) > 1})
+        if dupes:
+            raise ValueError(f"channel index {dupes[0]} is configured twice")
+        return value
+
+    answer_dms: bool = True
+    channels: tuple[ChannelRule, ...] = (ChannelRule(index=0),)
+    max_input_bytes: int = Field(default=limits.MAX_TEXT_BYTES_CHANNEL, ge=1)
+    max_hops: int | None = Field(default=None, ge=0, le=limits.MAX_HOP_LIMIT)
+    ignore_mqtt: bool = False
+    short_name: str | None = None  # None: the node's own short name
+
+
+class QueueConfig(_Section):
+    """The fair queue in front of the model."""
+
+    max_depth: int = Field(default=32, ge=1)
+    max_per_node: int = Field(default=3, ge=1)
+    busy_message: str = "Busy right now, please ask again in a few minutes."
+
+    @field_validator("busy_message")
+    @classmethod
+    def _fits_a_dm(cls, value: str) -> str:
+        if not value.strip() or len(value.encode("utf-8")) > limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID:
+            raise ValueError(f"must be 1..{limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID} UTF-8 bytes")
+        return value
+
+
+class StoreConfig(_Section):
+    """The durable queue: where it lives and how long things are kept."""
+
+    path: str = "meshbot.db"  # relative to the working directory; ":memory:" keeps nothing
+    max_age_s: float = Field(default=900.0, gt=0)  # unanswered longer than this: dropped, DM gets an apology
+    keep_days: float = Field(default=7.0, gt=0)  # finished queries and events kept for `meshbot status`
+
+
+class LimitsConfig(_Section):
+    """Abuse limits: rate, repeats, who may use the bot, and who runs it."""
+
+    per_node_burst: float = Field(default=3, ge=1)
+    per_node_per_hour: float = Field(default=20, ge=0)
+    global_burst: float = Field(default=10, ge=1)
+    global_per_hour: float = Field(default=120, ge=0)
+    repeat_window_s: float = Field(default=300.0, ge=0)  # same text from the same node: ignored
+    allow: tuple[str, ...] = ()  # node ids ("!a1b2c3d4"); empty: everyone
+    deny: tuple[str, ...] = ()
+    bots: tuple[str, ...] = ()  # other bots' node ids: never answered
+    admins: tuple[str, ...] = ()  # may send !pause, !resume, !stats by DM
+    notice: str = "You are sending too fast; please wait {minutes} min."
+
+    @field_validator("allow", "deny", "bots", "admins")
+    @classmethod
+    def _node_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from meshbot.core.ids import parse_node_id
+
+        for item in value:
+            parse_node_id(item)  # raises ValueError naming the bad id
+        return value
+
+
+class LogConfig(_Section):
+    """How the daemon logs."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: Any) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "level" else value.lower()
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    radio: RadioConfig = RadioConfig()
+    model: ModelConfig = ModelConfig()
+    mesh: MeshConfig = MeshConfig()
+    policy: PolicyConfig = PolicyConfig()
+    queue: QueueConfig = QueueConfig()
+    store: StoreConfig = StoreConfig()
+    limits: LimitsConfig = LimitsConfig()
+    log: LogConfig = LogConfig()
+
+
+SECTIONS = tuple(Config.model_fields)
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{key}: {e['msg']}")
+    return "; ".join(lines)
+
+
+def _merge(base: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
+    node = base
+    for part in key[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(key)}: {part} is not a section")
+    node[key[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"{name}: no such config section (expected MESHBOT_<SECTION>_<KEY>)")
+        out[(section, rest[len(section) + 1 :])] = _parse_env_value(raw)
+    return out
+
+
+def _parse_env_value(raw: str) -> Any:
+    # Lists and tables come as JSON; everything else stays a string for pydantic to coerce.
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the TOML file, apply MESHBOT_* env vars then CLI overrides ("section.key")."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    env = os.environ if environ is None else environ
+    for (section, key), value in _env_overrides(env).items():
+        _merge(data, (section, key), value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _merge(data, tuple(dotted.split(".")), value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{_describe(exc)}") from exc

@@ -1,0 +1,174 @@
+"""Immutable messages and the small Protocols at meshbot's boundaries.
+
+Everything here is pure: the radio module turns library packets into `Inbound`, the
+model module turns a `Generation` into text pieces, and the core never sees either library.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One packet from the radio, parsed but not yet judged by policy."""
+
+    sender: int
+    to: int
+    packet_id: int
+    portnum: str
+    text: str | None  # None when the payload is not valid UTF-8 or not a text port
+    payload_len: int  # bytes of the raw payload
+    channel: int = 0
+    is_dm: bool = False
+    emoji: bool = False  # a tapback reaction
+    reply_id: int | None = None
+    hop_start: int | None = None
+    hop_limit: int | None = None
+    snr: float | None = None
+    rssi: int | None = None
+    rx_time: float | None = None
+    via_mqtt: bool = False
+    pki: bool = False
+
+    @property
+    def hops(self) -> int | None:
+        """Hops the packet travelled, when the firmware told us."""
+        if self.hop_start is None or self.hop_limit is None:
+            return None
+        return max(self.hop_start - self.hop_limit, 0)
+
+
+class AckStatus(enum.Enum):
+    """How a sent packet ended, as the radio reported it."""
+
+    ACKED = "acked"  # an explicit ACK from the destination
+    IMPLICIT = "implicit"  # our own node reported a rebroadcast was overheard
+    NAKED = "naked"  # a routing error: see `reason`
+    TIMEOUT = "timeout"  # nothing came back in time
+    SENT = "sent"  # no ACK was asked for (a channel broadcast)
+    FAILED = "failed"  # the radio refused the send (disconnected, library error)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The radio's answer for one sent packet id."""
+
+    packet_id: int
+    status: AckStatus
+    reason: str = "NONE"  # Routing.Error name, e.g. RATE_LIMIT_EXCEEDED
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """Who the attached node is and its LoRa settings, read once connected."""
+
+    node_num: int
+    short_name: str = ""
+    long_name: str = ""
+    modem_preset: str = "LONG_FAST"
+    region: str = "UNSET"
+    hop_limit: int = 3
+
+
+class RadioEvent(enum.Enum):
+    """Connection state changes the radio reports."""
+
+    CONNECTED = "connected"
+    LOST = "lost"
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One text to put on air."""
+
+    text: str
+    dest: int
+    channel: int = 0
+    want_ack: bool = False
+    reply_id: int | None = None
+
+
+class RadioUnavailable(Exception):
+    """The radio link is down; the send can be tried again once it is back."""
+
+
+class Radio(Protocol):
+    """The one way meshbot talks to a Meshtastic node."""
+
+    def start(
+        self,
+        on_packet: Callable[[Inbound], None],
+        on_event: Callable[[RadioEvent], None],
+    ) -> None:
+        """Connect and begin delivering packets and connection events."""
+
+    def local_node(self) -> LocalNode:
+        """Our node: number, names and LoRa settings (valid once started)."""
+
+    def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:
+        """Send a text and return its packet id; `on_result` gets its ACK or NAK."""
+
+    def close(self) -> None:
+        """Disconnect and release the device."""
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """One message of a chat prompt."""
+
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A request to the model: the chat so far and how much it may write."""
+
+    turns: tuple[ChatTurn, ...]
+    max_tokens: int
+    seed: int | None = None  # None: the model's configured seed
+
+
+@dataclass
+class GenerationStats:
+    """Figures the model reports for one generation."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_s: float | None = None
+    total_s: float = 0.0
+    truncated_input: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+class Model(Protocol):
+    """A text generator that streams pieces of its answer."""
+
+    name: str
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        """Yield text pieces as they are generated, filling `stats` as it goes."""
+
+    def run(self, job: Callable[[], T]) -> T:
+        """Run `job`, which streams from this model, on the thread the model computes on."""
+
+
+class Clock(Protocol):
+    """Time and sleeping, injected so that pacing is tested in virtual time."""
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block for `seconds` (virtual clocks advance instead)."""
+
+    def wait_for(self, event: threading.Event, timeout: float) -> bool:
+        """Wait until `event` is set or `timeout` passes; True when it was set."""

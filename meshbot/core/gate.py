@@ -1,0 +1,83 @@
+"""Admission beyond policy: who may use the bot, other bots, repeats, rate limits, admin commands.
+
+Policy decides whether a packet is a question for us; the gate decides whether this node may
+have it answered now. Pure: the memory of repeats comes in as a callable (the store's, in the daemon).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from meshbot.core.config import LimitsConfig
+from meshbot.core.domain import Inbound
+from meshbot.core.fragmenter import looks_like_fragment
+from meshbot.core.ids import parse_node_id
+from meshbot.core.policy import Accept, Kind
+from meshbot.core.ratelimit import AccessList, NodeLimiter
+
+
+class Admin(enum.Enum):
+    """Commands an admin node may send by DM."""
+
+    PAUSE = "!pause"
+    RESUME = "!resume"
+    STATS = "!stats"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Not answered: `reason` for the log, and a one-time `notice` for the node, if any."""
+
+    reason: str
+    notice: str | None = None
+
+
+def admin_command(text: str) -> Admin | None:
+    """The admin command a text is, if it is exactly one."""
+    word = text.strip().casefold()
+    return next((cmd for cmd in Admin if word == cmd.value), None)
+
+
+class Gate:
+    """Checks run on every accepted question, in the order an operator reads the reasons."""
+
+    def __init__(self, cfg: LimitsConfig, recent_text_seen: Callable[[int, str, float], bool]) -> None:
+        self._cfg = cfg
+        self._recent_text_seen = recent_text_seen  # (node, text, window_s): seen lately, and remember it
+        self._access = AccessList(cfg.allow, cfg.deny)
+        self._bots = frozenset(parse_node_id(i) for i in cfg.bots)
+        self._admins = frozenset(parse_node_id(i) for i in cfg.admins)
+        self._limiter = NodeLimiter(cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour)
+
+    def check(self, msg: Inbound, decision: Accept, now: float) -> Refused | Admin | None:
+        """None to answer; an Admin command to run; or why it is refused."""
+        if not self._access.permits(msg.sender):
+            return Refused("denied")
+        if msg.sender in self._bots or looks_like_fragment(decision.question):
+            return Refused("other-bot")
+        command = admin_command(decision.question)
+        if command is not None:
+            # Only an admin's own DM runs a command; anyone else's (or a channel's) does nothing.
+            if msg.is_dm and msg.sender in self._admins:
+                return command
+            return Refused("admin-only")
+        if (
+            decision.kind is Kind.ASK
+            and self._cfg.repeat_window_s > 0
+            and self._recent_text_seen(msg.sender, decision.question.casefold(), self._cfg.repeat_window_s)
+        ):
+            return Refused("repeat")
+        return self._rate(msg.sender, now)
+
+    def _rate(self, node: int, now: float) -> Refused | None:
+        verdict = self._limiter.check(node, now)
+        if verdict.allowed:
+            return None
+        notice = None
+        if verdict.first_refusal and verdict.reason == "node-rate":
+            minutes = max(1, math.ceil(verdict.retry_after_s / 60))
+            notice = self._cfg.notice.format(minutes=minutes)
+        return Refused(verdict.reason, notice)

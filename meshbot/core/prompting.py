@@ -1,0 +1,91 @@
+"""Turn a mesh query into a model request that fits the radio budget.
+
+Pure: no model library here. The numbers answer one question: how much may the model
+write so that its reply fits in the fragments a mesh conversation can bear?
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from meshbot.core.config import ModelConfig
+from meshbot.core.domain import ChatTurn, Generation
+
+# UTF-8 bytes per token we plan for. Measured with SmolLM2's tokenizer: English 4.6,
+# German 2.9, Russian 2.2-2.4, Chinese 1.5. We size for the worst of these so a
+# non-English answer is not cut mid-sentence by the token limit; the fragmenter, not the
+# token limit, is what keeps a reply within its byte budget.
+BYTES_PER_TOKEN_PLANNED = 1.5
+# Tokens on top of the estimate: sentence-closing words, a stray leading space.
+TOKEN_SLACK = 8
+# Average English word plus its space, used to tell the model a word count it can follow.
+BYTES_PER_WORD = 6
+
+ROLES = ("system", "user", "assistant")
+
+
+def numbering_room(max_fragments: int) -> int:
+    """Bytes a fragment's number prefix can take, e.g. ``"12/+ "`` or ``"3/3 "``."""
+    if max_fragments <= 1:
+        return 0
+    digits = len(str(max_fragments))
+    return 2 * digits + 2  # "k/n " with both numbers at their widest
+
+
+def reply_budget_bytes(max_fragment_bytes: int, max_fragments: int) -> int:
+    """The byte budget the model is told: fragments times the room each leaves for text."""
+    if max_fragment_bytes <= 0 or max_fragments <= 0:
+        raise ValueError("fragment size and count must be positive")
+    body = max_fragment_bytes - numbering_room(max_fragments)
+    if body <= 0:
+        raise ValueError(f"{max_fragment_bytes}-byte fragments leave no room after numbering")
+    return body * max_fragments
+
+
+def max_tokens_for(budget_bytes: int, cap: int) -> int:
+    """Tokens the model may generate for a reply of `budget_bytes`, never above `cap`."""
+    if cap < 1:
+        raise ValueError("cap must be at least 1")
+    wanted = math.ceil(max(budget_bytes, 0) / BYTES_PER_TOKEN_PLANNED) + TOKEN_SLACK
+    return max(1, min(cap, wanted))
+
+
+def budget_words(budget_bytes: int) -> int:
+    """A word count a small model can aim at for a byte budget."""
+    return max(1, budget_bytes // BYTES_PER_WORD)
+
+
+def system_prompt(cfg: ModelConfig, budget_bytes: int) -> str:
+    """The configured system prompt with {name}, {budget_bytes} and {budget_words} filled in."""
+    values = {
+        "name": cfg.bot_name,
+        "budget_bytes": str(budget_bytes),
+        "budget_words": str(budget_words(budget_bytes)),
+    }
+    # Plain replacement rather than str.format: an operator's prompt may contain other
+    # braces (JSON examples, emoticons) that format() would choke on.
+    text = cfg.system_prompt
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def build_generation(
+    query: str,
+    cfg: ModelConfig,
+    max_fragment_bytes: int,
+    max_fragments: int,
+    history: Sequence[ChatTurn] = (),
+) -> Generation:
+    """The chat for one query: our system prompt, earlier turns, then the question."""
+    budget = reply_budget_bytes(max_fragment_bytes, max_fragments)
+    turns = [ChatTurn("system", system_prompt(cfg, budget))]
+    for turn in history:
+        if turn.role not in ROLES:
+            raise ValueError(f"unknown chat role {turn.role!r}")
+        # Only one system prompt: ours, which carries the current byte budget.
+        if turn.role != "system":
+            turns.append(turn)
+    turns.append(ChatTurn("user", query.strip()))
+    return Generation(turns=tuple(turns), max_tokens=max_tokens_for(budget, cfg.max_tokens_cap))

@@ -1,0 +1,113 @@
+"""The query queue in front of the one model worker: bounded, and fair across nodes.
+
+`QueryQueue` is the seam: this in-memory round-robin queue now, a durable one later.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshbot.core.domain import Inbound
+from meshbot.core.policy import Accept
+
+
+class Admission(enum.Enum):
+    """What `put` did with a query."""
+
+    ACCEPTED = "accepted"
+    FULL = "full"  # the whole queue is at max_depth
+    NODE_FULL = "node-full"  # this node already has max_per_node waiting
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One accepted question, waiting for the model."""
+
+    inbound: Inbound
+    decision: Accept
+    accepted_at: float
+    query_id: int = field(default_factory=lambda: next(_ids))
+    seed: int = -1  # the model seed kept with the query, so a resumed answer is the same answer
+    skip: frozenset[int] = frozenset()  # fragment indices already delivered before a restart
+
+    @property
+    def node(self) -> int:
+        """The asking node."""
+        return self.inbound.sender
+
+
+class QueryQueue(Protocol):
+    """Where accepted queries wait for the worker."""
+
+    def put(self, query: Query) -> Admission:
+        """Admit a query, or say why not."""
+
+    def get(self, timeout: float) -> Query | None:
+        """The next query in fair order, or None after `timeout` seconds or once closed."""
+
+    def depth(self) -> int:
+        """Queries waiting."""
+
+    def close(self) -> None:
+        """Wake every waiter; later gets return None."""
+
+
+class FairQueue:
+    """Round-robin over nodes: each node's queries wait in its own line, lines take turns."""
+
+    def __init__(self, max_depth: int, max_per_node: int) -> None:
+        self._max_depth = max_depth
+        self._max_per_node = max_per_node
+        self._lines: OrderedDict[int, deque[Query]] = OrderedDict()
+        self._size = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, query: Query) -> Admission:
+        """Admit `query` unless the queue or its node's line is full."""
+        with self._cond:
+            line = self._lines.get(query.node)
+            if line is not None and len(line) >= self._max_per_node:
+                return Admission.NODE_FULL
+            if self._size >= self._max_depth:
+                return Admission.FULL
+            if line is None:
+                line = self._lines[query.node] = deque()
+            line.append(query)
+            self._size += 1
+            self._cond.notify()
+            return Admission.ACCEPTED
+
+    def get(self, timeout: float) -> Query | None:
+        """Take the head of the next node's line; that node then goes to the back."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._size > 0 or self._closed, timeout):
+                return None
+            if self._closed and self._size == 0:
+                return None
+            node, line = next(iter(self._lines.items()))
+            query = line.popleft()
+            del self._lines[node]
+            if line:
+                self._lines[node] = line  # re-insert at the back: the next node goes first
+            self._size -= 1
+            return query
+
+    def depth(self) -> int:
+        """Queries waiting."""
+        with self._cond:
+            return self._size
+
+    def close(self) -> None:
+        """Wake every waiter."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -1,0 +1,200 @@
+"""The one model worker: turns a query into fragments on air while the model is still writing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+
+from meshbot.core import limits
+from meshbot.core.config import Config
+from meshbot.core.domain import Clock, GenerationStats, Model, Outbound
+from meshbot.core.fragmenter import Fragment, StreamFragmenter, fragment
+from meshbot.core.ids import node_id
+from meshbot.core.pacing import Pacer
+from meshbot.core.policy import Kind
+from meshbot.core.prompting import build_generation
+from meshbot.core.text import tidy_stream
+from meshbot.service.ledger import Ledger
+from meshbot.service.queueing import Query
+from meshbot.service.sender import Sender, SendJob
+
+log = logging.getLogger(__name__)
+
+NOTHING_MORE = "Nothing more to send."
+NO_ANSWER = "Sorry, I have no answer to that."
+# A remainder kept for "more" expires: an old half-answer is worse than none.
+REMAINDER_TTL_S = 3600.0
+
+
+def fragment_budget(cfg: Config, query: Query) -> int:
+    """Bytes one fragment may use: the configured size under the hard ceiling for DM or channel."""
+    is_dm = query.decision.reply_to != limits.BROADCAST_NUM
+    ceiling = limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID if is_dm else limits.MAX_TEXT_BYTES_CHANNEL_WITH_REPLY_ID
+    return min(cfg.mesh.max_fragment_bytes, ceiling)
+
+
+class Worker:
+    """Runs one query at a time through the model and hands fragments to the sender."""
+
+    def __init__(self, cfg: Config, model: Model, sender: Sender, pacer: Pacer, clock: Clock, ledger: Ledger) -> None:
+        self._cfg = cfg
+        self._model = model
+        self._sender = sender
+        self._pacer = pacer
+        self._clock = clock
+        self._ledger = ledger
+        self._store = ledger.store
+        self.abandon = threading.Event()  # set at shutdown: stop generating mid-reply
+
+    def handle(self, query: Query) -> None:
+        """Answer one query: a fresh question or a "more"."""
+        self._ledger.generating(query)
+        if query.decision.kind is Kind.MORE:
+            self._more(query)
+        else:
+            self._ask(query)
+
+    def _fragments_allowed(self, query: Query, budget: int) -> int:
+        wanted = self._cfg.mesh.max_fragments
+        full = self._pacer.airtime_of("x" * budget, reply_id=True)
+        # What is left of the hour, less what texts already waiting for the sender will use.
+        allowed = self._pacer.affordable_fragments(
+            self._clock.now(), wanted, full, promised_s=self._sender.queued_airtime()
+        )
+        if allowed < wanted:
+            log.warning(
+                "air-time budget tight (%.0fs left this hour): q%d limited to %d fragment(s)",
+                self._pacer.budget_left(self._clock.now()),
+                query.query_id,
+                allowed,
+                extra={"event": "shortened", "fragments": allowed},
+            )
+        return allowed
+
+    def _ask(self, query: Query) -> None:
+        budget = fragment_budget(self._cfg, query)
+        allowed = self._fragments_allowed(query, budget)
+        if allowed == 0:
+            log.warning(
+                "dropped q%d from %s: air-time budget spent",
+                query.query_id,
+                node_id(query.node),
+                extra={"event": "dropped", "reason": "airtime-budget"},
+            )
+            self._ledger.dropped(query.query_id, "air-time budget spent")
+            return
+        request = build_generation(query.decision.question, self._cfg.model, budget, allowed)
+        request = dataclasses.replace(request, seed=query.seed)
+        stats = GenerationStats()
+        fragmenter = StreamFragmenter(budget, allowed)
+        started = self._clock.now()
+        sent: list[Fragment] = []
+        # Tidy (no markdown on air) before fragmenting, so byte counts are of what is sent.
+        for piece in tidy_stream(self._model.stream(request, stats)):
+            if self.abandon.is_set():
+                log.warning(
+                    "abandoned q%d mid-reply: shutting down (%d fragment(s) handed over); "
+                    "it stays stored and resumes at the next start",
+                    query.query_id,
+                    len(sent),
+                    extra={"event": "abandoned"},
+                )
+                return
+            self._submit(query, fragmenter.feed(piece), sent, started)
+        self._submit(query, fragmenter.finish(), sent, started)
+        if not sent:
+            log.warning("model gave q%d an empty answer", query.query_id, extra={"event": "empty-answer"})
+            self._submit_one(query, 1, NO_ANSWER, "empty")
+        if fragmenter.capped:
+            self._store.put_remainder(query.node, fragmenter.remainder, fragmenter.next_index)
+        self._ledger.generated(query)
+        self._log_answered(query, stats, sent, started, fragmenter.capped)
+
+    def _more(self, query: Query) -> None:
+        budget = fragment_budget(self._cfg, query)
+        kept = self._store.take_remainder(query.node, REMAINDER_TTL_S)
+        if kept is None or not kept[0].strip():
+            self._submit_one(query, 1, NOTHING_MORE, "more: none")
+            self._ledger.generated(query)
+            return
+        text, next_index = kept
+        plan = fragment(text, budget, self._fragments_allowed(query, budget) or 1, next_index)
+        sent: list[Fragment] = []
+        self._submit(query, list(plan.fragments), sent, self._clock.now())
+        if plan.remainder.strip() and plan.fragments:
+            self._store.put_remainder(query.node, plan.remainder, plan.fragments[-1].index + 1)
+        self._ledger.generated(query)
+        log.info(
+            "more for %s: %d fragment(s), %d B left",
+            node_id(query.node),
+            len(sent),
+            len(plan.remainder.encode("utf-8")),
+            extra={"event": "more", "fragments": len(sent)},
+        )
+
+    def _submit(self, query: Query, fragments: list[Fragment], sent: list[Fragment], started: float) -> None:
+        for frag in fragments:
+            if not sent:
+                ttff = self._clock.now() - started
+                log.info(
+                    "first fragment of q%d ready after %.2fs",
+                    query.query_id,
+                    ttff,
+                    extra={"event": "first-fragment", "ttff_s": round(ttff, 3)},
+                )
+                self._store.record_event("ttff", ttff)
+            sent.append(frag)
+            if frag.index in query.skip:
+                log.info(
+                    "skipped q%d fragment %d: delivered before the restart",
+                    query.query_id,
+                    frag.index,
+                    extra={"event": "skipped-delivered"},
+                )
+                continue
+            marker = f"{frag.index}/{frag.index if frag.final else '+'}"
+            self._submit_one(query, frag.index, frag.text, marker)
+
+    def _submit_one(self, query: Query, index: int, text: str, marker: str) -> None:
+        decision = query.decision
+        self._ledger.fragment(query, index, text)  # durable before it can reach the air
+        out = Outbound(
+            text=text,
+            dest=decision.reply_to,
+            channel=decision.reply_channel,
+            want_ack=decision.want_ack,
+            reply_id=query.inbound.packet_id,
+        )
+        self._sender.submit(
+            SendJob(out, f"q{query.query_id} {marker}", query.query_id, index, on_done=self._ledger.on_sent)
+        )
+
+    def _log_answered(
+        self, query: Query, stats: GenerationStats, sent: list[Fragment], started: float, capped: bool
+    ) -> None:
+        elapsed = self._clock.now() - started
+        gen_s = stats.total_s or elapsed
+        # The model's decode rate when it reports one; otherwise tokens over the whole generation.
+        tps = stats.extra.get("tokens_per_s") or (stats.completion_tokens / gen_s if gen_s > 0 else 0.0)
+        nbytes = sum(f.nbytes for f in sent)
+        ttft = stats.first_token_s if stats.first_token_s is not None else float("nan")
+        log.info(
+            "answered q%d for %s: first token %.2fs, %d tokens, %.1f tok/s, %d fragment(s), %d B%s",
+            query.query_id,
+            node_id(query.node),
+            ttft,
+            stats.completion_tokens,
+            tps,
+            len(sent),
+            nbytes,
+            " (more kept)" if capped else "",
+            extra={
+                "event": "answered",
+                "ttft_s": ttft,
+                "tokens": stats.completion_tokens,
+                "tokens_per_s": round(tps, 2),
+                "fragments": len(sent),
+                "bytes": nbytes,
+            },
+        )

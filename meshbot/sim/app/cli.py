@@ -1,0 +1,177 @@
+"""`meshbot sim`: run a virtual mesh from a topology file until Ctrl-C, then print the mesh report.
+
+Wired into the main CLI with `register(subparsers)`. Console output goes to the streams passed in
+(stdout by default), never through logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from meshbot.app import logs
+from meshbot.sim.app.console import HandsetConsole
+from meshbot.sim.app.network import VirtualMesh
+from meshbot.sim.app.report import render_report
+from meshbot.sim.app.topology import TopologyError, load_topology
+from meshbot.sim.rules.firmware import node_id
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+DEFAULT_TOPOLOGY = CONFIG_DIR / "sim-demo.toml"
+SETTLE_TIMEOUT_S = 60.0
+STOP_POLL_S = 0.5  # how often the main thread looks at the stop flag (signals land between waits)
+
+
+def register(subparsers: Any) -> None:
+    """Add the `sim` subcommand to the main parser's subparsers."""
+    sim = subparsers.add_parser("sim", help="run a virtual Meshtastic mesh on 127.0.0.1 (no radio needed)")
+    sim.add_argument(
+        "--topology",
+        type=Path,
+        default=DEFAULT_TOPOLOGY,
+        metavar="FILE",
+        help=f"mesh topology TOML (default: {DEFAULT_TOPOLOGY.name})",
+    )
+    sim.add_argument("--handset", metavar="NAME", help="type messages as this handset node (a REPL)")
+    sim.add_argument("--time-scale", type=float, metavar="X", help="simulated seconds per real second")
+    sim.add_argument("--seed", type=int, metavar="N", help="seed for loss and contention")
+    sim.add_argument("--report-every", type=float, metavar="S", help="print the mesh report every S simulated seconds")
+    sim.add_argument("--bot", action="store_true", help="also run the bot's daemon on the bot node (bundled model)")
+    sim.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sim.set_defaults(func=cmd_sim)
+
+
+def cmd_sim(
+    args: argparse.Namespace,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run the mesh until SIGINT/SIGTERM (or /quit at the handset); print the report; return the exit code."""
+    out = stdout or sys.stdout
+    if stdout is None:  # run as a command: set up logging once, on stderr
+        logs.configure(args.log_level)
+    if args.time_scale is not None and args.time_scale <= 0:
+        out.write("meshbot sim: --time-scale must be positive\n")
+        return 2
+    try:
+        topology = load_topology(args.topology, seed=args.seed, time_scale=args.time_scale)
+        if args.handset is not None:
+            topology.node(args.handset)
+    except TopologyError as exc:
+        out.write(f"meshbot sim: {exc}\n")
+        return 2
+    except KeyError:
+        out.write(f"meshbot sim: no node {args.handset!r} in {args.topology}\n")
+        return 2
+    stop = stop or threading.Event()
+    _install_signals(stop)
+    mesh = VirtualMesh(topology)
+    daemon = None
+    mesh.start()
+    try:
+        out.write(describe_mesh(mesh) + "\n")
+        out.flush()
+        if args.bot:
+            daemon = _start_bot(mesh, out)
+        if args.report_every:
+            _start_reports(mesh, args.report_every, stop, out)
+        if args.handset is not None:
+            _start_console(mesh, args.handset, stdin or sys.stdin, out, stop)
+        while not stop.wait(STOP_POLL_S):
+            pass
+    finally:
+        if daemon is not None:
+            daemon.stop(grace_s=5.0)
+        report = mesh.report()
+        mesh.stop()
+        out.write(render_report(report) + "\n")
+        out.flush()
+    return 0
+
+
+def describe_mesh(mesh: VirtualMesh) -> str:
+    """Who is where, and how to talk to it."""
+    m = mesh.topology.mesh
+    lines = [
+        f"virtual mesh: {len(mesh.topology.nodes)} nodes, {m.region} {m.modem_preset}, hop limit {m.hop_limit}, "
+        f"seed {m.seed}, {m.time_scale:g}x real time"
+    ]
+    for spec in mesh.topology.nodes:
+        node = mesh.node(spec.name)
+        lines.append(
+            f"  {spec.name:<14} {node_id(spec.node_num)}  {spec.role:<8} 127.0.0.1:{node.port}"
+            f"  neighbours: {', '.join(sorted(_neighbours(mesh, spec.name))) or '-'}"
+        )
+    bot = mesh.bot
+    handset = next((s for s in mesh.topology.nodes if s.role == "handset"), None)
+    lines.append(f"bot: meshbot run --host 127.0.0.1:{bot.port}")
+    if handset is not None:
+        port = mesh.node(handset.name).port
+        lines.append(
+            f"talk: meshtastic --host 127.0.0.1:{port} --sendtext 'what is lora?' "
+            f"--dest '{node_id(bot.node_num)}'   (and --nodes to list the mesh)"
+        )
+    return "\n".join(lines)
+
+
+def _neighbours(mesh: VirtualMesh, name: str) -> set[str]:
+    return {other for pair in mesh.topology.neighbour_pairs() if name in pair for other in pair if other != name}
+
+
+def _install_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (tests call us from others)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+
+
+def _start_console(mesh: VirtualMesh, handset: str, inp: TextIO, out: TextIO, stop: threading.Event) -> None:
+    console = HandsetConsole(mesh, handset, out)
+    console.attach()
+
+    def repl() -> None:
+        try:
+            console.run(inp)
+        finally:
+            stop.set()  # /quit or end of input ends the run
+
+    # A daemon thread: a blocked read of stdin must not keep the process alive after Ctrl-C.
+    threading.Thread(target=repl, name="sim-console", daemon=True).start()
+
+
+def _start_reports(mesh: VirtualMesh, every_s: float, stop: threading.Event, out: TextIO) -> None:
+    scale = float(getattr(mesh.clock, "scale", 1.0))
+
+    def loop() -> None:
+        while not stop.wait(every_s / scale):
+            out.write(render_report(mesh.report()) + "\n")
+            out.flush()
+
+    threading.Thread(target=loop, name="sim-reports", daemon=True).start()
+
+
+def _start_bot(mesh: VirtualMesh, out: TextIO) -> Any:
+    """The daemon with the default config and bundled model, on the mesh's clock, attached to the bot node."""
+    from meshbot.core.config import load_config
+    from meshbot.models.llama import load_model
+    from meshbot.radios.meshtastic_lib import MeshtasticRadio
+    from meshbot.service.daemon import Daemon
+
+    path = os.environ.get("MESHBOT_CONFIG")
+    cfg = load_config(Path(path) if path else None, overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}"})
+    out.write("loading the model and starting the bot...\n")
+    out.flush()
+    daemon = Daemon(cfg, MeshtasticRadio(cfg.radio, cfg.mesh.hop_limit), load_model(cfg.model), mesh.clock)
+    daemon.start()
+    out.write("bot up\n")
+    return daemon
