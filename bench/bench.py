@@ -20,6 +20,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,16 +29,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.prompts import PROMPTS
+from meshbot.app.compose import build_daemon
 from meshbot.core.airtime import preset as modem_preset
 from meshbot.core.airtime import time_on_air_s
-from meshbot.core.clock import SystemClock
 from meshbot.core.config import load_config
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.limits import text_frame_len
 from meshbot.core.prompting import build_generation
 from meshbot.models.llama import load_model
-from meshbot.radios.meshtastic_lib import MeshtasticRadio
-from meshbot.service.daemon import Daemon
 from meshbot.sim.node.node import VirtualNode
 
 BOT, ASKER = 0x0BB0_0001, 0x0A11_CE00
@@ -109,7 +108,7 @@ class Trial:
 
 def run_raw(model, cfg, prompt: str, row: Trial) -> None:
     """The engine alone for one prompt, from an empty KV cache, on the model's engine thread."""
-    request = build_generation(prompt, cfg.model, cfg.mesh.max_fragment_bytes, cfg.mesh.max_fragments)
+    request = build_generation(prompt, cfg, cfg.mesh.max_fragment_bytes, cfg.mesh.max_fragments)
     messages = [{"role": t.role, "content": t.content} for t in request.turns]
     prompt_tokens = model.prompt_tokens(request.turns)
     sampling = model.sampling(request.max_tokens, SEED)
@@ -167,7 +166,7 @@ class Bench:
         self.cfg = cfg.model_copy(update={"radio": radio_cfg})
         self.answered = AnsweredLog()
         logging.getLogger("meshbot").addHandler(self.answered)
-        self.daemon = Daemon(self.cfg, MeshtasticRadio(self.cfg.radio), model, SystemClock())
+        self.daemon = build_daemon(self.cfg, model=model)
         self.daemon.start()
         self.modem = modem_preset(preset_name)
         self.asked = 0
@@ -300,6 +299,8 @@ def main() -> int:
             "limits.global_burst": 1000,
             "limits.global_per_hour": 100000,
             "limits.repeat_window_s": 0,
+            # a real store file, as in service: its writes are part of what is measured
+            "store.path": str(Path(tempfile.mkdtemp(prefix="meshbot-bench-")) / "bench.db"),
         },
         environ={},
     )

@@ -17,6 +17,7 @@ import collections
 import logging
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +25,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.prompts import PROMPTS
+from meshbot.app.compose import build_daemon
+from meshbot.models.base import BaseModel
 from meshbot.core.clock import ScaledClock
 from meshbot.core.config import load_config
 from meshbot.core.domain import Generation, GenerationStats
-from meshbot.radios.meshtastic_lib import MeshtasticRadio
-from meshbot.service.daemon import Daemon
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.topology import parse_topology
-from meshbot.storage.store import Store
 
 BOT = 0x0BB0_0001
 HANDSETS = 10
@@ -42,7 +42,7 @@ WORDS = (
 ).split()
 
 
-class ScriptedModel:
+class ScriptedModel(BaseModel):
     """Answers of 300-700 bytes, streamed one word per 30 ms of simulated time."""
 
     name = "scripted"
@@ -50,10 +50,6 @@ class ScriptedModel:
     def __init__(self, clock: ScaledClock, seed: int = 1) -> None:
         self._clock = clock
         self._rng = random.Random(seed)
-
-    def run(self, job):
-        """Runs `job` here: no engine thread to move it to."""
-        return job()
 
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         target = self._rng.randint(300, 700)
@@ -115,12 +111,14 @@ def run(args: argparse.Namespace) -> int:
             "limits.global_per_hour": 1200,
             "limits.global_burst": 20,
             "limits.repeat_window_s": 0,
+            # a real store file, as in service: its writes are part of what is measured
+            "store.path": str(Path(tempfile.mkdtemp(prefix="meshbot-bench-")) / "bench.db"),
         },
         environ={},
     )
     events = Events()
     logging.getLogger("meshbot").addHandler(events)
-    daemon = Daemon(cfg, MeshtasticRadio(cfg.radio), ScriptedModel(clock), clock, store=Store(":memory:"))
+    daemon = build_daemon(cfg, model=ScriptedModel(clock), clock=clock)
     daemon.start()
     cpu0, wall0, start = time.process_time(), time.monotonic(), clock.now()
     rng = random.Random(3)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from meshbot.app.compose import build_daemon
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import Config, load_config
 from meshbot.service.daemon import Daemon
@@ -39,8 +40,12 @@ def make_daemon(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> Iter
     made: list[Daemon] = []
 
     def make(cfg: Config | None = None, **overrides) -> Daemon:
-        daemon = Daemon(
-            cfg or load_config(overrides=overrides, environ={}), radio, model, clock, store=Store(":memory:")
+        daemon = build_daemon(
+            cfg or load_config(overrides=overrides, environ={}),
+            radio=radio,
+            model=model,
+            clock=clock,
+            store=Store(":memory:"),
         )
         daemon.start()
         made.append(daemon)
@@ -83,7 +88,7 @@ def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
             overrides={"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20},
             environ={},
         )
-        bot = Daemon(cfg, MeshtasticRadio(cfg.radio), bundled_model, SystemClock())
+        bot = build_daemon(cfg, model=bundled_model, store=Store(":memory:"))
         bot.start()
         started.append(bot)
         return bot

@@ -102,6 +102,10 @@ class FakeModel:
     """
 
     name = "fake-model"
+    deterministic = True  # the same queued answer comes back for a resumed question
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def __init__(self, clock: VirtualClock | None = None, token_s: float = 0.0) -> None:
         self.answers: deque[str] = deque()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from meshbot.app.compose import build_daemon
 from meshbot.core.clock import ScaledClock
 from meshbot.core.config import Config, load_config
 from meshbot.core.domain import Generation, GenerationStats
@@ -129,7 +130,7 @@ class Bench:
     def start_daemon(self) -> Daemon:
         """A fresh daemon on the same store file: a restart."""
         radio = MeshtasticRadio(self.cfg.radio, backoff_s=(0.2, 1.0))
-        daemon = Daemon(self.cfg, radio, self.model, self.clock, store=Store(self.cfg.store.path))
+        daemon = build_daemon(self.cfg, radio=radio, model=self.model, clock=self.clock)
         daemon.start()
         self.daemons.append(daemon)
         return daemon

@@ -6,6 +6,7 @@ import io
 import time
 from pathlib import Path
 
+from meshbot.app.compose import build_daemon
 from meshbot.app.status import run_status
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
@@ -21,7 +22,7 @@ ADMIN = 0x0AD0_0001
 
 def run_daemon(tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock, **overrides) -> Daemon:
     cfg = load_config(overrides=overrides, environ={})
-    daemon = Daemon(cfg, radio, model, clock, store=Store(tmp_path / "bot.db"))
+    daemon = build_daemon(cfg, radio=radio, model=model, clock=clock, store=Store(tmp_path / "bot.db"))
     daemon.start()
     return daemon
 

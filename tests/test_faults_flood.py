@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from meshbot.app.compose import build_daemon
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
 from meshbot.service.daemon import Daemon
@@ -25,7 +26,7 @@ def test_a_flooding_node_gets_its_fair_share_and_one_notice(
     caplog.set_level(logging.INFO, logger="meshbot")
     cfg = load_config(overrides={"limits.per_node_burst": 5, "queue.max_per_node": 5}, environ={})
     model = GatedModel()
-    daemon = Daemon(cfg, radio, model, clock, store=Store(":memory:"))
+    daemon = build_daemon(cfg, radio=radio, model=model, clock=clock, store=Store(":memory:"))
     daemon.start()
     try:
         others = {PEER_NUMS[i]: 100 * (i + 1) for i in range(5)}  # node -> its one question's id

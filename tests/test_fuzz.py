@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from meshtastic.protobuf import portnums_pb2
 
+from meshbot.app.compose import build_daemon
 from meshbot.core import limits
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
@@ -185,7 +186,7 @@ def fuzzed_daemon() -> Iterator[tuple[Daemon, ThreadRecords]]:
         environ={},
     )
     clock = VirtualClock(start=1000.0)
-    daemon = Daemon(cfg, FakeRadio(clock), FakeModel(), clock, store=Store(":memory:"))
+    daemon = build_daemon(cfg, radio=FakeRadio(clock), model=FakeModel(), clock=clock, store=Store(":memory:"))
     daemon.start()
     handler = ThreadRecords(threading.get_ident())
     errors = ThreadRecords(None, logging.ERROR)  # worker, sender, intake: nothing may blow up there

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshbot.core.config import ModelConfig
+from meshbot.core.config import Config, ModelConfig, PersonaConfig
 from meshbot.core.domain import Generation, GenerationStats
 from meshbot.core.prompting import build_generation
 from meshbot.models.llama import (
@@ -41,6 +41,7 @@ def test_configured_path_that_does_not_exist_is_named_in_the_error(tmp_path) -> 
 
 # One thread: the OpenMP workers of two would spin against each other on a busy 2-core box.
 CFG = ModelConfig(seed=42, n_ctx=512, max_tokens_cap=48, threads=1)
+WHOLE = Config(model=CFG)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def model() -> Iterator[LlamaModel]:
 
 
 def ask(model: LlamaModel, question: str, max_fragments: int = 1) -> tuple[list[str], GenerationStats, Generation]:
-    request = build_generation(question, CFG, 200, max_fragments)
+    request = build_generation(question, WHOLE, 200, max_fragments)
     stats = GenerationStats()
     return list(model.stream(request, stats)), stats, request
 
@@ -110,7 +111,7 @@ def test_overlong_input_is_cut_and_still_answered(model: LlamaModel, caplog: pyt
 
 @pytest.mark.model
 def test_consumer_that_stops_early_stops_generation(model: LlamaModel) -> None:
-    request = build_generation("Tell me a long story about radios.", CFG, 200, 3)
+    request = build_generation("Tell me a long story about radios.", WHOLE, 200, 3)
     stats = GenerationStats()
     stream = model.stream(request, stats)
     taken = [next(stream) for _ in range(3)]
@@ -131,7 +132,7 @@ def test_count_tokens_counts_text_without_specials(model: LlamaModel) -> None:
 
 @pytest.mark.model
 def test_a_system_prompt_too_big_for_the_context_is_a_model_error(model: LlamaModel) -> None:
-    request = build_generation("hi", CFG.model_copy(update={"system_prompt": "rule " * 600}), 200, 1)
+    request = build_generation("hi", Config(model=CFG, persona=PersonaConfig(system_prompt="rule " * 600)), 200, 1)
     with pytest.raises(ModelError, match="n_ctx"):
         list(model.stream(request, GenerationStats()))
     assert "".join(ask(model, "What is a radio?")[0]).strip()  # and the engine still answers

@@ -11,7 +11,8 @@ from meshbot.core.domain import GenerationStats, Model
 from meshbot.core.fragmenter import Fragment, StreamFragmenter
 from meshbot.core.prompting import build_generation
 from meshbot.core.text import tidy_stream
-from meshbot.models.llama import ModelError, load_model
+from meshbot.models import make_model
+from meshbot.models.base import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,12 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
     """`meshbot ask`: run the model with no radio, print the exact fragments that would go on air with byte counts."""
     if model is None:
         try:
-            model = load_model(cfg.model)
+            model = make_model(cfg.model)
         except ModelError as exc:
             out.write(f"error: {exc}\n")
             return 2
     budget = ask_budget(cfg)
-    request = build_generation(question, cfg.model, budget, cfg.mesh.max_fragments)
+    request = build_generation(question, cfg, budget, cfg.mesh.max_fragments)
     stats = GenerationStats()
     fragmenter = StreamFragmenter(budget, cfg.mesh.max_fragments)
     count = 0

@@ -87,7 +87,10 @@ def load(args: argparse.Namespace) -> Config:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """`meshbot config check`: validate and print the effective config."""
+    from meshbot.app.compose import check_names
+
     cfg = load(args)
+    check_names(cfg)
     sys.stdout.write(f"config OK: {_config_path(args) or '(defaults)'}\n")
     sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
     return 0

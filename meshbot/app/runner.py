@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 
-from meshbot.core.clock import SystemClock
-from meshbot.core.config import Config
+from meshbot.app.compose import build_daemon
+from meshbot.core.config import Config, ConfigError
 from meshbot.core.domain import RadioUnavailable
-from meshbot.models.llama import load_model
-from meshbot.radios.meshtastic_lib import MeshtasticRadio, detect_serial_ports
-from meshbot.service.daemon import Daemon
-from meshbot.storage.store import Store
+from meshbot.core.events import Event
+from meshbot.models.base import ModelError
+from meshbot.radios.meshtastic_lib import detect_serial_ports
+from meshbot.sim.app.demo import Demo
+from meshbot.sim.app.topology import TopologyError
 
 log = logging.getLogger(__name__)
+
+# Failures at start-up that end with one clear line and exit code 1, never a traceback.
+STARTUP_ERRORS = (ModelError, RadioUnavailable, TopologyError, ConfigError, OSError)
+# On SIGTERM the reply in progress gets this long to finish; systemd and docker wait 10 s before SIGKILL.
+STOP_GRACE_S = 5.0
 
 
 def _with_radio(cfg: Config, **radio: object) -> Config:
@@ -24,6 +30,8 @@ def choose_radio(cfg: Config, force_sim: bool) -> tuple[Config, bool]:
     """Resolve where the radio is; True in the second place when the virtual mesh must be started."""
     if force_sim:
         return cfg, True
+    if cfg.radio.transport != "meshtastic":
+        return cfg, False  # no device to find: the transport says where the mesh is
     if cfg.radio.port or cfg.radio.host or cfg.radio.ble:
         return cfg, False
     ports = detect_serial_ports()
@@ -39,31 +47,31 @@ def choose_radio(cfg: Config, force_sim: bool) -> tuple[Config, bool]:
 
 
 def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> int:
-    """Run the daemon until `stop` is set; returns the exit code."""
-    cfg, use_sim = choose_radio(cfg, force_sim)
+    """Run the daemon until `stop` is set; returns the exit code (1: it could not start)."""
     demo = None
-    if use_sim:
-        from meshbot.sim.app.demo import Demo
-
-        demo = Demo()
-        demo.start()
-        cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)
-    model = load_model(cfg.model)
-    radio = MeshtasticRadio(cfg.radio, cfg.mesh.hop_limit)
-    daemon = Daemon(cfg, radio, model, SystemClock(), store=Store(cfg.store.path))
-    # A stop while the radio is still connecting must cancel the (forever) retries.
-    threading.Thread(target=lambda: stop.wait() or radio.close(), name="meshbot-stopwatch", daemon=True).start()
+    try:
+        cfg, use_sim = choose_radio(cfg, force_sim)
+        if use_sim:
+            demo = Demo()
+            demo.start()
+            cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)
+        daemon = build_daemon(cfg, stop=stop)
+    except STARTUP_ERRORS as exc:
+        if demo is not None:
+            demo.stop()
+        if stop.is_set():
+            log.info("stopped while starting", extra={"event": Event.STOPPED})
+            return 0
+        log.error("cannot start: %s", exc)
+        return 1
     try:
         daemon.start()
         if demo is not None:
             demo.after_daemon_started()
         while not stop.wait(0.5):
             pass
-    except RadioUnavailable as exc:
-        log.error("radio unavailable: %s", exc)
-        return 1
     finally:
-        daemon.stop()
+        daemon.stop(grace_s=STOP_GRACE_S)
         if demo is not None:
             demo.stop()
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -34,8 +35,9 @@ class _Section(BaseModel):
 
 
 class RadioConfig(_Section):
-    """How to reach the node: at most one of port, host or ble."""
+    """How to reach the mesh: the transport, and for `meshtastic` at most one of port, host or ble."""
 
+    transport: str = "meshtastic"  # a name in meshbot.radios.TRANSPORTS
     port: str | None = None  # serial device, e.g. /dev/ttyUSB0
     host: str | None = None  # HOST or HOST:PORT of a node's TCP API
     ble: str | None = None  # BLE address or name
@@ -53,17 +55,25 @@ class RadioConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The local GGUF model and its sampling settings."""
+    """Which backend writes the answers, its own settings, and the sampling settings all backends share."""
 
+    backend: str = "llama_cpp"  # a name in meshbot.models.BACKENDS
+    # llama_cpp: the local GGUF
     path: Path | None = None  # None: the bundled SmolLM2-135M-Instruct
     n_ctx: int = Field(default=2048, ge=256, le=131072)
     threads: int = Field(default=0, ge=0, le=256)  # 0: one per core
+    # shared sampling
     temperature: float = Field(default=0.3, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     top_k: int = Field(default=40, ge=0)
     repeat_penalty: float = Field(default=1.15, ge=0.5, le=2.0)
     seed: int = -1  # -1: random
     max_tokens_cap: int = Field(default=384, ge=16)
+
+
+class PersonaConfig(_Section):
+    """Who the bot says it is and how it is told to answer: the same for every backend."""
+
     bot_name: str = "meshbot"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
@@ -182,6 +192,7 @@ class Config(_Section):
 
     radio: RadioConfig = RadioConfig()
     model: ModelConfig = ModelConfig()
+    persona: PersonaConfig = PersonaConfig()
     mesh: MeshConfig = MeshConfig()
     policy: PolicyConfig = PolicyConfig()
     queue: QueueConfig = QueueConfig()
@@ -191,6 +202,38 @@ class Config(_Section):
 
 
 SECTIONS = tuple(Config.model_fields)
+
+# Keys that moved: operators' files and MESHBOT_* variables keep working, with a warning.
+# old (section, key) -> new (section, key)
+MOVED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("model", "bot_name"): ("persona", "bot_name"),
+    ("model", "system_prompt"): ("persona", "system_prompt"),
+}
+
+
+class ConfigDeprecation(UserWarning):
+    """A config key or MESHBOT_* variable that still works under an old name."""
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section}_{key}".upper()
+
+
+def _apply_moved(data: dict[str, Any]) -> None:
+    for (old_sec, old_key), (new_sec, new_key) in MOVED_KEYS.items():
+        section = data.get(old_sec)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        value = section.pop(old_key)
+        old_env, new_env = _env_name(old_sec, old_key), _env_name(new_sec, new_key)
+        warnings.warn(
+            f"{old_sec}.{old_key} ({old_env}) is deprecated: use {new_sec}.{new_key} ({new_env})",
+            ConfigDeprecation,
+            stacklevel=3,
+        )
+        target = data.setdefault(new_sec, {})
+        if isinstance(target, dict):
+            target.setdefault(new_key, value)  # the new name wins when both are given
 
 
 def _describe(err: ValidationError) -> str:
@@ -253,6 +296,7 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _merge(data, tuple(dotted.split(".")), value)
+    _apply_moved(data)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

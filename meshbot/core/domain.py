@@ -150,15 +150,19 @@ T = TypeVar("T")
 
 
 class Model(Protocol):
-    """A text generator that streams pieces of its answer."""
+    """A text generator that streams pieces of its answer (`models.base.BaseModel` has the defaults)."""
 
     name: str
+    deterministic: bool  # same request and seed, same text: a crashed answer may be regenerated
 
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         """Yield text pieces as they are generated, filling `stats` as it goes."""
 
     def run(self, job: Callable[[], T]) -> T:
-        """Run `job`, which streams from this model, on the thread the model computes on."""
+        """Run `job`, which streams from this model, where the backend computes best."""
+
+    def close(self) -> None:
+        """Release what the backend holds."""
 
 
 class Clock(Protocol):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from meshbot.core.config import LimitsConfig
 from meshbot.core.domain import Inbound
+from meshbot.core.events import Reason
 from meshbot.core.fragmenter import looks_like_fragment
 from meshbot.core.ids import parse_node_id
 from meshbot.core.policy import Accept, Kind
@@ -55,21 +56,21 @@ class Gate:
     def check(self, msg: Inbound, decision: Accept, now: float) -> Refused | Admin | None:
         """None to answer; an Admin command to run; or why it is refused."""
         if not self._access.permits(msg.sender):
-            return Refused("denied")
+            return Refused(Reason.DENIED)
         if msg.sender in self._bots or looks_like_fragment(decision.question):
-            return Refused("other-bot")
+            return Refused(Reason.OTHER_BOT)
         command = admin_command(decision.question)
         if command is not None:
             # Only an admin's own DM runs a command; anyone else's (or a channel's) does nothing.
             if msg.is_dm and msg.sender in self._admins:
                 return command
-            return Refused("admin-only")
+            return Refused(Reason.ADMIN_ONLY)
         if (
             decision.kind is Kind.ASK
             and self._cfg.repeat_window_s > 0
             and self._recent_text_seen(msg.sender, decision.question.casefold(), self._cfg.repeat_window_s)
         ):
-            return Refused("repeat")
+            return Refused(Reason.REPEAT)
         return self._rate(msg.sender, now)
 
     def _rate(self, node: int, now: float) -> Refused | None:

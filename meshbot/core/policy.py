@@ -12,6 +12,7 @@ import regex
 from meshbot.core import limits
 from meshbot.core.config import ChannelRule, PolicyConfig
 from meshbot.core.domain import Inbound
+from meshbot.core.events import Reason
 
 TEXT_PORT = "TEXT_MESSAGE_APP"
 MORE_WORDS = frozenset({"more", "!more", "more?", "more please", "continue"})
@@ -40,9 +41,10 @@ class Accept:
 
 @dataclass(frozen=True)
 class Ignore:
-    """Do not answer; `reason` is a short code for the log."""
+    """Do not answer; `reason` is the code for the log and the store, `detail` what a person reads too."""
 
-    reason: str
+    reason: Reason
+    detail: str = ""
 
 
 Decision = Accept | Ignore
@@ -114,7 +116,7 @@ class Policy:
         if early is not None:
             return early
         if not self._is_new(msg.sender, msg.packet_id):
-            return Ignore("duplicate")
+            return Ignore(Reason.DUPLICATE)
         assert msg.text is not None  # _reject_packet drops texts that did not decode
         text = msg.text.strip()
         if msg.is_dm:
@@ -123,38 +125,38 @@ class Policy:
 
     def _reject_packet(self, msg: Inbound) -> Ignore | None:
         if msg.sender == self.my_node_num:
-            return Ignore("own-packet")
+            return Ignore(Reason.OWN_PACKET)
         if msg.portnum != TEXT_PORT:
-            return Ignore(f"port {msg.portnum}")
+            return Ignore(Reason.OTHER_PORT, msg.portnum)
         if msg.emoji:
-            return Ignore("tapback")
+            return Ignore(Reason.TAPBACK)
         if msg.text is None:
-            return Ignore("invalid-utf8")
+            return Ignore(Reason.INVALID_UTF8)
         if not msg.text.strip():
-            return Ignore("empty")
+            return Ignore(Reason.EMPTY)
         if not msg.is_dm and msg.to != limits.BROADCAST_NUM:
-            return Ignore("not-for-us")
+            return Ignore(Reason.NOT_FOR_US)
         if msg.via_mqtt and self._cfg.ignore_mqtt:
-            return Ignore("via-mqtt")
+            return Ignore(Reason.VIA_MQTT)
         hops = msg.hops
         if self._cfg.max_hops is not None and hops is not None and hops > self._cfg.max_hops:
-            return Ignore(f"too-far ({hops} hops)")
+            return Ignore(Reason.TOO_FAR, f"{hops} hops")
         return None
 
     def _judge_dm(self, msg: Inbound, text: str) -> Decision:
         if not self._cfg.answer_dms:
-            return Ignore("dms-disabled")
+            return Ignore(Reason.DMS_DISABLED)
         return self._accept(text, reply_to=msg.sender, channel=msg.channel, want_ack=True)
 
     def _judge_channel(self, msg: Inbound, text: str) -> Decision:
         rule = self._channels.get(msg.channel)
         if rule is None:
-            return Ignore(f"channel {msg.channel} not enabled")
+            return Ignore(Reason.CHANNEL_DISABLED, f"channel {msg.channel}")
         question = match_trigger(text, rule.triggers, self.short_name)
         if question is None:
-            return Ignore("no-trigger")
+            return Ignore(Reason.NO_TRIGGER)
         if not question.strip():
-            return Ignore("empty")
+            return Ignore(Reason.EMPTY)
         if rule.reply == "dm":
             return self._accept(question, reply_to=msg.sender, channel=msg.channel, want_ack=True)
         return self._accept(question, reply_to=limits.BROADCAST_NUM, channel=msg.channel, want_ack=False)

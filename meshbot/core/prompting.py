@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from meshbot.core.config import ModelConfig
+from meshbot.core.config import Config, PersonaConfig
 from meshbot.core.domain import ChatTurn, Generation
 
 # UTF-8 bytes per token we plan for. Measured with SmolLM2's tokenizer: English 4.6,
@@ -56,7 +56,7 @@ def budget_words(budget_bytes: int) -> int:
     return max(1, budget_bytes // BYTES_PER_WORD)
 
 
-def system_prompt(cfg: ModelConfig, budget_bytes: int) -> str:
+def system_prompt(cfg: PersonaConfig, budget_bytes: int) -> str:
     """The configured system prompt with {name}, {budget_bytes} and {budget_words} filled in."""
     values = {
         "name": cfg.bot_name,
@@ -73,14 +73,14 @@ def system_prompt(cfg: ModelConfig, budget_bytes: int) -> str:
 
 def build_generation(
     query: str,
-    cfg: ModelConfig,
+    cfg: Config,
     max_fragment_bytes: int,
     max_fragments: int,
     history: Sequence[ChatTurn] = (),
 ) -> Generation:
     """The chat for one query: our system prompt, earlier turns, then the question."""
     budget = reply_budget_bytes(max_fragment_bytes, max_fragments)
-    turns = [ChatTurn("system", system_prompt(cfg, budget))]
+    turns = [ChatTurn("system", system_prompt(cfg.persona, budget))]
     for turn in history:
         if turn.role not in ROLES:
             raise ValueError(f"unknown chat role {turn.role!r}")
@@ -88,4 +88,4 @@ def build_generation(
         if turn.role != "system":
             turns.append(turn)
     turns.append(ChatTurn("user", query.strip()))
-    return Generation(turns=tuple(turns), max_tokens=max_tokens_for(budget, cfg.max_tokens_cap))
+    return Generation(turns=tuple(turns), max_tokens=max_tokens_for(budget, cfg.model.max_tokens_cap))

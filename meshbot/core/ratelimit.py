@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from meshbot.core.events import Reason
 from meshbot.core.ids import node_id, parse_node_id
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,13 @@ class NodeLimiter:
         state = self._state(node, now)
         node_wait = state.bucket.wait_s(now)
         if node_wait > 0:
-            return self._refuse(state, "node-rate", node_wait)
+            return self._refuse(state, Reason.NODE_RATE, node_wait)
         if self._global is None:
             self._global = TokenBucket(*self._global_args, now)
         # Check the global bucket before spending either, so a refused message costs nothing.
         global_wait = self._global.wait_s(now)
         if global_wait > 0:
-            return self._refuse(state, "global-rate", global_wait)
+            return self._refuse(state, Reason.GLOBAL_RATE, global_wait)
         state.bucket.take(now)
         self._global.take(now)
         state.refusing = False

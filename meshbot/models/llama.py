@@ -1,8 +1,8 @@
 """The local GGUF model through llama-cpp-python: the only module that imports `llama_cpp`.
 
 `LlamaModel` satisfies `domain.Model`: it streams the answer's text pieces and fills
-`GenerationStats`. Prompts that would not fit the context window are cut here, keeping
-the system prompt and the start of the user's text.
+`GenerationStats`. What is llama.cpp's own stays here: thread affinity (every call on one engine
+thread) and the exact context fit (prompts cut to `n_ctx` by the model's own tokenizer).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from meshbot.core.clock import SystemClock
 from meshbot.core.config import ModelConfig
 from meshbot.core.domain import ChatTurn, Clock, Generation, GenerationStats
 from meshbot.core.fitting import ContextTooSmall, Fit, fit_turns
+from meshbot.models.base import BaseModel, ModelError
 from meshbot.models.engine_thread import EngineThread
 
 T = TypeVar("T")
@@ -35,10 +36,6 @@ LLAMA_INSTALL = "pip install llama-cpp-python==0.3.36"
 # Whichever of these the GGUF's template uses becomes a stop string, so a model that
 # writes the marker as text instead of its special token still stops there.
 END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
-
-
-class ModelError(RuntimeError):
-    """The model file or the inference engine cannot be used; the message says how to fix it."""
 
 
 def bundled_model_path() -> Path:
@@ -143,12 +140,15 @@ def _load_llama(llama_cpp: Any, path: Path, cfg: ModelConfig, threads: int) -> A
         raise ModelError(f"cannot load {path}: {exc}") from exc
 
 
-class LlamaModel:
+class LlamaModel(BaseModel):
     """A GGUF model run by llama.cpp on the CPU, one generation at a time.
 
     Every llama.cpp call runs on the model's own engine thread (see `engine_thread`), so
     any thread may ask; requests queue behind the one in progress.
     """
+
+    # The daemon passes a stored seed with every request: the same question regenerates the same answer.
+    deterministic = True
 
     def __init__(self, cfg: ModelConfig, clock: Clock | None = None) -> None:
         self._cfg = cfg
@@ -250,7 +250,7 @@ class LlamaModel:
         try:
             return fit_turns(request.turns, request.max_tokens, self.n_ctx, self._prompt_tokens, count_text, self._head)
         except ContextTooSmall as exc:
-            raise ModelError(f"{exc}; raise model.n_ctx or shorten model.system_prompt") from exc
+            raise ModelError(f"{exc}; raise model.n_ctx or shorten persona.system_prompt") from exc
 
     def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
         """Yield the answer's text pieces as llama.cpp produces them, filling `stats`."""

@@ -21,8 +21,9 @@ from pubsub import pub
 
 from meshbot.core import limits
 from meshbot.core.acks import AckRouter
-from meshbot.core.config import RadioConfig
+from meshbot.core.config import Config, RadioConfig
 from meshbot.core.domain import AckStatus, Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
+from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class MeshtasticRadio:
 
     def _connect(self) -> None:
         kind, where = self.describe().split(" ", 1)
-        log.info("connecting to %s", self.describe(), extra={"event": "radio-connecting"})
+        log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
         timeout = int(self._cfg.connect_timeout_s)
         if kind == "tcp":
             host, port = split_host(self._cfg.host or "")
@@ -210,7 +211,7 @@ class MeshtasticRadio:
             node.region,
             node.modem_preset,
             node.hop_limit,
-            extra={"event": "radio-up", "node": node_id(node.node_num)},
+            extra={"event": Event.RADIO_UP, "node": node_id(node.node_num)},
         )
 
     def _serial_path(self) -> str:
@@ -259,7 +260,7 @@ class MeshtasticRadio:
         try:
             msg = parse_packet(packet, self._node.node_num)
         except MalformedPacket as exc:
-            log.warning("ignored malformed packet: %s", exc, extra={"event": "ignored", "reason": "malformed"})
+            log.warning("ignored malformed packet: %s", exc, extra={"event": Event.IGNORED, "reason": Reason.MALFORMED})
             return
         self._on_packet(msg)
 
@@ -280,7 +281,7 @@ class MeshtasticRadio:
             if not self._up.is_set():
                 return
             self._up.clear()
-        log.error("radio down (%s): reconnecting", why, extra={"event": "radio-down", "reason": why})
+        log.error("radio down (%s): reconnecting", why, extra={"event": Event.RADIO_DOWN, "reason": why})
         if self._on_event is not None:
             self._on_event(RadioEvent.LOST)
         self._supervisor = threading.Thread(target=self._reconnect_until_up, name="meshbot-radio", daemon=True)
@@ -301,7 +302,7 @@ class MeshtasticRadio:
                     self.describe(),
                     exc,
                     delay,
-                    extra={"event": "radio-retry", "attempt": attempt},
+                    extra={"event": Event.RADIO_RETRY, "attempt": attempt},
                 )
                 self._closing.wait(delay)
                 delay = min(delay * 2, cap)
@@ -372,4 +373,9 @@ class MeshtasticRadio:
             except Exception:  # never subscribed (start failed early)
                 pass
         self._close_iface()
-        log.info("radio closed", extra={"event": "radio-closed"})
+        log.info("radio closed", extra={"event": Event.RADIO_CLOSED})
+
+
+def from_config(cfg: Config, store: object, clock: object) -> MeshtasticRadio:
+    """The registry's factory: a radio on the node that `[radio]` names."""
+    return MeshtasticRadio(cfg.radio, cfg.mesh.hop_limit)

@@ -6,6 +6,7 @@ import logging
 
 from meshbot.core.config import Config
 from meshbot.core.domain import Outbound
+from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
@@ -48,7 +49,7 @@ class Housekeeper:
             node_id(stored.sender),
             len(left),
             len(stored.fragments),
-            extra={"event": "resumed", "query_id": stored.query_id, "fragments": len(left)},
+            extra={"event": Event.RESUMED, "query_id": stored.query_id, "fragments": len(left)},
         )
         for frag in left:
             out = Outbound(frag.text, stored.reply_to, stored.reply_channel, stored.want_ack, reply_id=stored.packet_id)
@@ -70,13 +71,13 @@ class Housekeeper:
                 stored.query_id,
                 node_id(stored.sender),
                 len(query.skip),
-                extra={"event": "resumed", "query_id": stored.query_id},
+                extra={"event": Event.RESUMED, "query_id": stored.query_id},
             )
         else:
             log.warning(
                 "dropped q%d on resume: queue full",
                 stored.query_id,
-                extra={"event": "dropped", "reason": "queue full on resume"},
+                extra={"event": Event.DROPPED, "reason": "queue full on resume"},
             )
             self._ledger.dropped(stored.query_id, "queue full on resume")
 
@@ -88,7 +89,7 @@ class Housekeeper:
                 stale.query_id,
                 node_id(stale.sender),
                 self._cfg.store.max_age_s,
-                extra={"event": "dropped", "reason": "stale"},
+                extra={"event": Event.DROPPED, "reason": Reason.STALE},
             )
             if stale.is_dm:
                 out = Outbound(APOLOGY, stale.sender, stale.reply_channel, want_ack=True)

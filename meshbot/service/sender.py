@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from meshbot.core.config import MeshConfig
 from meshbot.core.domain import AckStatus, Clock, Outbound, Radio, RadioUnavailable, SendResult
+from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
 from meshbot.storage.store import Store
@@ -109,7 +110,7 @@ class Sender:
                         "dropped %s to %s: shutting down",
                         job.label,
                         node_id(job.outbound.dest),
-                        extra={"event": "dropped", "reason": "shutdown"},
+                        extra={"event": Event.DROPPED, "reason": Reason.SHUTDOWN},
                     )
                     continue
                 self.send_now(job)
@@ -138,7 +139,7 @@ class Sender:
                     job.label,
                     node_id(job.outbound.dest),
                     self._pacer.budget_left(self._clock.now()),
-                    extra={"event": "dropped", "reason": "airtime-budget"},
+                    extra={"event": Event.DROPPED, "reason": Reason.AIRTIME_BUDGET},
                 )
                 result = SendResult(0, AckStatus.FAILED, "AIRTIME_BUDGET")
                 break
@@ -156,7 +157,7 @@ class Sender:
                     node_id(job.outbound.dest),
                     attempts,
                     reason,
-                    extra={"event": "dropped", "reason": reason, "attempts": attempts},
+                    extra={"event": Event.DROPPED, "reason": reason, "attempts": attempts},
                 )
                 break
             backoff = self._pacer.min_gap_s * attempts
@@ -167,7 +168,7 @@ class Sender:
                 backoff,
                 attempts + 1,
                 reason,
-                extra={"event": "retry", "reason": reason, "attempt": attempts + 1},
+                extra={"event": Event.RETRY, "reason": reason, "attempt": attempts + 1},
             )
             self._clock.sleep(backoff)
         if job.on_done is not None:
@@ -178,7 +179,7 @@ class Sender:
         """Block while the radio is away (the queue waits, nothing is dropped); False at shutdown."""
         if self._radio_up is None or self._radio_up.is_set():
             return True
-        log.info("holding %s until the radio is back", job.label, extra={"event": "waiting-for-radio"})
+        log.info("holding %s until the radio is back", job.label, extra={"event": Event.WAITING_FOR_RADIO})
         while not self._clock.wait_for(self._radio_up, 1.0):
             if self._stopping.is_set() or self._clock.now() > self._drain_until:
                 return False
@@ -193,12 +194,12 @@ class Sender:
         try:
             packet_id = self._radio.send(out, inbox.put)
         except RadioUnavailable as exc:
-            log.warning("radio down while sending %s: %s", job.label, exc, extra={"event": "send-error"})
+            log.warning("radio down while sending %s: %s", job.label, exc, extra={"event": Event.SEND_ERROR})
             if self._radio_up is not None:
                 self._radio_up.clear()
             return SendResult(0, AckStatus.FAILED, "RADIO_DOWN")
         except Exception as exc:  # a library refusal: report, let the caller retry
-            log.error("send of %s failed: %s", job.label, exc, extra={"event": "send-error"})
+            log.error("send of %s failed: %s", job.label, exc, extra={"event": Event.SEND_ERROR})
             return SendResult(0, AckStatus.FAILED, "SEND_ERROR")
         # Stamp after the write: the gap that matters is the one the node sees.
         self._pacer.on_sent(self._clock.now(), airtime)
@@ -214,7 +215,7 @@ class Sender:
             airtime,
             packet_id,
             extra={
-                "event": "fragment-sent",
+                "event": Event.FRAGMENT_SENT,
                 "dest": node_id(out.dest),
                 "bytes": nbytes,
                 "airtime_s": round(airtime, 3),
@@ -235,7 +236,7 @@ class Sender:
                 job.label,
                 packet_id,
                 self._cfg.ack_timeout_s,
-                extra={"event": "ack-timeout", "packet_id": packet_id},
+                extra={"event": Event.ACK_TIMEOUT, "packet_id": packet_id},
             )
             return SendResult(packet_id, AckStatus.TIMEOUT, "TIMEOUT")
         waited = self._clock.now() - started
@@ -247,7 +248,7 @@ class Sender:
                 job.label,
                 packet_id,
                 result.reason,
-                extra={"event": "fragment-nak", "reason": result.reason, "packet_id": packet_id},
+                extra={"event": Event.FRAGMENT_NAK, "reason": result.reason, "packet_id": packet_id},
             )
         else:
             log.info(
@@ -257,7 +258,7 @@ class Sender:
                 result.packet_id,
                 waited,
                 extra={
-                    "event": "fragment-acked",
+                    "event": Event.FRAGMENT_ACKED,
                     "status": result.status.value,
                     "packet_id": result.packet_id,
                     "ack_s": round(waited, 3),
@@ -277,7 +278,7 @@ class Sender:
                 job.label,
                 retries,
                 "its ACK" if delivered else "giving up",
-                extra={"event": "node-retries", "retries": retries},
+                extra={"event": Event.NODE_RETRIES, "retries": retries},
             )
 
 

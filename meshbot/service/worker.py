@@ -9,6 +9,7 @@ import threading
 from meshbot.core import limits
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, GenerationStats, Model, Outbound
+from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import Fragment, StreamFragmenter, fragment
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
@@ -68,7 +69,7 @@ class Worker:
                 self._pacer.budget_left(self._clock.now()),
                 query.query_id,
                 allowed,
-                extra={"event": "shortened", "fragments": allowed},
+                extra={"event": Event.SHORTENED, "fragments": allowed},
             )
         return allowed
 
@@ -80,11 +81,11 @@ class Worker:
                 "dropped q%d from %s: air-time budget spent",
                 query.query_id,
                 node_id(query.node),
-                extra={"event": "dropped", "reason": "airtime-budget"},
+                extra={"event": Event.DROPPED, "reason": Reason.AIRTIME_BUDGET},
             )
             self._ledger.dropped(query.query_id, "air-time budget spent")
             return
-        request = build_generation(query.decision.question, self._cfg.model, budget, allowed)
+        request = build_generation(query.decision.question, self._cfg, budget, allowed)
         request = dataclasses.replace(request, seed=query.seed)
         stats = GenerationStats()
         fragmenter = StreamFragmenter(budget, allowed)
@@ -98,13 +99,13 @@ class Worker:
                     "it stays stored and resumes at the next start",
                     query.query_id,
                     len(sent),
-                    extra={"event": "abandoned"},
+                    extra={"event": Event.ABANDONED},
                 )
                 return
             self._submit(query, fragmenter.feed(piece), sent, started)
         self._submit(query, fragmenter.finish(), sent, started)
         if not sent:
-            log.warning("model gave q%d an empty answer", query.query_id, extra={"event": "empty-answer"})
+            log.warning("model gave q%d an empty answer", query.query_id, extra={"event": Event.EMPTY_ANSWER})
             self._submit_one(query, 1, NO_ANSWER, "empty")
         if fragmenter.capped:
             self._store.put_remainder(query.node, fragmenter.remainder, fragmenter.next_index)
@@ -130,7 +131,7 @@ class Worker:
             node_id(query.node),
             len(sent),
             len(plan.remainder.encode("utf-8")),
-            extra={"event": "more", "fragments": len(sent)},
+            extra={"event": Event.MORE, "fragments": len(sent)},
         )
 
     def _submit(self, query: Query, fragments: list[Fragment], sent: list[Fragment], started: float) -> None:
@@ -141,7 +142,7 @@ class Worker:
                     "first fragment of q%d ready after %.2fs",
                     query.query_id,
                     ttff,
-                    extra={"event": "first-fragment", "ttff_s": round(ttff, 3)},
+                    extra={"event": Event.FIRST_FRAGMENT, "ttff_s": round(ttff, 3)},
                 )
                 self._store.record_event("ttff", ttff)
             sent.append(frag)
@@ -150,7 +151,7 @@ class Worker:
                     "skipped q%d fragment %d: delivered before the restart",
                     query.query_id,
                     frag.index,
-                    extra={"event": "skipped-delivered"},
+                    extra={"event": Event.SKIPPED_DELIVERED},
                 )
                 continue
             marker = f"{frag.index}/{frag.index if frag.final else '+'}"
@@ -190,7 +191,7 @@ class Worker:
             nbytes,
             " (more kept)" if capped else "",
             extra={
-                "event": "answered",
+                "event": Event.ANSWERED,
                 "ttft_s": ttft,
                 "tokens": stats.completion_tokens,
                 "tokens_per_s": round(tps, 2),

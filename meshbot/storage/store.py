@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import socket
 import sqlite3
 import threading
 import time
@@ -28,7 +29,7 @@ from meshbot.core.policy import Accept
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HOUR_S = 3600.0
 DAY_S = 86400.0
 
@@ -125,7 +126,12 @@ _SCHEMA_V1 = (
     "CREATE INDEX events_by_age ON events (at)",
 )
 # Migration n takes the database from user_version n-1 to n. Append; never edit a shipped one.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1}
+_SCHEMA_V2 = (
+    # One row per daemon process that uses this store: `meshbot status` tells running from stopped by it.
+    """CREATE TABLE heartbeats (pid INTEGER PRIMARY KEY, host TEXT NOT NULL, beat_at REAL NOT NULL,
+        queue_depth INTEGER NOT NULL, paused INTEGER NOT NULL, stopped INTEGER NOT NULL DEFAULT 0)""",
+)
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 _INSERT_COLS = (
     "sender, packet_id, question, kind, reply_to, reply_channel, want_ack, is_dm, "
@@ -396,6 +402,31 @@ class Store:
         # "answered", "failed" and "dropped" come from set_state/expire; recording them here counts twice.
         with self._tx() as conn:
             conn.execute("INSERT INTO events (kind, value, at) VALUES (?, ?, ?)", (kind, value, self._wall()))
+
+    def heartbeat(self, pid: int, queue_depth: int, paused: bool) -> None:
+        """Say that daemon `pid` on this host is alive now."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO heartbeats (pid, host, beat_at, queue_depth, paused, stopped) "
+                "VALUES (?, ?, ?, ?, ?, 0)",
+                (pid, socket.gethostname(), self._wall(), queue_depth, int(paused)),
+            )
+
+    def stopped(self, pid: int) -> None:
+        """Say that daemon `pid` stopped cleanly."""
+        with self._tx() as conn:
+            conn.execute("UPDATE heartbeats SET stopped = 1, beat_at = ? WHERE pid = ?", (self._wall(), pid))
+
+    def last_heartbeat(self) -> dict[str, Any] | None:
+        """The newest heartbeat: pid, host, beat_at, queue_depth, paused, stopped; None if no daemon ever ran."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT pid, host, beat_at, queue_depth, paused, stopped FROM heartbeats ORDER BY beat_at DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        keys = ("pid", "host", "beat_at", "queue_depth", "paused", "stopped")
+        return dict(zip(keys, row, strict=True))
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Figures for `meshbot status`; every time is wall-clock epoch seconds."""

@@ -161,17 +161,15 @@ def _start_reports(mesh: VirtualMesh, every_s: float, stop: threading.Event, out
 
 
 def _start_bot(mesh: VirtualMesh, out: TextIO) -> Any:
-    """The daemon with the default config and bundled model, on the mesh's clock, attached to the bot node."""
+    """The daemon with the configured (default: bundled) model, on the mesh's clock, attached to the bot node."""
+    from meshbot.app.compose import build_daemon
     from meshbot.core.config import load_config
-    from meshbot.models.llama import load_model
-    from meshbot.radios.meshtastic_lib import MeshtasticRadio
-    from meshbot.service.daemon import Daemon
 
     path = os.environ.get("MESHBOT_CONFIG")
     cfg = load_config(Path(path) if path else None, overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}"})
     out.write("loading the model and starting the bot...\n")
     out.flush()
-    daemon = Daemon(cfg, MeshtasticRadio(cfg.radio, cfg.mesh.hop_limit), load_model(cfg.model), mesh.clock)
+    daemon = build_daemon(cfg, clock=mesh.clock)
     daemon.start()
     out.write("bot up\n")
     return daemon

@@ -1,0 +1,35 @@
+"""What every model backend shares: the defaults behind `core.domain.Model` that most backends keep."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from meshbot.core.domain import Generation, GenerationStats
+
+T = TypeVar("T")
+
+
+class ModelError(RuntimeError):
+    """The model cannot be used (file, engine or server); the message says how to fix it."""
+
+
+class BaseModel:
+    """Defaults: answers are not reproducible, and work runs on the caller's thread."""
+
+    name: str = "model"
+    # True only when the same request and seed always give the same text: then a question cut short
+    # by a crash may be regenerated and its delivered fragments skipped. Otherwise resume replays
+    # what was stored and never splices two different generations.
+    deterministic: bool = False
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        """Yield text pieces as they are generated, filling `stats` as it goes."""
+        raise NotImplementedError
+
+    def run(self, job: Callable[[], T]) -> T:
+        """Run `job` (which streams from this model) where the backend computes best: here, by default."""
+        return job()
+
+    def close(self) -> None:
+        """Release what the backend holds (threads, connections)."""

@@ -1,0 +1,160 @@
+"""Intake: judge each packet (policy, then gate), then queue it, run an admin command, or log why not.
+
+Runs on the daemon's intake thread; the radio's own thread only drops packets in the inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from meshbot.core.config import Config
+from meshbot.core.domain import Clock, Inbound, Outbound
+from meshbot.core.events import Event
+from meshbot.core.gate import Admin, Gate, Refused
+from meshbot.core.ids import node_id
+from meshbot.core.policy import Accept, Ignore, Policy
+from meshbot.service.ledger import Ledger
+from meshbot.service.queueing import Admission, Query, QueryQueue
+from meshbot.service.sender import Sender, SendJob
+from meshbot.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    """Turns inbound packets into queued questions, admin actions, or logged refusals."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        policy: Policy,
+        gate: Gate,
+        ledger: Ledger,
+        query_queue: QueryQueue,
+        sender: Sender,
+        clock: Clock,
+        paused: threading.Event,
+    ) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.gate = gate
+        self.ledger = ledger
+        self.store: Store = ledger.store
+        self.queue = query_queue
+        self.sender = sender
+        self.clock = clock
+        self.paused = paused
+        self._busy_told: set[int] = set()  # nodes told "busy" since their last accepted query
+
+    def admit(self, msg: Inbound) -> None:
+        """Judge one inbound packet: queue it, run an admin command, or log why not."""
+        where = "DM" if msg.is_dm else f"ch{msg.channel}"
+        log.info(
+            "received %s from %s: %d B, %s hops, id %d",
+            where,
+            node_id(msg.sender),
+            msg.payload_len,
+            msg.hops if msg.hops is not None else "?",
+            msg.packet_id,
+            extra={
+                "event": Event.RECEIVED,
+                "from": node_id(msg.sender),
+                "dm": msg.is_dm,
+                "channel": msg.channel,
+                "bytes": msg.payload_len,
+                "packet_id": msg.packet_id,
+            },
+        )
+        if msg.is_dm:
+            self.sender.pacer.on_dm_received(self.clock.now())
+        decision = self.policy.judge(msg)
+        if isinstance(decision, Ignore):
+            self._log_ignored(msg, decision.reason, decision.detail)
+            return
+        verdict = self.gate.check(msg, decision, self.clock.now())
+        if isinstance(verdict, Admin):
+            self._admin(verdict, decision)
+        elif isinstance(verdict, Refused):
+            self._log_ignored(msg, verdict.reason)
+            if verdict.notice:
+                self._reply(decision, verdict.notice, "notice")
+        else:
+            if decision.cut_bytes:
+                log.warning(
+                    "input from %s cut by %d B to max_input_bytes=%d",
+                    node_id(msg.sender),
+                    decision.cut_bytes,
+                    self.cfg.policy.max_input_bytes,
+                    extra={"event": Event.INPUT_CUT},
+                )
+            self._enqueue(self.ledger.accept(msg, decision, self.clock.now(), self.cfg.model.seed))
+
+    def _log_ignored(self, msg: Inbound, reason: str, detail: str = "") -> None:
+        log.info(
+            "ignored id %d from %s: %s%s",
+            msg.packet_id,
+            node_id(msg.sender),
+            reason,
+            f" ({detail})" if detail else "",
+            extra={"event": Event.IGNORED, "reason": reason, "packet_id": msg.packet_id},
+        )
+
+    def _enqueue(self, query: Query) -> None:
+        admission = self.queue.put(query)
+        node = query.node
+        if admission is Admission.ACCEPTED:
+            self._busy_told.discard(node)
+            log.info(
+                "queued q%d (%s) from %s: depth %d",
+                query.query_id,
+                query.decision.kind.value,
+                node_id(node),
+                self.queue.depth(),
+                extra={"event": Event.QUEUED, "query_id": query.query_id, "depth": self.queue.depth()},
+            )
+            return
+        self.ledger.dropped(query.query_id, admission.value)
+        log.warning(
+            "dropped q%d from %s: %s (depth %d)",
+            query.query_id,
+            node_id(node),
+            admission.value,
+            self.queue.depth(),
+            extra={"event": Event.DROPPED, "reason": admission.value},
+        )
+        if node not in self._busy_told:
+            self._busy_told.add(node)
+            self._reply(query.decision, self.cfg.queue.busy_message, "busy")
+
+    def _reply(self, decision: Accept, text: str, label: str) -> None:
+        out = Outbound(text, decision.reply_to, decision.reply_channel, decision.want_ack)
+        self.sender.submit(SendJob(out, label))
+
+    def _admin(self, command: Admin, decision: Accept) -> None:
+        if command is Admin.PAUSE:
+            self.paused.set()
+            text = "Paused: questions are kept and answered after !resume."
+        elif command is Admin.RESUME:
+            self.paused.clear()
+            text = "Resumed."
+        else:
+            text = self._stats_text()
+        log.warning(
+            "admin %s from %s: %s",
+            command.value,
+            node_id(decision.reply_to),
+            text,
+            extra={"event": Event.ADMIN, "command": command.value},
+        )
+        self._reply(decision, text, f"admin {command.value}")
+
+    def _stats_text(self) -> str:
+        status = self.store.status()
+        hour = status["last_hour"]
+        # The store's count: a question the worker holds during a pause is still waiting.
+        return (
+            f"queue {status['queue_depth']}, last hour: {hour['answered']} answered, {hour['failed']} failed, "
+            f"{hour['dropped']} dropped; air {status['airtime_last_hour_s']:.0f}s"
+            f"{', paused' if self.paused.is_set() else ''}"
+        )
