@@ -8,11 +8,11 @@ from typing import TextIO
 from meshbot.core import limits
 from meshbot.core.config import Config
 from meshbot.core.domain import GenerationStats, Model
-from meshbot.core.fragmenter import Fragment, StreamFragmenter
+from meshbot.core.fragmenter import Fragment
 from meshbot.core.prompting import build_generation
-from meshbot.core.text import tidy_stream
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
+from meshbot.service.answering import AnswerStream
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,10 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
             return 2
     budget = ask_budget(cfg)
     request = build_generation(question, cfg, budget, cfg.mesh.max_fragments)
-    stats = GenerationStats()
-    fragmenter = StreamFragmenter(budget, cfg.mesh.max_fragments)
-    count = 0
+    answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments)
     # Read the whole answer, as the daemon does: what does not fit is kept for "more".
-    for text in tidy_stream(model.stream(request, stats)):
-        count += _show(out, fragmenter.feed(text))
-    count += _show(out, fragmenter.finish())
-    out.write(_summary(stats, count, fragmenter.remainder, fragmenter.capped))
+    count = sum(_show(out, [frag]) for frag in answer)
+    out.write(_summary(answer.stats, count, answer.remainder, answer.capped))
     if count == 0:
         log.warning("the model gave no answer to %r", question)
         return 1

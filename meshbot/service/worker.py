@@ -10,12 +10,12 @@ from meshbot.core import limits
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, GenerationStats, Model, Outbound
 from meshbot.core.events import Event, Reason
-from meshbot.core.fragmenter import Fragment, StreamFragmenter, fragment
+from meshbot.core.fragmenter import Fragment, fragment
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.prompting import build_generation
-from meshbot.core.text import tidy_stream
+from meshbot.service.answering import Abandoned, AnswerStream
 from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import Query
 from meshbot.service.sender import Sender, SendJob
@@ -83,34 +83,32 @@ class Worker:
                 node_id(query.node),
                 extra={"event": Event.DROPPED, "reason": Reason.AIRTIME_BUDGET},
             )
-            self._ledger.dropped(query.query_id, "air-time budget spent")
+            self._ledger.dropped(query.query_id, Reason.AIRTIME_BUDGET)
             return
         request = build_generation(query.decision.question, self._cfg, budget, allowed)
         request = dataclasses.replace(request, seed=query.seed)
-        stats = GenerationStats()
-        fragmenter = StreamFragmenter(budget, allowed)
+        answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set)
         started = self._clock.now()
         sent: list[Fragment] = []
-        # Tidy (no markdown on air) before fragmenting, so byte counts are of what is sent.
-        for piece in tidy_stream(self._model.stream(request, stats)):
-            if self.abandon.is_set():
-                log.warning(
-                    "abandoned q%d mid-reply: shutting down (%d fragment(s) handed over); "
-                    "it stays stored and resumes at the next start",
-                    query.query_id,
-                    len(sent),
-                    extra={"event": Event.ABANDONED},
-                )
-                return
-            self._submit(query, fragmenter.feed(piece), sent, started)
-        self._submit(query, fragmenter.finish(), sent, started)
+        try:
+            for frag in answer:
+                self._submit(query, [frag], sent, started)
+        except Abandoned:
+            log.warning(
+                "abandoned q%d mid-reply: shutting down (%d fragment(s) handed over); "
+                "it stays stored and resumes at the next start",
+                query.query_id,
+                len(sent),
+                extra={"event": Event.ABANDONED, "query_id": query.query_id},
+            )
+            return
         if not sent:
             log.warning("model gave q%d an empty answer", query.query_id, extra={"event": Event.EMPTY_ANSWER})
             self._submit_one(query, 1, NO_ANSWER, "empty")
-        if fragmenter.capped:
-            self._store.put_remainder(query.node, fragmenter.remainder, fragmenter.next_index)
+        if answer.capped:
+            self._store.put_remainder(query.node, answer.remainder, answer.next_index)
         self._ledger.generated(query)
-        self._log_answered(query, stats, sent, started, fragmenter.capped)
+        self._log_answered(query, answer.stats, sent, started, answer.capped)
 
     def _more(self, query: Query) -> None:
         budget = fragment_budget(self._cfg, query)

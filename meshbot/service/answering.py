@@ -1,0 +1,71 @@
+"""The answer pipeline shared by the daemon's worker, `meshbot ask` and `meshbot eval`.
+
+A question becomes a `Generation` (core.prompting), the backend streams text, the text is tidied (no
+markdown on air) and cut into numbered fragments as it arrives. Whatever surrounds it (the radio, the
+console, a scoring table) only consumes `Fragment`s, so all three see exactly what would go on air.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from meshbot.core.domain import Generation, GenerationStats, Model
+from meshbot.core.fragmenter import Fragment, StreamFragmenter
+from meshbot.core.text import tidy_stream
+
+
+class Abandoned(Exception):
+    """The caller asked the answer to stop mid-generation (shutdown)."""
+
+
+class AnswerStream:
+    """One answer: iterate for its fragments as they fill; then read `stats`, `remainder` and `capped`."""
+
+    def __init__(
+        self,
+        model: Model,
+        request: Generation,
+        fragment_bytes: int,
+        max_fragments: int,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.model = model
+        self.request = request
+        self.stats = GenerationStats()
+        self.fragments: list[Fragment] = []
+        self._fragmenter = StreamFragmenter(fragment_bytes, max_fragments)
+        self._should_stop = should_stop
+
+    def __iter__(self) -> Iterator[Fragment]:
+        """Fragments in order, each as soon as text past its end proves it full; raises Abandoned."""
+        # Tidy before fragmenting, so byte counts are of what is sent.
+        for piece in tidy_stream(self.model.stream(self.request, self.stats)):
+            if self._should_stop():
+                raise Abandoned
+            yield from self._keep(self._fragmenter.feed(piece))
+        yield from self._keep(self._fragmenter.finish())
+
+    def _keep(self, fragments: list[Fragment]) -> Iterator[Fragment]:
+        for frag in fragments:
+            self.fragments.append(frag)
+            yield frag
+
+    @property
+    def capped(self) -> bool:
+        """True when the answer hit the fragment cap and text is kept for "more"."""
+        return self._fragmenter.capped
+
+    @property
+    def remainder(self) -> str:
+        """Text past the cap, for "more"."""
+        return self._fragmenter.remainder
+
+    @property
+    def next_index(self) -> int:
+        """The number the next fragment of this answer would carry."""
+        return self._fragmenter.next_index
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every fragment so far."""
+        return sum(f.nbytes for f in self.fragments)
