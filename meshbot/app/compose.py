@@ -18,6 +18,7 @@ from meshbot.core.domain import Clock, Model, Radio
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
+from meshbot.service.context import Contexts, ContextSource
 from meshbot.service.daemon import Daemon, Inbox
 from meshbot.storage.store import Store
 
@@ -36,6 +37,12 @@ def open_store(cfg: Config) -> Store:
     if cfg.store.path != ":memory:":
         Path(cfg.store.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return Store(cfg.store.path)
+
+
+def context_sources(cfg: Config, store: Store) -> list[ContextSource]:
+    """What each question's prompt gets besides the question, in order (see service/context.py)."""
+    sources: list[ContextSource] = []
+    return sources
 
 
 @contextlib.contextmanager
@@ -91,7 +98,10 @@ def build_daemon(
             radio.start(inbox.put_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
-        return Daemon(cfg, radio=radio, model=model, clock=clock, store=store, node=node, inbox=inbox)
+        contexts = Contexts(context_sources(cfg, store))
+        return Daemon(
+            cfg, radio=radio, model=model, clock=clock, store=store, node=node, inbox=inbox, contexts=contexts
+        )
     except BaseException:
         for part in reversed(opened):
             part.close()

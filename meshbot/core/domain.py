@@ -126,6 +126,31 @@ class ChatTurn:
 
 
 @dataclass(frozen=True)
+class Note:
+    """A passage of the operator's own notes given to the model as grounding."""
+
+    title: str  # where it came from, as `!src` tells the asker (file and heading)
+    text: str
+
+
+@dataclass(frozen=True)
+class Asker:
+    """What the model may be told about who is asking: cleaned, bounded, never instructions."""
+
+    short_name: str | None = None
+    hops: int | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What goes into a question's prompt besides the question: history, notes, the asker."""
+
+    history: tuple[ChatTurn, ...] = ()
+    notes: tuple[Note, ...] | None = None  # None: no knowledge configured; (): nothing relevant found
+    asker: Asker | None = None
+
+
+@dataclass(frozen=True)
 class Generation:
     """A request to the model: the chat so far and how much it may write."""
 

@@ -33,6 +33,7 @@ class AnswerStream:
         self.request = request
         self.stats = GenerationStats()
         self.fragments: list[Fragment] = []
+        self._pieces: list[str] = []  # the tidied answer text, for memory and grounding
         self._fragmenter = StreamFragmenter(fragment_bytes, max_fragments)
         self._should_stop = should_stop
 
@@ -42,6 +43,7 @@ class AnswerStream:
         for piece in tidy_stream(self.model.stream(self.request, self.stats)):
             if self._should_stop():
                 raise Abandoned
+            self._pieces.append(piece)
             yield from self._keep(self._fragmenter.feed(piece))
         yield from self._keep(self._fragmenter.finish())
 
@@ -49,6 +51,11 @@ class AnswerStream:
         for frag in fragments:
             self.fragments.append(frag)
             yield frag
+
+    @property
+    def text(self) -> str:
+        """The whole answer as the model wrote it (tidied), including what was kept for "more"."""
+        return "".join(self._pieces).strip()
 
     @property
     def capped(self) -> bool:

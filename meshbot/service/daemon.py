@@ -20,6 +20,7 @@ from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
+from meshbot.service.context import Contexts
 from meshbot.service.intake import Intake
 from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import FairQueue, Query, QueryQueue
@@ -64,6 +65,7 @@ class Daemon:
         store: Store,
         node: LocalNode,
         inbox: Inbox,
+        contexts: Contexts | None = None,
         query_queue: QueryQueue | None = None,
     ) -> None:
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
@@ -80,7 +82,7 @@ class Daemon:
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen)
         self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store)
-        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger)
+        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue)
         gate = Gate(cfg.limits, store.recent_text_seen)
         self.intake = Intake(cfg, self.policy, gate, self.ledger, self.queue, self.sender, clock, self.paused)

@@ -16,6 +16,7 @@ from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.prompting import build_generation
 from meshbot.service.answering import Abandoned, AnswerStream
+from meshbot.service.context import Contexts
 from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import Query
 from meshbot.service.sender import Sender, SendJob
@@ -38,8 +39,18 @@ def fragment_budget(cfg: Config, query: Query) -> int:
 class Worker:
     """Runs one query at a time through the model and hands fragments to the sender."""
 
-    def __init__(self, cfg: Config, model: Model, sender: Sender, pacer: Pacer, clock: Clock, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        model: Model,
+        sender: Sender,
+        pacer: Pacer,
+        clock: Clock,
+        ledger: Ledger,
+        contexts: Contexts | None = None,
+    ) -> None:
         self._cfg = cfg
+        self._contexts = contexts or Contexts()
         self._model = model
         self._sender = sender
         self._pacer = pacer
@@ -85,7 +96,9 @@ class Worker:
             )
             self._ledger.dropped(query.query_id, Reason.AIRTIME_BUDGET)
             return
-        request = build_generation(query.decision.question, self._cfg, budget, allowed)
+        question = query.decision.question
+        context = self._contexts.gather(query)
+        request = build_generation(question, self._cfg, budget, allowed, context.history)
         request = dataclasses.replace(request, seed=query.seed)
         answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set)
         started = self._clock.now()
@@ -108,6 +121,7 @@ class Worker:
         if answer.capped:
             self._store.put_remainder(query.node, answer.remainder, answer.next_index)
         self._ledger.generated(query)
+        self._contexts.answered(query, question, answer.text)
         self._log_answered(query, answer.stats, sent, started, answer.capped)
 
     def _more(self, query: Query) -> None:

@@ -1,0 +1,52 @@
+"""Context sources: what each question's prompt gets besides the question, and what they learn from answers.
+
+Conversation memory gives history, the knowledge index gives notes, the asker's node gives a name and a
+hop count. Each is a `ContextSource`; the worker asks all of them before generating (`gather`) and tells
+them the answer after (`answered`). `app.compose` decides which sources a daemon has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from meshbot.core.domain import Context
+from meshbot.service.queueing import Query
+
+log = logging.getLogger(__name__)
+
+
+class ContextSource(Protocol):
+    """One contributor to a question's prompt."""
+
+    def gather(self, query: Query, context: Context) -> Context:
+        """Return `context` with this source's part added (dataclasses.replace)."""
+
+    def answered(self, query: Query, question: str, answer: str) -> None:
+        """Learn from a finished answer (store a turn, remember a note's title)."""
+
+
+class Contexts:
+    """All of a daemon's context sources, asked in order; a failing source is logged and skipped."""
+
+    def __init__(self, sources: Sequence[ContextSource] = ()) -> None:
+        self.sources = tuple(sources)
+
+    def gather(self, query: Query) -> Context:
+        """The context for one question."""
+        context = Context()
+        for source in self.sources:
+            try:
+                context = source.gather(query, context)
+            except Exception:  # a broken index or memory must not stop the answer
+                log.exception("context source %s failed for q%d", type(source).__name__, query.query_id)
+        return context
+
+    def answered(self, query: Query, question: str, answer: str) -> None:
+        """Tell every source how a question was answered."""
+        for source in self.sources:
+            try:
+                source.answered(query, question, answer)
+            except Exception:
+                log.exception("context source %s failed after q%d", type(source).__name__, query.query_id)
