@@ -300,6 +300,28 @@ def strip_numbering(fragment_text: str) -> str:
     return body
 
 
-def looks_like_fragment(text: str) -> bool:
-    """True when text carries our numbering ("k/+ " or "k/k "); unnumbered single replies can't be told."""
-    return _NUMBERING.match(text) is not None
+def looks_like_meshbot_output(text: str, budget: int, tag: str = "") -> bool:
+    """True only for text a meshbot wrote and a human would not type: the gate refuses it as another bot's.
+
+    The rule, and why:
+
+    * ``tag`` (when set) leads the text, before or after the numbering: meshbot marks its answers so.
+    * ``"k/+ … [reply "more"]"``: the capped fragment, numbering and hint together.
+    * ``"k/+ body"`` with the body at least `WORD_MIN_FILL` of the room a `budget`-byte fragment leaves:
+      "+" as the total is this module's own invention, and it cuts a continued fragment only once it is
+      that full (a sentence or word end past half the room, else the last grapheme that fits).
+
+    Everything else is admitted, because people number their own multi-part questions: "1/2 what is…",
+    "2/2 …and why?", "(1/2)", "[2/2]", and even meshbot's own final "k/k" or unnumbered single packet
+    (they carry nothing a person would not type). Known bots are refused by node id (`limits.bots`).
+    Pass the smallest budget this bot cuts to, so a same-config meshbot's fragments are all caught.
+    """
+    if tag and (text.startswith(tag) or strip_numbering(text).startswith(tag)):
+        return True
+    match = _NUMBERING.match(text)
+    if match is None or "+" not in match.group():
+        return False
+    if text.endswith(MORE_HINT):
+        return True
+    room = budget - len(match.group())
+    return utf8_len(text[match.end() :]) >= WORD_MIN_FILL * room
