@@ -10,6 +10,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.app.status import run_status
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
+from meshbot.core.fragmenter import fragment
 from meshbot.core.policy import Accept, Kind
 from meshbot.service.daemon import Daemon
 from meshbot.service.resume import APOLOGY
@@ -18,6 +19,8 @@ from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
 ADMIN = 0x0AD0_0001
+# What another meshbot sends first when its answer runs long: refused as a bot's.
+BOT_FRAGMENT = fragment("Radio waves bend over hills and reflect off the sky at night. " * 6, 200, 3).fragments[0].text
 
 
 def run_daemon(tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock, **overrides) -> Daemon:
@@ -114,7 +117,7 @@ def test_limits_deny_bots_repeats_and_one_notice(
         **{"limits.deny": ["!0b0b0000"], "limits.per_node_burst": 2, "limits.per_node_per_hour": 1},
     )
     radio.receive(dm("hi", sender=BOB, packet_id=1))  # denied
-    radio.receive(dm("2/+ looks like another bot", packet_id=2))
+    radio.receive(dm(BOT_FRAGMENT, packet_id=2))
     radio.receive(dm("question one", packet_id=3))
     radio.receive(dm("question one", packet_id=4))  # a repeat
     radio.receive(dm("question two", packet_id=5))
