@@ -127,6 +127,8 @@ def test_limits_deny_bots_repeats_and_one_notice(
     texts = radio.texts()
     assert texts.count("You are sending too fast; please wait 60 min.") == 1
     assert sum(t.startswith("Answer") for t in texts) == 2
+    asked = [q.question for q in map(daemon.store.get, range(1, 12)) if q is not None]
+    assert asked == ["question one", "question two"]  # not the bot's fragment, not the repeat
     assert all(s.message.dest == ALICE for s in radio.sent)
     daemon.stop(grace_s=1)
 
