@@ -10,7 +10,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.app.status import run_status
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
-from meshbot.core.fragmenter import fragment
+from meshbot.core.fragmenter import CUT_OFF, fragment
 from meshbot.core.policy import Accept, Kind
 from meshbot.service.daemon import Daemon
 from meshbot.service.resume import APOLOGY
@@ -74,6 +74,82 @@ def test_a_question_mid_generation_is_answered_again_without_the_delivered_fragm
     assert alice[0].startswith("2/")
     assert [s.message.text for s in radio.sent if s.message.dest == BOB] == ["Second answer."]
     assert daemon.store.get(waiting).state is QueryState.DONE
+    daemon.stop(grace_s=1)
+
+
+def interrupted(tmp_path: Path, *fragments: tuple[str, FragmentState]) -> int:
+    """A question the model was still answering when the daemon died, with these fragments stored."""
+    with Store(tmp_path / "bot.db") as store:
+        qid = ask(store, "how far?", 1)
+        store.set_state(qid, QueryState.GENERATING)
+        for index, (text, state) in enumerate(fragments, start=1):
+            store.add_fragment(qid, index, text)
+            if state is not FragmentState.PENDING:
+                store.fragment_done(qid, index, state)
+    return qid
+
+
+def test_a_deterministic_model_writes_a_cut_short_answer_again_with_the_stored_seed(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    qid = interrupted(tmp_path, ("1/+ Radio waves bend over hills", FragmentState.ACKED))
+    model.queue(("Radio waves bend over hills and reflect off the sky at night. " * 10).strip())
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert [r.seed for r in model.requests] == [7]  # the stored seed: the same text again
+    assert radio.texts()[0].startswith("2/+ ") and CUT_OFF not in " ".join(radio.texts())
+    daemon.stop(grace_s=1)
+
+
+def test_a_model_that_cannot_repeat_itself_is_not_asked_again_the_stored_part_ends_cut_off(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    qid = interrupted(
+        tmp_path,
+        ("1/+ Radio waves bend over hills", FragmentState.ACKED),
+        ("2/+ and reflect off the sky", FragmentState.PENDING),  # stored, maybe never on air
+    )
+    model.queue("A different answer that must not be spliced in.")
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert model.requests == []
+    assert radio.texts() == [f"2/2 and reflect off the sky {CUT_OFF}"]  # the marker rides on the last one
+    daemon.stop(grace_s=1)
+
+
+def test_a_cut_off_marker_that_does_not_fit_goes_alone(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    full = "2/+ " + "x" * 192  # 196 bytes: no room for the marker in a 200-byte fragment
+    qid = interrupted(tmp_path, ("1/+ Radio waves bend", FragmentState.ACKED), (full, FragmentState.PENDING))
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert radio.texts() == [full, f"3/3 {CUT_OFF}"]
+    daemon.stop(grace_s=1)
+
+
+def test_a_cut_off_marker_after_a_delivered_fragment_goes_alone(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    qid = interrupted(tmp_path, ("1/+ Radio waves bend", FragmentState.ACKED))  # already on the handset
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert radio.texts() == [f"2/2 {CUT_OFF}"] and model.requests == []
+    daemon.stop(grace_s=1)
+
+
+def test_without_anything_stored_a_model_that_cannot_repeat_itself_still_answers(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    qid = interrupted(tmp_path)  # died before the first fragment: nothing to splice
+    model.queue("LoRa reaches kilometres.")
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert radio.texts() == ["LoRa reaches kilometres."]
     daemon.stop(grace_s=1)
 
 

@@ -7,11 +7,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meshbot.core.fragmenter import (
+    CUT_OFF,
     MORE_HINT,
     Fragment,
     FragmentPlan,
     StreamFragmenter,
+    cut_off_ending,
     fragment,
+    is_final_text,
     looks_like_meshbot_output,
     strip_numbering,
 )
@@ -222,6 +225,24 @@ def test_every_continued_fragment_is_recognised_and_no_final_one(
     plan = fragment(" ".join(words), budget, max_fragments, start_index)
     for f in plan.fragments:
         assert looks_like_meshbot_output(f.text, budget) == (not f.final), f.text
+
+
+@PROPERTY
+@given(text=TEXT, budget=BUDGET, max_fragments=MAX_FRAGMENTS, start_index=START_INDEX, rewritable=st.booleans())
+def test_an_answer_cut_off_after_any_fragment_ends_within_budget(
+    text: str, budget: int, max_fragments: int, start_index: int, rewritable: bool
+) -> None:
+    """After a crash, whichever fragment was stored last, the cut-off ending fits and reads as the end."""
+    for f in fragment(text, budget, max_fragments, start_index).fragments:
+        assert is_final_text(f.index, f.text) == f.final
+        if f.final:
+            continue
+        index, ended = cut_off_ending(f.index, f.text, budget, rewritable)
+        assert utf8_len(ended) <= budget and ended.endswith(CUT_OFF) and is_final_text(index, ended)
+        if index == f.index:
+            assert rewritable and strip_numbering(ended) == f"{f.body} {CUT_OFF}"
+        else:
+            assert index == f.index + 1 and ended == f"{index}/{index} {CUT_OFF}"
 
 
 # --- examples ---------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ import regex
 from meshbot.core.text import graphemes, is_space_cluster, strip_space_clusters, utf8_len
 
 MORE_HINT = ' [reply "more"]'
+# Ends an answer whose generation was lost (a crash, with a backend that cannot write the same text again).
+CUT_OFF = "…[cut off: ask again]"
 # Take a sentence end only when it fills this much of the room; lower costs fill, higher loses sentences.
 SENTENCE_MIN_FILL = 0.85
 # Below this fill a word boundary wastes too much air; cut between graphemes instead (long URLs, CJK).
@@ -287,6 +289,25 @@ def fragment(text: str, budget: int, max_fragments: int, start_index: int = 1) -
     stream = StreamFragmenter(budget, max_fragments, start_index)
     fragments = stream.feed(text) + stream.finish()
     return FragmentPlan(tuple(fragments), stream.remainder)
+
+
+def is_final_text(index: int, text: str) -> bool:
+    """True when fragment `index`, as it goes on air (`text`), ends its answer: it is not a "k/+" one."""
+    return not text.startswith(f"{index}/+ ")
+
+
+def cut_off_ending(index: int, text: str, budget: int, rewritable: bool) -> tuple[int, str]:
+    """(index, text) of the fragment that ends an answer cut off after fragment `index` (`text`).
+
+    That fragment made final with `CUT_OFF` appended, when it may still be rewritten (not yet
+    delivered) and the result fits `budget` bytes; else one more, final fragment carrying `CUT_OFF`.
+    """
+    if rewritable:
+        prefix = "" if index == 1 else f"{index}/{index} "  # as `StreamFragmenter` numbers a final one
+        ended = f"{prefix}{strip_numbering(text)} {CUT_OFF}"
+        if utf8_len(ended) <= budget:
+            return index, ended
+    return index + 1, f"{index + 1}/{index + 1} {CUT_OFF}"
 
 
 def strip_numbering(fragment_text: str) -> str:

@@ -82,7 +82,7 @@ class Daemon:
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen)
         self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store)
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger)
-        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue)
+        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
         # The smallest size this bot cuts fragments to (a DM's), so another meshbot's like ours are all caught.
         own_budget = min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
         gate = Gate(cfg.limits, store.recent_text_seen, own_budget)
