@@ -46,7 +46,6 @@ PRESETS: dict[str, ModemPreset] = {
         ModemPreset("VERY_LONG_SLOW", 12, 62.5, 8),  # gone from firmware HEAD, kept for older nodes
     )
 }
-DEFAULT_PRESET = "LONG_FAST"
 
 
 # An unknown preset is costed as the slowest one we know, so pacing errs on the polite side.

@@ -241,10 +241,6 @@ class LlamaModel(BaseModel):
         ids = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
         return len(ids)
 
-    def fit(self, request: Generation) -> Fit:
-        """The request cut to fit the context window."""
-        return self._engine.call(lambda: self._fit(request))
-
     def _fit(self, request: Generation) -> Fit:
         count_text = lambda text: len(self._tokenize(text))
         try:

@@ -114,9 +114,9 @@ class Housekeeper:
             log.warning(
                 "dropped q%d on resume: queue full",
                 stored.query_id,
-                extra={"event": Event.DROPPED, "reason": "queue full on resume"},
+                extra={"event": Event.DROPPED, "reason": Reason.QUEUE_FULL_ON_RESUME},
             )
-            self._ledger.dropped(stored.query_id, "queue full on resume")
+            self._ledger.dropped(stored.query_id, Reason.QUEUE_FULL_ON_RESUME)
 
     def expire(self) -> None:
         """Drop unanswered questions older than `store.max_age_s`; apologise by DM."""

@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 DEFAULT_TOPOLOGY = CONFIG_DIR / "sim-demo.toml"
-SETTLE_TIMEOUT_S = 60.0
 STOP_POLL_S = 0.5  # how often the main thread looks at the stop flag (signals land between waits)
 
 
