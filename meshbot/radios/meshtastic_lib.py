@@ -49,7 +49,7 @@ _MAX_CHANNEL_INDEX = 7
 
 
 def _int(value: Any, name: str, top: int = _UINT32_MAX) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedPacket(f"{name} is {type(value).__name__}, not an int")
     if not 0 <= value <= top:
         raise MalformedPacket(f"{name} {value} is out of range 0..{top}")
