@@ -10,6 +10,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.app.status import run_status
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
+from meshbot.core.fragmenter import CUT_OFF, fragment
 from meshbot.core.policy import Accept, Kind
 from meshbot.service.daemon import Daemon
 from meshbot.service.resume import APOLOGY
@@ -18,6 +19,8 @@ from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
 ADMIN = 0x0AD0_0001
+# What another meshbot sends first when its answer runs long: refused as a bot's.
+BOT_FRAGMENT = fragment("Radio waves bend over hills and reflect off the sky at night. " * 6, 200, 3).fragments[0].text
 
 
 def run_daemon(tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock, **overrides) -> Daemon:
@@ -74,6 +77,82 @@ def test_a_question_mid_generation_is_answered_again_without_the_delivered_fragm
     daemon.stop(grace_s=1)
 
 
+def interrupted(tmp_path: Path, *fragments: tuple[str, FragmentState]) -> int:
+    """A question the model was still answering when the daemon died, with these fragments stored."""
+    with Store(tmp_path / "bot.db") as store:
+        qid = ask(store, "how far?", 1)
+        store.set_state(qid, QueryState.GENERATING)
+        for index, (text, state) in enumerate(fragments, start=1):
+            store.add_fragment(qid, index, text)
+            if state is not FragmentState.PENDING:
+                store.fragment_done(qid, index, state)
+    return qid
+
+
+def test_a_deterministic_model_writes_a_cut_short_answer_again_with_the_stored_seed(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    qid = interrupted(tmp_path, ("1/+ Radio waves bend over hills", FragmentState.ACKED))
+    model.queue(("Radio waves bend over hills and reflect off the sky at night. " * 10).strip())
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert [r.seed for r in model.requests] == [7]  # the stored seed: the same text again
+    assert radio.texts()[0].startswith("2/+ ") and CUT_OFF not in " ".join(radio.texts())
+    daemon.stop(grace_s=1)
+
+
+def test_a_model_that_cannot_repeat_itself_is_not_asked_again_the_stored_part_ends_cut_off(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    qid = interrupted(
+        tmp_path,
+        ("1/+ Radio waves bend over hills", FragmentState.ACKED),
+        ("2/+ and reflect off the sky", FragmentState.PENDING),  # stored, maybe never on air
+    )
+    model.queue("A different answer that must not be spliced in.")
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert model.requests == []
+    assert radio.texts() == [f"2/2 and reflect off the sky {CUT_OFF}"]  # the marker rides on the last one
+    daemon.stop(grace_s=1)
+
+
+def test_a_cut_off_marker_that_does_not_fit_goes_alone(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    full = "2/+ " + "x" * 192  # 196 bytes: no room for the marker in a 200-byte fragment
+    qid = interrupted(tmp_path, ("1/+ Radio waves bend", FragmentState.ACKED), (full, FragmentState.PENDING))
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert radio.texts() == [full, f"3/3 {CUT_OFF}"]
+    daemon.stop(grace_s=1)
+
+
+def test_a_cut_off_marker_after_a_delivered_fragment_goes_alone(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    qid = interrupted(tmp_path, ("1/+ Radio waves bend", FragmentState.ACKED))  # already on the handset
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert radio.texts() == [f"2/2 {CUT_OFF}"] and model.requests == []
+    daemon.stop(grace_s=1)
+
+
+def test_without_anything_stored_a_model_that_cannot_repeat_itself_still_answers(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    model.deterministic = False
+    qid = interrupted(tmp_path)  # died before the first fragment: nothing to splice
+    model.queue("LoRa reaches kilometres.")
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(lambda: daemon.idle() and daemon.store.get(qid).state is QueryState.DONE)
+    assert radio.texts() == ["LoRa reaches kilometres."]
+    daemon.stop(grace_s=1)
+
+
 def test_a_stale_question_is_dropped_with_an_apology(
     tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
 ) -> None:
@@ -114,7 +193,7 @@ def test_limits_deny_bots_repeats_and_one_notice(
         **{"limits.deny": ["!0b0b0000"], "limits.per_node_burst": 2, "limits.per_node_per_hour": 1},
     )
     radio.receive(dm("hi", sender=BOB, packet_id=1))  # denied
-    radio.receive(dm("2/+ looks like another bot", packet_id=2))
+    radio.receive(dm(BOT_FRAGMENT, packet_id=2))
     radio.receive(dm("question one", packet_id=3))
     radio.receive(dm("question one", packet_id=4))  # a repeat
     radio.receive(dm("question two", packet_id=5))
@@ -124,6 +203,8 @@ def test_limits_deny_bots_repeats_and_one_notice(
     texts = radio.texts()
     assert texts.count("You are sending too fast; please wait 60 min.") == 1
     assert sum(t.startswith("Answer") for t in texts) == 2
+    asked = [q.question for q in map(daemon.store.get, range(1, 12)) if q is not None]
+    assert asked == ["question one", "question two"]  # not the bot's fragment, not the repeat
     assert all(s.message.dest == ALICE for s in radio.sent)
     daemon.stop(grace_s=1)
 

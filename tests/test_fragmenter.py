@@ -7,12 +7,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from meshbot.core.fragmenter import (
+    CUT_OFF,
     MORE_HINT,
     Fragment,
     FragmentPlan,
     StreamFragmenter,
+    cut_off_ending,
     fragment,
-    looks_like_fragment,
+    is_final_text,
+    looks_like_meshbot_output,
     strip_numbering,
 )
 from meshbot.core.text import graphemes, utf8_len
@@ -203,11 +206,43 @@ def test_more_continuation_resumes_where_the_cap_stopped(text: str, budget: int,
 
 @PROPERTY
 @given(text=TEXT)
-def test_decoration_is_recognised_and_removed(text: str) -> None:
+def test_decoration_is_removed(text: str) -> None:
     for f in fragment(text, 80, 6, 1).fragments:
-        numbered = f.text != f.body
-        assert looks_like_fragment(f.text) == numbered
         assert strip_numbering(f.text) == f.body
+
+
+@PROPERTY
+@given(
+    words=st.lists(WORD, min_size=1, max_size=200),
+    budget=BUDGET,
+    max_fragments=MAX_FRAGMENTS,
+    start_index=START_INDEX,
+)
+def test_every_continued_fragment_is_recognised_and_no_final_one(
+    words: list[str], budget: int, max_fragments: int, start_index: int
+) -> None:
+    """Another meshbot's "k/+" fragments are told from a person's text; its last fragment is not refused."""
+    plan = fragment(" ".join(words), budget, max_fragments, start_index)
+    for f in plan.fragments:
+        assert looks_like_meshbot_output(f.text, budget) == (not f.final), f.text
+
+
+@PROPERTY
+@given(text=TEXT, budget=BUDGET, max_fragments=MAX_FRAGMENTS, start_index=START_INDEX, rewritable=st.booleans())
+def test_an_answer_cut_off_after_any_fragment_ends_within_budget(
+    text: str, budget: int, max_fragments: int, start_index: int, rewritable: bool
+) -> None:
+    """After a crash, whichever fragment was stored last, the cut-off ending fits and reads as the end."""
+    for f in fragment(text, budget, max_fragments, start_index).fragments:
+        assert is_final_text(f.index, f.text) == f.final
+        if f.final:
+            continue
+        index, ended = cut_off_ending(f.index, f.text, budget, rewritable)
+        assert utf8_len(ended) <= budget and ended.endswith(CUT_OFF) and is_final_text(index, ended)
+        if index == f.index:
+            assert rewritable and strip_numbering(ended) == f"{f.body} {CUT_OFF}"
+        else:
+            assert index == f.index + 1 and ended == f"{index}/{index} {CUT_OFF}"
 
 
 # --- examples ---------------------------------------------------------------------------------------
@@ -357,12 +392,39 @@ def test_unusable_arguments_are_refused(budget: int, max_fragments: int, start_i
         StreamFragmenter(budget, max_fragments, start_index)
 
 
-def test_other_bots_numbering_is_recognised() -> None:
-    assert looks_like_fragment("2/+ some text")
-    assert looks_like_fragment("3/3 the end")
-    assert not looks_like_fragment("2/5 someone else's scheme")
-    assert not looks_like_fragment("1/2 cup of flour")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1/2 what is lora and",
+        "2/2 …and why does it reach so far?",
+        "(1/2) how do I set the region?",
+        "[2/2] and the modem preset?",
+        "3/3 the end",
+        "2/5 someone else's scheme",
+        "1/2 cup of flour",
+        "1/+ a short note",  # "+" as the total, but far from a full fragment
+        "2/2 " + "and one more thing about antennas, " * 5,  # a long final part is still a person's
+        "who is 🤖?",  # the tag inside a question
+        "",
+    ],
+)
+def test_a_persons_own_numbering_is_not_taken_for_a_bot(text: str) -> None:
+    assert not looks_like_meshbot_output(text, 200, tag="🤖")
+
+
+def test_meshbots_own_marks_are_recognised() -> None:
+    first, second, third = fragment(ENGLISH * 2, 200, 3).fragments
+    assert looks_like_meshbot_output(first.text, 200) and looks_like_meshbot_output(second.text, 200)
+    assert third.capped and looks_like_meshbot_output(third.text, 200)
+    assert looks_like_meshbot_output('4/+ short [reply "more"]', 200)  # numbering and hint together
+    assert looks_like_meshbot_output("🤖 LoRa is a radio.", 200, tag="🤖")
+    assert looks_like_meshbot_output("2/2 🤖 and that is all.", 200, tag="🤖")
+    assert not looks_like_meshbot_output("🤖 LoRa is a radio.", 200)  # no tag configured: just text
+
+
+def test_numbering_and_hint_are_removed() -> None:
     assert strip_numbering('2/+ rest [reply "more"]') == "rest"
+    assert strip_numbering("3/3 the end") == "the end"
     assert strip_numbering("plain text") == "plain text"
 
 

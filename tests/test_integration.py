@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshbot.core.fragmenter import looks_like_fragment
+from meshbot.core.fragmenter import looks_like_meshbot_output, strip_numbering
 from meshbot.core.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
 from meshbot.service.daemon import Daemon
 from meshbot.sim.node.node import VirtualNode
@@ -49,7 +49,9 @@ def test_a_dm_is_answered_in_mesh_sized_fragments(node: VirtualNode, daemon: Dae
     if len(sent) > 1:
         heads = [p.text.split(" ", 1)[0] for p in sent]
         assert heads[:-1] == [f"{i}/+" for i in range(1, len(sent))]
-        assert all(looks_like_fragment(p.text) for p in sent)
+        assert all(strip_numbering(p.text) != p.text for p in sent)  # every one numbered
+        # Another meshbot hearing these would refuse every "k/+" one as a bot's, not a person's.
+        assert all(looks_like_meshbot_output(p.text, 200) for p in sent[:-1])
     gaps = [b.at - a.at for a, b in zip(sent, sent[1:], strict=False)]
     assert all(gap >= TEXT_RATE_LIMIT_S for gap in gaps), gaps
 

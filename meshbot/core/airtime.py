@@ -23,7 +23,7 @@ class ModemPreset:
     @property
     def symbol_ms(self) -> float:
         """Duration of one symbol in milliseconds."""
-        return (2**self.sf) / self.bw_khz
+        return (1 << self.sf) / self.bw_khz  # 2**sf chips per symbol
 
 
 # Config.LoRaConfig.ModemPreset values (firmware RadioInterface.cpp modemPresetToParams).
@@ -46,7 +46,6 @@ PRESETS: dict[str, ModemPreset] = {
         ModemPreset("VERY_LONG_SLOW", 12, 62.5, 8),  # gone from firmware HEAD, kept for older nodes
     )
 }
-DEFAULT_PRESET = "LONG_FAST"
 
 
 # An unknown preset is costed as the slowest one we know, so pacing errs on the polite side.

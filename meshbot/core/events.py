@@ -43,6 +43,7 @@ class Event(enum.StrEnum):
     MORE = "more"
     ABANDONED = "abandoned"
     RESUMED = "resumed"
+    CUT_OFF = "cut-off"
     SKIPPED_DELIVERED = "skipped-delivered"
     MODEL_RETRY = "model-retry"
     MODEL_ERROR = "model-error"

@@ -42,6 +42,8 @@ import regex
 from meshbot.core.text import graphemes, is_space_cluster, strip_space_clusters, utf8_len
 
 MORE_HINT = ' [reply "more"]'
+# Ends an answer whose generation was lost (a crash, with a backend that cannot write the same text again).
+CUT_OFF = "…[cut off: ask again]"
 # Take a sentence end only when it fills this much of the room; lower costs fill, higher loses sentences.
 SENTENCE_MIN_FILL = 0.85
 # Below this fill a word boundary wastes too much air; cut between graphemes instead (long URLs, CJK).
@@ -289,6 +291,25 @@ def fragment(text: str, budget: int, max_fragments: int, start_index: int = 1) -
     return FragmentPlan(tuple(fragments), stream.remainder)
 
 
+def is_final_text(index: int, text: str) -> bool:
+    """True when fragment `index`, as it goes on air (`text`), ends its answer: it is not a "k/+" one."""
+    return not text.startswith(f"{index}/+ ")
+
+
+def cut_off_ending(index: int, text: str, budget: int, rewritable: bool) -> tuple[int, str]:
+    """(index, text) of the fragment that ends an answer cut off after fragment `index` (`text`).
+
+    That fragment made final with `CUT_OFF` appended, when it may still be rewritten (not yet
+    delivered) and the result fits `budget` bytes; else one more, final fragment carrying `CUT_OFF`.
+    """
+    if rewritable:
+        prefix = "" if index == 1 else f"{index}/{index} "  # as `StreamFragmenter` numbers a final one
+        ended = f"{prefix}{strip_numbering(text)} {CUT_OFF}"
+        if utf8_len(ended) <= budget:
+            return index, ended
+    return index + 1, f"{index + 1}/{index + 1} {CUT_OFF}"
+
+
 def strip_numbering(fragment_text: str) -> str:
     """Inverse of the numbering/hint decoration: returns the body."""
     match = _NUMBERING.match(fragment_text)
@@ -300,6 +321,28 @@ def strip_numbering(fragment_text: str) -> str:
     return body
 
 
-def looks_like_fragment(text: str) -> bool:
-    """True when text carries our numbering ("k/+ " or "k/k "); unnumbered single replies can't be told."""
-    return _NUMBERING.match(text) is not None
+def looks_like_meshbot_output(text: str, budget: int, tag: str = "") -> bool:
+    """True only for text a meshbot wrote and a human would not type: the gate refuses it as another bot's.
+
+    The rule, and why:
+
+    * ``tag`` (when set) leads the text, before or after the numbering: meshbot marks its answers so.
+    * ``"k/+ … [reply "more"]"``: the capped fragment, numbering and hint together.
+    * ``"k/+ body"`` with the body at least `WORD_MIN_FILL` of the room a `budget`-byte fragment leaves:
+      "+" as the total is this module's own invention, and it cuts a continued fragment only once it is
+      that full (a sentence or word end past half the room, else the last grapheme that fits).
+
+    Everything else is admitted, because people number their own multi-part questions: "1/2 what is…",
+    "2/2 …and why?", "(1/2)", "[2/2]", and even meshbot's own final "k/k" or unnumbered single packet
+    (they carry nothing a person would not type). Known bots are refused by node id (`limits.bots`).
+    Pass the smallest budget this bot cuts to, so a same-config meshbot's fragments are all caught.
+    """
+    if tag and (text.startswith(tag) or strip_numbering(text).startswith(tag)):
+        return True
+    match = _NUMBERING.match(text)
+    if match is None or "+" not in match.group():
+        return False
+    if text.endswith(MORE_HINT):
+        return True
+    room = budget - len(match.group())
+    return utf8_len(text[match.end() :]) >= WORD_MIN_FILL * room

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from meshbot.core.config import LimitsConfig
 from meshbot.core.domain import Inbound
 from meshbot.core.events import Reason
-from meshbot.core.fragmenter import looks_like_fragment
+from meshbot.core.fragmenter import looks_like_meshbot_output
 from meshbot.core.ids import parse_node_id
 from meshbot.core.policy import Accept, Kind
 from meshbot.core.ratelimit import AccessList, NodeLimiter
@@ -45,8 +45,17 @@ def admin_command(text: str) -> Admin | None:
 class Gate:
     """Checks run on every accepted question, in the order an operator reads the reasons."""
 
-    def __init__(self, cfg: LimitsConfig, recent_text_seen: Callable[[int, str, float], bool]) -> None:
+    def __init__(
+        self,
+        cfg: LimitsConfig,
+        recent_text_seen: Callable[[int, str, float], bool],
+        fragment_budget: int,
+        bot_tag: str = "",
+    ) -> None:
         self._cfg = cfg
+        # What marks another meshbot's output (see `looks_like_meshbot_output`): its cut size and its tag.
+        self._fragment_budget = fragment_budget
+        self._bot_tag = bot_tag
         self._recent_text_seen = recent_text_seen  # (node, text, window_s): seen lately, and remember it
         self._access = AccessList(cfg.allow, cfg.deny)
         self._bots = frozenset(parse_node_id(i) for i in cfg.bots)
@@ -57,7 +66,9 @@ class Gate:
         """None to answer; an Admin command to run; or why it is refused."""
         if not self._access.permits(msg.sender):
             return Refused(Reason.DENIED)
-        if msg.sender in self._bots or looks_like_fragment(decision.question):
+        if msg.sender in self._bots or looks_like_meshbot_output(
+            decision.question, self._fragment_budget, self._bot_tag
+        ):
             return Refused(Reason.OTHER_BOT)
         command = admin_command(decision.question)
         if command is not None:

@@ -218,18 +218,21 @@ class LlamaModel(BaseModel):
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
             return ""
-        return self._llm.detokenize([token_id], special=True).decode("utf-8", errors="replace")
+        raw: bytes = self._llm.detokenize([token_id], special=True)  # the engine is loaded untyped
+        return raw.decode("utf-8", errors="replace")
 
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes, without a BOS token."""
         return self._engine.call(lambda: len(self._tokenize(text)))
 
     def _tokenize(self, text: str) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        ids: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return ids
 
     def _head(self, text: str, n_tokens: int) -> str:
         ids = self._tokenize(text)[:n_tokens]
-        return self._llm.detokenize(ids).decode("utf-8", errors="ignore").strip()
+        raw: bytes = self._llm.detokenize(ids)
+        return raw.decode("utf-8", errors="ignore").strip()
 
     def prompt_tokens(self, turns: Sequence[ChatTurn]) -> int:
         """Tokens of the chat prompt exactly as the engine will see it."""
@@ -240,10 +243,6 @@ class LlamaModel(BaseModel):
         # Same call as llama-cpp-python's chat handler: the template adds specials itself.
         ids = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
         return len(ids)
-
-    def fit(self, request: Generation) -> Fit:
-        """The request cut to fit the context window."""
-        return self._engine.call(lambda: self._fit(request))
 
     def _fit(self, request: Generation) -> Fit:
         count_text = lambda text: len(self._tokenize(text))

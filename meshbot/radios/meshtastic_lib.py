@@ -32,7 +32,6 @@ TOPIC_TEXT = "meshtastic.receive.text"
 # Unknown ports publish under meshtastic.receive.data.<PORT>; known non-text ports
 # (position, telemetry, ...) have their own topics that a text bot never needs.
 TOPIC_DATA = "meshtastic.receive.data"
-TOPIC_UP = "meshtastic.connection.established"
 TOPIC_LOST = "meshtastic.connection.lost"
 # ACKs and NAKs (ROUTING_APP packets) of every interface, old and new.
 TOPIC_ROUTING = "meshtastic.receive.routing"
@@ -50,7 +49,7 @@ _MAX_CHANNEL_INDEX = 7
 
 
 def _int(value: Any, name: str, top: int = _UINT32_MAX) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedPacket(f"{name} is {type(value).__name__}, not an int")
     if not 0 <= value <= top:
         raise MalformedPacket(f"{name} {value} is out of range 0..{top}")
@@ -310,10 +309,6 @@ class MeshtasticRadio:
             if self._on_event is not None:
                 self._on_event(RadioEvent.CONNECTED)
             return
-
-    def wait_up(self, timeout: float) -> bool:
-        """Block until the link is up; True when it is."""
-        return self._up.wait(timeout)
 
     # -- sending -----------------------------------------------------------------------------------------
     def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:

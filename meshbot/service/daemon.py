@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 
+from meshbot.core import limits
 from meshbot.core.airtime import preset
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, Inbound, LocalNode, Model, Radio, RadioEvent
@@ -83,8 +84,10 @@ class Daemon:
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen)
         self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store)
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, contexts)
-        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue)
-        gate = Gate(cfg.limits, store.recent_text_seen)
+        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
+        # The smallest size this bot cuts fragments to (a DM's), so another meshbot's like ours are all caught.
+        own_budget = min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
+        gate = Gate(cfg.limits, store.recent_text_seen, own_budget)
         self.intake = Intake(cfg, self.policy, gate, self.ledger, self.queue, self.sender, clock, self.paused)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -44,9 +44,22 @@ class Ledger:
 
     def generated(self, query: Query) -> None:
         """The model finished; only sending is left."""
-        self.store.generation_finished(query.query_id)
-        self.store.set_state(query.query_id, QueryState.SENDING)
-        self._maybe_close(query.query_id)
+        self._generated(query.query_id)
+
+    def ended_without_model(self, query_id: int, ending: tuple[int, str] | None) -> StoredQuery:
+        """Close a generation a crash cut short from what is stored, plus `ending` (index, text) if any."""
+        if ending is not None:
+            self.store.add_fragment(query_id, *ending)
+        self._generated(query_id)
+        stored = self.store.get(query_id)
+        if stored is None:
+            raise KeyError(f"no query {query_id}")
+        return stored
+
+    def _generated(self, query_id: int) -> None:
+        self.store.generation_finished(query_id)
+        self.store.set_state(query_id, QueryState.SENDING)
+        self._maybe_close(query_id)
 
     def dropped(self, query_id: int, reason: str) -> None:
         """The query will not be answered."""

@@ -1,6 +1,7 @@
 """The query queue in front of the one model worker: bounded, and fair across nodes.
 
-`QueryQueue` is the seam: this in-memory round-robin queue now, a durable one later.
+Durability is not its job: every query in it was written to the store first, and after a restart
+`service.resume` queues again what was left. `QueryQueue` is the seam the daemon is given.
 """
 
 from __future__ import annotations

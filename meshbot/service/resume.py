@@ -1,4 +1,10 @@
-"""Recovery and upkeep of the durable queue: resume after a restart, expire stale questions, prune."""
+"""Recovery and upkeep of the durable queue: resume after a restart, expire stale questions, prune.
+
+A question whose answer was still being written when the daemon died is finished one of two ways, and
+never by splicing two generations: with a deterministic backend (same request and seed, same text) it is
+written again and the fragments already delivered are skipped; otherwise the fragments stored are sent
+and the answer ends with a short cut-off marker, and the model is not asked again.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,12 @@ import logging
 from meshbot.core.config import Config
 from meshbot.core.domain import Outbound
 from meshbot.core.events import Event, Reason
+from meshbot.core.fragmenter import cut_off_ending, is_final_text
 from meshbot.core.ids import node_id
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
 from meshbot.service.sender import Sender, SendJob
+from meshbot.service.worker import fragment_budget
 from meshbot.storage.store import FragmentState, Store, StoredQuery
 
 log = logging.getLogger(__name__)
@@ -23,8 +31,17 @@ PRUNE_EVERY_S = 3600.0
 class Housekeeper:
     """Puts a previous run's unfinished work back in motion, and keeps the store tidy."""
 
-    def __init__(self, cfg: Config, store: Store, ledger: Ledger, sender: Sender, query_queue: QueryQueue) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        ledger: Ledger,
+        sender: Sender,
+        query_queue: QueryQueue,
+        deterministic: bool,
+    ) -> None:
         self._cfg = cfg
+        self._deterministic = deterministic  # the model's: may a cut-short answer be written again?
         self._store = store
         self._ledger = ledger
         self._sender = sender
@@ -38,8 +55,28 @@ class Housekeeper:
         for stored in self._store.unfinished():
             if stored.generation_done and stored.fragments:
                 self._resend(stored)
+            elif stored.fragments and not self._deterministic:
+                self._resend(self._end_cut_off(stored, now))
             else:
                 self._requeue(stored, now)
+
+    def _end_cut_off(self, stored: StoredQuery, now: float) -> StoredQuery:
+        """Finish from the stored fragments alone: a new generation would not match what was sent."""
+        last = stored.fragments[-1]
+        ending = None  # a final fragment was stored: only the "generation finished" mark was lost
+        if not is_final_text(last.index, last.text):
+            budget = fragment_budget(self._cfg, resumed_query(stored, now))
+            ending = cut_off_ending(last.index, last.text, budget, last.state is FragmentState.PENDING)
+        log.warning(
+            "resuming q%d for %s: its answer was cut short and the model cannot write the same text again; "
+            "sending the %d stored fragment(s)%s",
+            stored.query_id,
+            node_id(stored.sender),
+            len(stored.fragments),
+            "" if ending is None else " and a cut-off marker",
+            extra={"event": Event.CUT_OFF, "query_id": stored.query_id},
+        )
+        return self._ledger.ended_without_model(stored.query_id, ending)
 
     def _resend(self, stored: StoredQuery) -> None:
         left = [f for f in stored.fragments if f.state is not FragmentState.ACKED]
@@ -77,9 +114,9 @@ class Housekeeper:
             log.warning(
                 "dropped q%d on resume: queue full",
                 stored.query_id,
-                extra={"event": Event.DROPPED, "reason": "queue full on resume"},
+                extra={"event": Event.DROPPED, "reason": Reason.QUEUE_FULL_ON_RESUME},
             )
-            self._ledger.dropped(stored.query_id, "queue full on resume")
+            self._ledger.dropped(stored.query_id, Reason.QUEUE_FULL_ON_RESUME)
 
     def expire(self) -> None:
         """Drop unanswered questions older than `store.max_age_s`; apologise by DM."""

@@ -7,11 +7,13 @@ Concurrency: one connection shared by the intake, worker and sender threads, gua
 SQLite admits one writer at a time anyway, so connections per thread would only swap this short
 lock wait for busy-timeout retries and "database is locked" errors; and `":memory:"` (tests) is a
 separate database per connection, so it needs exactly one. Writes are a few small rows a minute.
+
+Layout: schema.py holds the tables and their migrations, records.py the states and rows handed out,
+health.py the `meshbot status` queries and pruning; this module is the `Store` that ties them together.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import socket
@@ -20,134 +22,51 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshbot.core.domain import Inbound
 from meshbot.core.policy import Accept
+from meshbot.storage import health
+from meshbot.storage.health import DAY_S, HOUR_S
+from meshbot.storage.records import (
+    INSERT_COLS,
+    QUERY_COLS,
+    TERMINAL,
+    TERMINAL_EVENT,
+    UNFINISHED,
+    FragmentState,
+    QueryState,
+    StoredFragment,
+    StoredQuery,
+    StoreError,
+    placeholders,
+    to_query,
+)
+from meshbot.storage.schema import SCHEMA_VERSION, configure, migrate
+
+# The store's public names stay importable from here, where every caller has always found them.
+__all__ = [
+    "DAY_S",
+    "HOUR_S",
+    "SCHEMA_VERSION",
+    "TERMINAL",
+    "UNFINISHED",
+    "FragmentState",
+    "QueryState",
+    "Store",
+    "StoreError",
+    "StoredFragment",
+    "StoredQuery",
+]
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-HOUR_S = 3600.0
-DAY_S = 86400.0
-
-
-class QueryState(enum.Enum):
-    """Where a query is in its life."""
-
-    QUEUED = "queued"
-    GENERATING = "generating"
-    SENDING = "sending"
-    DONE = "done"
-    FAILED = "failed"
-    DROPPED = "dropped"
-
-
-class FragmentState(enum.Enum):
-    """Where one fragment of a reply is on air."""
-
-    PENDING = "pending"
-    SENT = "sent"
-    ACKED = "acked"
-    FAILED = "failed"
-
-
-UNFINISHED = (QueryState.QUEUED, QueryState.GENERATING, QueryState.SENDING)
-TERMINAL = (QueryState.DONE, QueryState.FAILED, QueryState.DROPPED)
-# Entering a terminal state records this health event, in the same transaction (see `set_state`).
-_TERMINAL_EVENT = {QueryState.DONE: "answered", QueryState.FAILED: "failed", QueryState.DROPPED: "dropped"}
-_OUTCOMES = tuple(_TERMINAL_EVENT.values())
-
-
-class StoreError(Exception):
-    """The database cannot be used (corrupt, or written by a newer meshbot)."""
-
-
-@dataclass(frozen=True)
-class StoredFragment:
-    """One fragment of a reply as stored."""
-
-    index: int
-    text: str
-    state: FragmentState
-    packet_id: int | None
-    attempts: int
-
-
-@dataclass(frozen=True)
-class StoredQuery:
-    """One accepted query with its reply fragments so far."""
-
-    query_id: int
-    sender: int
-    packet_id: int
-    question: str
-    kind: str  # "ask" | "more"
-    reply_to: int
-    reply_channel: int
-    want_ack: bool
-    is_dm: bool
-    accepted_at: float  # wall-clock epoch seconds, so age survives reboots
-    state: QueryState
-    seed: int
-    fragments: tuple[StoredFragment, ...]
-    generation_done: bool
-
-    @property
-    def first_unacked(self) -> StoredFragment | None:
-        """The fragment a resumed send starts from: the first one not ACKed."""
-        return next((f for f in self.fragments if f.state is not FragmentState.ACKED), None)
-
-
-_SCHEMA_V1 = (
-    """CREATE TABLE queries (
-        query_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        sender INTEGER NOT NULL, packet_id INTEGER NOT NULL, question TEXT NOT NULL, kind TEXT NOT NULL,
-        reply_to INTEGER NOT NULL, reply_channel INTEGER NOT NULL, want_ack INTEGER NOT NULL,
-        is_dm INTEGER NOT NULL, accepted_at REAL NOT NULL, state TEXT NOT NULL, seed INTEGER NOT NULL,
-        generation_done INTEGER NOT NULL DEFAULT 0, reason TEXT NOT NULL DEFAULT '',
-        updated_at REAL NOT NULL)""",
-    "CREATE INDEX queries_by_state ON queries (state, accepted_at)",
-    """CREATE TABLE fragments (
-        query_id INTEGER NOT NULL REFERENCES queries (query_id), idx INTEGER NOT NULL, text TEXT NOT NULL,
-        state TEXT NOT NULL, packet_id INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (query_id, idx)) WITHOUT ROWID""",
-    """CREATE TABLE seen (sender INTEGER NOT NULL, packet_id INTEGER NOT NULL, at REAL NOT NULL,
-        PRIMARY KEY (sender, packet_id)) WITHOUT ROWID""",
-    "CREATE INDEX seen_by_age ON seen (at)",
-    """CREATE TABLE recent_texts (sender INTEGER NOT NULL, digest TEXT NOT NULL, at REAL NOT NULL,
-        PRIMARY KEY (sender, digest)) WITHOUT ROWID""",
-    """CREATE TABLE remainders (node INTEGER PRIMARY KEY, text TEXT NOT NULL, next_index INTEGER NOT NULL,
-        at REAL NOT NULL)""",
-    "CREATE TABLE events (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, value REAL NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX events_by_kind ON events (kind, at)",
-    "CREATE INDEX events_by_age ON events (at)",
-)
-# Migration n takes the database from user_version n-1 to n. Append; never edit a shipped one.
-_SCHEMA_V2 = (
-    # One row per daemon process that uses this store: `meshbot status` tells running from stopped by it.
-    """CREATE TABLE heartbeats (pid INTEGER PRIMARY KEY, host TEXT NOT NULL, beat_at REAL NOT NULL,
-        queue_depth INTEGER NOT NULL, paused INTEGER NOT NULL, stopped INTEGER NOT NULL DEFAULT 0)""",
-)
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
-
-_INSERT_COLS = (
-    "sender, packet_id, question, kind, reply_to, reply_channel, want_ack, is_dm, "
-    "accepted_at, state, seed, generation_done"
-)
-_QUERY_COLS = "query_id, " + _INSERT_COLS
 
 
 def _text_digest(text: str) -> str:
     # "What is LoRa?" and "what is  lora?" are the same question typed twice.
     folded = " ".join(text.casefold().split())
     return hashlib.blake2b(folded.encode("utf-8"), digest_size=16).hexdigest()
-
-
-def _placeholders(states: tuple[QueryState, ...]) -> tuple[str, list[str]]:
-    return ",".join("?" * len(states)), [s.value for s in states]
 
 
 class Store:
@@ -162,38 +81,12 @@ class Store:
         try:
             # isolation_level=None: no implicit transactions; `_tx` opens and commits each one itself.
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._configure()
-            self._migrate()
+            configure(self._conn)
+            migrate(self._conn, self.path, self._tx)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the state database: {exc}") from exc
         self._closed = False
         log.info("state database %s ready (schema v%d)", self.path, SCHEMA_VERSION)
-
-    def _configure(self) -> None:
-        conn = self._conn
-        # WAL: a commit is one append to the log, readers (`meshbot status` in another process) never
-        # block the writer, and a kill -9 mid-write leaves the database consistent.
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL with WAL fsyncs at checkpoints, not every commit: a committed row survives a crash of
-        # the process (the OS has it), and a power cut can lose at most the last few commits but never
-        # corrupts the file. FULL would fsync each fragment's state on a Pi's SD card for little gain.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # Another process holding the write lock (a status reader checkpointing) waits, not errors.
-        conn.execute("PRAGMA busy_timeout=5000")
-
-    def _migrate(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: schema v{version} is from a newer meshbot (this one knows "
-                f"v{SCHEMA_VERSION}); upgrade meshbot or move the file away"
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._tx() as conn:
-                for statement in _MIGRATIONS[target]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={target}")
-            log.info("state database %s migrated to schema v%d", self.path, target)
 
     def close(self) -> None:
         """Close the database; further calls fail. Safe to call twice."""
@@ -255,7 +148,7 @@ class Store:
         now = self._wall()
         with self._tx() as conn:
             cur = conn.execute(
-                f"INSERT INTO queries ({_INSERT_COLS}, updated_at) " "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                f"INSERT INTO queries ({INSERT_COLS}, updated_at) " "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
                 (
                     inbound.sender,
                     inbound.packet_id,
@@ -289,8 +182,8 @@ class Store:
             (state.value, reason, now, query_id),
         )
         # Only a change of state counts, so a repeated set_state(DONE) never counts an answer twice.
-        if state in _TERMINAL_EVENT and row[0] != state.value:
-            conn.execute("INSERT INTO events (kind, value, at) VALUES (?, 0, ?)", (_TERMINAL_EVENT[state], now))
+        if state in TERMINAL_EVENT and row[0] != state.value:
+            conn.execute("INSERT INTO events (kind, value, at) VALUES (?, 0, ?)", (TERMINAL_EVENT[state], now))
 
     def add_fragment(self, query_id: int, index: int, text: str) -> None:
         """Store fragment `index` as PENDING (regenerated text replaces only a still-PENDING one)."""
@@ -341,12 +234,12 @@ class Store:
 
     def unfinished(self) -> list[StoredQuery]:
         """Queries still QUEUED, GENERATING or SENDING, oldest first, with their fragments."""
-        marks, values = _placeholders(UNFINISHED)
+        marks, values = placeholders(UNFINISHED)
         return self._load(f"state IN ({marks})", tuple(values))
 
     def expire(self, max_age_s: float) -> list[StoredQuery]:
         """Drop unfinished queries accepted more than `max_age_s` ago; return them as DROPPED."""
-        marks, values = _placeholders(UNFINISHED)
+        marks, values = placeholders(UNFINISHED)
         cutoff = self._wall() - max_age_s
         with self._tx() as conn:
             rows = conn.execute(
@@ -363,7 +256,7 @@ class Store:
     def _load(self, where: str, params: tuple[Any, ...]) -> list[StoredQuery]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_QUERY_COLS} FROM queries WHERE {where} " "ORDER BY accepted_at, query_id", params
+                f"SELECT {QUERY_COLS} FROM queries WHERE {where} " "ORDER BY accepted_at, query_id", params
             ).fetchall()
             frags = self._conn.execute(
                 "SELECT query_id, idx, text, state, packet_id, attempts FROM fragments "
@@ -373,7 +266,7 @@ class Store:
         by_query: dict[int, list[StoredFragment]] = {}
         for qid, idx, text, state, packet_id, attempts in frags:
             by_query.setdefault(qid, []).append(StoredFragment(idx, text, FragmentState(state), packet_id, attempts))
-        return [_to_query(row, tuple(by_query.get(row[0], ()))) for row in rows]
+        return [to_query(row, tuple(by_query.get(row[0], ()))) for row in rows]
 
     # -- "more" remainders ---------------------------------------------------------------------
 
@@ -420,111 +313,17 @@ class Store:
     def last_heartbeat(self) -> dict[str, Any] | None:
         """The newest heartbeat: pid, host, beat_at, queue_depth, paused, stopped; None if no daemon ever ran."""
         with self._lock:
-            row = self._conn.execute(
-                "SELECT pid, host, beat_at, queue_depth, paused, stopped FROM heartbeats ORDER BY beat_at DESC LIMIT 1"
-            ).fetchone()
-        if row is None:
-            return None
-        keys = ("pid", "host", "beat_at", "queue_depth", "paused", "stopped")
-        return dict(zip(keys, row, strict=True))
+            return health.last_heartbeat(self._conn)
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """Figures for `meshbot status`; every time is wall-clock epoch seconds."""
         now = self._wall() if now is None else now
-        hour, day = now - HOUR_S, now - DAY_S
-        marks, unfinished = _placeholders(UNFINISHED)
         with self._lock:
-            conn = self._conn
-            depth = dict(
-                conn.execute(f"SELECT state, COUNT(*) FROM queries WHERE state IN ({marks}) GROUP BY state", unfinished)
-            )
-            counts = conn.execute(
-                "SELECT kind, SUM(at >= ?), COUNT(*) FROM events WHERE kind IN (?, ?, ?) "
-                "AND at >= ? AND at <= ? GROUP BY kind",
-                (hour, *_OUTCOMES, day, now),
-            ).fetchall()
-            ttff, airtime = conn.execute(
-                "SELECT AVG(CASE WHEN kind = 'ttff' THEN value END), "
-                "TOTAL(CASE WHEN kind = 'airtime' THEN value END) FROM events "
-                "WHERE kind IN ('ttff', 'airtime') AND at >= ? AND at <= ?",
-                (hour, now),
-            ).fetchone()
-            radio = conn.execute(
-                "SELECT kind, at FROM events WHERE kind IN ('radio-up', 'radio-down') "
-                "AND at <= ? ORDER BY at DESC, id DESC LIMIT 1",
-                (now,),
-            ).fetchone()
-            last = conn.execute("SELECT MAX(at) FROM events WHERE at <= ?", (now,)).fetchone()[0]
-            oldest = conn.execute(
-                f"SELECT MIN(accepted_at) FROM queries WHERE state IN ({marks})", unfinished
-            ).fetchone()[0]
-        per_kind = {kind: (int(in_hour), int(in_day)) for kind, in_hour, in_day in counts}
-        return {
-            "now": now,
-            "queue_depth": depth.get(QueryState.QUEUED.value, 0),
-            "in_progress": depth.get(QueryState.GENERATING.value, 0) + depth.get(QueryState.SENDING.value, 0),
-            "oldest_unfinished_at": oldest,
-            "last_hour": {k: per_kind.get(k, (0, 0))[0] for k in _OUTCOMES},
-            "last_day": {k: per_kind.get(k, (0, 0))[1] for k in _OUTCOMES},
-            "ttff_mean_last_hour_s": ttff,
-            "airtime_last_hour_s": airtime,
-            "radio_up_since": radio[1] if radio is not None and radio[0] == "radio-up" else None,
-            "last_event_at": last,
-        }
+            return health.status(self._conn, now)
 
     def prune(self, keep_days: float = 7.0) -> int:
         """Delete finished queries, seen packets, texts, remainders and events older than `keep_days`."""
-        cutoff = self._wall() - keep_days * DAY_S
-        marks, values = _placeholders(TERMINAL)
-        old_done = f"SELECT query_id FROM queries WHERE state IN ({marks}) AND updated_at < ?"
-        statements: tuple[tuple[str, tuple[Any, ...]], ...] = (
-            (f"DELETE FROM fragments WHERE query_id IN ({old_done})", (*values, cutoff)),
-            (f"DELETE FROM queries WHERE query_id IN ({old_done})", (*values, cutoff)),
-            ("DELETE FROM seen WHERE at < ?", (cutoff,)),
-            ("DELETE FROM recent_texts WHERE at < ?", (cutoff,)),
-            ("DELETE FROM remainders WHERE at < ?", (cutoff,)),
-            # Keep the latest radio-up/down so "connected since" survives a week of quiet uptime.
-            (
-                "DELETE FROM events WHERE at < ? AND id NOT IN (SELECT MAX(id) FROM events "
-                "WHERE kind IN ('radio-up', 'radio-down') GROUP BY kind)",
-                (cutoff,),
-            ),
-        )
         with self._tx() as conn:
-            deleted = sum(conn.execute(sql, params).rowcount for sql, params in statements)
+            deleted = health.prune(conn, self._wall() - keep_days * DAY_S)
         log.debug("pruned %d rows older than %.1f days", deleted, keep_days)
         return deleted
-
-
-def _to_query(row: tuple[Any, ...], fragments: tuple[StoredFragment, ...]) -> StoredQuery:
-    (
-        query_id,
-        sender,
-        packet_id,
-        question,
-        kind,
-        reply_to,
-        reply_channel,
-        want_ack,
-        is_dm,
-        accepted_at,
-        state,
-        seed,
-        generation_done,
-    ) = row
-    return StoredQuery(
-        query_id,
-        sender,
-        packet_id,
-        question,
-        kind,
-        reply_to,
-        reply_channel,
-        bool(want_ack),
-        bool(is_dm),
-        accepted_at,
-        QueryState(state),
-        seed,
-        fragments,
-        bool(generation_done),
-    )

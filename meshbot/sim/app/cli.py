@@ -16,17 +16,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from meshbot.app import logs
+from meshbot.core.ids import node_id
 from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
 from meshbot.sim.app.topology import TopologyError, load_topology
-from meshbot.sim.rules.firmware import node_id
 
 logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 DEFAULT_TOPOLOGY = CONFIG_DIR / "sim-demo.toml"
-SETTLE_TIMEOUT_S = 60.0
 STOP_POLL_S = 0.5  # how often the main thread looks at the stop flag (signals land between waits)
 
 

@@ -11,11 +11,11 @@ import threading
 from typing import TextIO
 
 from meshbot.core import limits
+from meshbot.core.ids import node_id
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.render import clock_text, destination_name, format_handset_line, hops_text
 from meshbot.sim.app.report import render_report
 from meshbot.sim.node.records import HeardPacket
-from meshbot.sim.rules.firmware import node_id
 
 HELP = "type a line to DM the bot; /ch N text: channel N; /dm NAME text: DM a node; " "/nodes; /report; /help; /quit"
 QUIET_PORTS = frozenset({"NODEINFO_APP"})  # the apps update their node list, not the chat

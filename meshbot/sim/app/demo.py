@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TextIO
 
 from meshbot.core import limits
+from meshbot.core.ids import node_id
 from meshbot.sim.app.console import HELP, HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
 from meshbot.sim.app.topology import load_topology
-from meshbot.sim.rules.firmware import node_id
 
 TOPOLOGY_ENV = "MESHBOT_SIM_TOPOLOGY"
 DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "sim-demo.toml"

@@ -22,7 +22,6 @@ from meshbot.sim.app.report import MeshReport, build_report
 from meshbot.sim.app.topology import Topology
 from meshbot.sim.node.node import VirtualNode
 from meshbot.sim.rules import firmware as fw
-from meshbot.sim.rules.handshake import Identity
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +166,6 @@ class VirtualMesh:
     def names(self) -> dict[int, str]:
         """Topology names by node number."""
         return dict(self._names)
-
-    def known_by(self, name: str) -> list[Identity]:
-        """The node DB of the node called `name`."""
-        return self.node(name).known_nodes()
 
     def wall_time(self, at: float) -> float:
         """Epoch seconds of the simulated instant `at` (clock seconds), as a handset's clock would show it."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
+from meshbot.core.ids import node_id
 from meshbot.sim.node.records import ACK, PENDING, SentPacket
-from meshbot.sim.rules.firmware import is_broadcast, node_id
+from meshbot.sim.rules.firmware import is_broadcast
 
 ELLIPSIS = "…"
 

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshbot.core.ids import node_id
 from meshbot.sim.node.records import HeardPacket, SentPacket
 from meshbot.sim.rules.duty import AirtimeWindow, DutyCycle
-from meshbot.sim.rules.firmware import OK, node_id
+from meshbot.sim.rules.firmware import OK
 
 FRAME_KINDS = ("own", "relay", "ack", "nodeinfo")
 TEXT_PORT = "TEXT_MESSAGE_APP"

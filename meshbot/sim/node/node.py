@@ -129,11 +129,6 @@ class VirtualNode(PhoneApi):
         return self._own.num
 
     @property
-    def identity(self) -> Identity:
-        """Who this node says it is."""
-        return self._own
-
-    @property
     def port(self) -> int:
         """The bound TCP port (ephemeral when constructed with 0)."""
         return self._server.port

@@ -109,7 +109,7 @@ class PhoneApi:
             self._settle(index, ACK)  # to ourselves: handled locally, never on air
             self._status(session, res=0, packet_id=packet.id)
             return None
-        if frame_len > limits.MAX_LORA_FRAME_LEN:
+        if fw.too_large(packet, pki):
             return self._refuse(session, index, packet, "TOO_LARGE", res=fw.error_code("TOO_LARGE"))
         if not pki and packet.channel >= len(self._radio.channel_names):
             return self._refuse(session, index, packet, "NO_CHANNEL", res=fw.error_code("NO_CHANNEL"))

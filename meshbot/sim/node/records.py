@@ -127,11 +127,6 @@ class HeardPacket:
         """Relays the packet went through (hop_start - hop_limit), as the apps show it."""
         return max(self.hop_start - self.hop_limit, 0)
 
-    @property
-    def is_ack(self) -> bool:
-        """A Routing ACK (error NONE)."""
-        return self.error == fw.OK
-
 
 def heard_of(packet: mesh_pb2.MeshPacket, *, at: float, airtime_s: float) -> HeardPacket:
     """The record of a decoded packet handed to the client."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, module_config_pb2
 
-from meshbot.sim.rules.firmware import node_id
+from meshbot.core.ids import node_id
 
 # PhoneAPI.h SPECIAL_NONCE_ONLY_CONFIG / SPECIAL_NONCE_ONLY_NODES.
 NONCE_ONLY_CONFIG = 69420
