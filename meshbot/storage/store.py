@@ -26,10 +26,11 @@ from typing import Any
 
 from meshbot.core.domain import Inbound
 from meshbot.core.policy import Accept
+from meshbot.storage import keys
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HOUR_S = 3600.0
 DAY_S = 86400.0
 
@@ -131,7 +132,7 @@ _SCHEMA_V2 = (
     """CREATE TABLE heartbeats (pid INTEGER PRIMARY KEY, host TEXT NOT NULL, beat_at REAL NOT NULL,
         queue_depth INTEGER NOT NULL, paused INTEGER NOT NULL, stopped INTEGER NOT NULL DEFAULT 0)""",
 )
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: keys.SCHEMA_V3}
 
 _INSERT_COLS = (
     "sender, packet_id, question, kind, reply_to, reply_channel, want_ack, is_dm, "
