@@ -197,7 +197,7 @@ def envelope(packet: mesh_pb2.MeshPacket, channel_id: str, gateway: int) -> byte
     """The bytes a node publishes: ServiceEnvelope(packet, channel_id, gateway_id)."""
     env = mqtt_pb2.ServiceEnvelope(channel_id=channel_id, gateway_id=node_id(gateway))
     env.packet.CopyFrom(packet)
-    return env.SerializeToString()
+    return bytes(env.SerializeToString())
 
 
 def text_data(text: str, reply_id: int | None, ok_to_mqtt: bool) -> mesh_pb2.Data:
@@ -219,7 +219,7 @@ def nodeinfo_data(user: mesh_pb2.User, want_response: bool, ok_to_mqtt: bool) ->
 
 def routing_data(request_id: int, error: int = 0) -> mesh_pb2.Data:
     """A ROUTING_APP ACK (error 0) or NAK for `request_id`."""
-    routing = mesh_pb2.Routing(error_reason=error)  # type: ignore[arg-type]
+    routing = mesh_pb2.Routing(error_reason=error)
     return mesh_pb2.Data(portnum=portnums_pb2.ROUTING_APP, payload=routing.SerializeToString(), request_id=request_id)
 
 
