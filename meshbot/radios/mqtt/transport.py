@@ -196,6 +196,8 @@ class MqttRadio:
         else:
             packet = codec.seal_channel(head, data, self.channel)
             channel_id = self.channel.name
+        if len(packet.encrypted) > limits.DATA_PAYLOAD_LEN:  # what the firmware refuses to put on air
+            raise ValueError(f"payload of {len(packet.encrypted)} B is over {limits.DATA_PAYLOAD_LEN} B")
         where = codec.topic(self._cfg.root, channel_id, self.identity.node_num)
         info = self._client.publish(where, codec.envelope(packet, channel_id, self.identity.node_num), qos=1)
         # NO_CONN: paho keeps a QoS 1 message and sends it on reconnect, so it counts as accepted.

@@ -1,0 +1,190 @@
+"""End to end through a real mosquitto: handsets behind MQTT gateways ask, the daemon on the `mqtt`
+transport answers, PKI-encrypted for DMs, on the channel for `!ai`, once however many gateways uplink."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from meshbot.app.compose import build_daemon
+from meshbot.core import limits
+from meshbot.core.config import Config, load_config
+from meshbot.core.fragmenter import strip_numbering
+from meshbot.radios.mqtt.transport import MqttRadio
+from meshbot.service.daemon import Daemon
+from meshbot.storage.store import Store
+from tests.conftest import wait_until
+from tests.fakes import FakeModel
+from tests.mqtt_support import ROOT, Broker, Handset
+
+ALICE, BOB = 0x0A11CE00, 0x0B0B0000
+GW1, GW2 = 0x6A7E0001, 0x6A7E0002
+LONG_ANSWER = (
+    "LoRa is a long range radio modulation that trades speed for reach. It spreads each symbol over a wide "
+    "chirp so a receiver can pick it out below the noise floor. Meshtastic uses it to relay short texts "
+    "between handsets for many kilometres. Every packet is flooded by relays until its hop limit runs out."
+)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path)
+    b.start()  # fails the test, with mosquitto's log, when it cannot start
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def handsets(broker: Broker) -> Iterator[Callable[..., Handset]]:
+    made: list[Handset] = []
+
+    def make(num: int, gateways: tuple[int, ...] = (GW1,), **kw: object) -> Handset:
+        h = Handset(broker.port, num, gateways, **kw)  # type: ignore[arg-type]
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def mqtt_config(port: int, **overrides: object) -> Config:
+    base: dict[str, object] = {
+        "radio.transport": "mqtt",
+        "mqtt.port": port,
+        "mesh.min_gap_s": 2.0,
+        "mesh.ack_timeout_s": 10.0,
+        "mqtt.key_wait_s": 2.0,
+    }
+    base.update(overrides)
+    return load_config(
+        overrides=base,
+        environ={"MESHBOT_MQTT_HOST": "127.0.0.1", "MESHBOT_MQTT_ROOT": ROOT, "MESHBOT_MQTT_CHANNEL": "LongFast"},
+    )
+
+
+@pytest.fixture
+def bot(broker: Broker, tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, FakeModel]]]:
+    started: list[Daemon] = []
+
+    def start(**overrides: object) -> tuple[Daemon, FakeModel]:
+        model = FakeModel()
+        daemon = build_daemon(mqtt_config(broker.port, **overrides), model=model, store=Store(tmp_path / "bot.db"))
+        daemon.start()
+        started.append(daemon)
+        return daemon, model
+
+    yield start
+    for daemon in started:
+        daemon.stop(grace_s=2.0)
+
+
+def meet(handset: Handset) -> None:
+    """The handset hears the bot's NodeInfo (sent at connect), and announces its own."""
+    wait_until(lambda: handset.bot_key is not None, timeout=10)
+    handset.announce()
+
+
+def answer_of(handset: Handset, dm: bool, timeout: float = 40.0) -> list[str]:
+    """The fragments of one whole answer, waiting for the final `k/k` (or an unnumbered single one)."""
+
+    def complete() -> bool:
+        texts = handset.texts(dm=dm)
+        return bool(texts) and (texts[-1].split(" ", 1)[0] in {f"{len(texts)}/{len(texts)}"} or "/" not in texts[0][:4])
+
+    wait_until(complete, timeout=timeout)
+    return handset.texts(dm=dm)
+
+
+def assert_in_order(fragments: list[str], answer: str) -> None:
+    assert len(fragments) >= 2
+    for i, text in enumerate(fragments[:-1], start=1):
+        assert text.startswith(f"{i}/+ ")
+    assert fragments[-1].startswith(f"{len(fragments)}/{len(fragments)} ")
+    assert " ".join(strip_numbering(f) for f in fragments).split() == answer.split()
+
+
+def test_a_dm_is_answered_pki_encrypted_in_order_within_the_byte_budget(bot, handsets) -> None:
+    alice = handsets(ALICE)
+    daemon, model = bot()
+    meet(alice)
+    model.queue(LONG_ANSWER)
+    alice.dm("what is lora?")
+    fragments = answer_of(alice, dm=True)
+    assert_in_order(fragments, LONG_ANSWER)
+    for heard in alice.heard:
+        assert heard.pki and heard.packet.channel == 0 and heard.packet.pki_encrypted
+        assert len(heard.text.encode()) <= limits.APP_TEXT_LIMIT_BYTES
+        assert len(heard.packet.encrypted) <= limits.DATA_PAYLOAD_LEN  # what goes on air fits one packet
+    assert alice.texts(dm=False) == []  # nothing of a DM leaks onto the channel
+
+
+def test_the_same_packet_uplinked_by_two_gateways_is_answered_once(bot, handsets) -> None:
+    alice = handsets(ALICE, gateways=(GW1, GW2))
+    daemon, model = bot()
+    meet(alice)
+    model.queue("Yes, once.")
+    alice.dm("are you there?")  # published twice, by both gateways
+    wait_until(lambda: alice.texts(dm=True) == ["Yes, once."], timeout=20)
+    time.sleep(3.0)  # a second answer, if any, would have left by now (min gap 2 s)
+    assert alice.texts(dm=True) == ["Yes, once."]
+    assert len(model.requests) == 1
+
+
+def test_a_channel_ai_question_is_answered_on_the_channel(bot, handsets) -> None:
+    bob = handsets(BOB)
+    daemon, model = bot()
+    wait_until(lambda: bob.bot_key is not None, timeout=10)
+    model.queue("Hello from the bot.")
+    bob.say("!ai say hello")
+    wait_until(lambda: bob.texts(dm=False) == ["Hello from the bot."], timeout=20)
+    heard = next(h for h in bob.heard if not h.pki)
+    assert heard.packet.to == 0xFFFFFFFF and heard.packet.channel == 8  # LongFast's hash, channel-encrypted
+    assert heard.data.bitfield & 1  # OK to MQTT, as the firmware sets it
+    bob.say("just chatting, not for the bot")
+    time.sleep(1.0)
+    assert len(model.requests) == 1
+
+
+def test_a_broker_restart_mid_run_loses_no_accepted_question(bot, handsets, broker) -> None:
+    alice = handsets(ALICE)
+    daemon, model = bot(**{"mqtt.max_backoff_s": 2.0})
+    meet(alice)
+    model.queue(LONG_ANSWER, "Second answer.")
+    alice.dm("what is lora?")
+    wait_until(lambda: len(alice.texts(dm=True)) >= 1, timeout=20)
+    broker.stop()  # mid-answer: the rest of the fragments wait for the broker
+    time.sleep(1.0)
+    broker.start()  # same port, same persistence file: the bot's session (and its queue) survives
+    wait_until(lambda: alice.client.is_connected(), timeout=15)
+    alice.dm("and a second question?")
+    wait_until(lambda: "Second answer." in alice.texts(dm=True), timeout=60)
+    texts = alice.texts(dm=True)
+    assert_in_order(texts[:-1], LONG_ANSWER)  # every fragment of the first answer, once, in order
+    assert texts[-1] == "Second answer."
+    assert len(model.requests) == 2
+
+
+def test_a_dm_from_a_node_whose_key_never_comes_is_dropped_with_a_reason(bot, handsets, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    carol = handsets(0x0CA201E0)
+    daemon, model = bot()
+    wait_until(lambda: carol.bot_key is not None, timeout=10)
+    carol.dm("hello?")  # PKI, but carol never announced her key: the bot cannot open it
+    wait_until(lambda: any(getattr(r, "reason", "") == "no-pubkey" for r in caplog.records), timeout=10)
+    assert model.requests == [] and carol.texts() == []
+
+
+def test_identity_is_generated_once_and_kept_in_the_store(broker, tmp_path) -> None:
+    from meshbot.core.clock import SystemClock
+
+    store = Store(tmp_path / "id.db")
+    first = MqttRadio(mqtt_config(broker.port), store, SystemClock()).identity
+    again = MqttRadio(mqtt_config(broker.port), store, SystemClock()).identity
+    assert (first.node_num, first.public_key) == (again.node_num, again.public_key)
+    assert "private" not in repr(first).lower() or first.private_key.hex() not in repr(first)
+    store.close()
