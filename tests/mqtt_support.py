@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -38,7 +39,10 @@ class Broker:
         self.log = workdir / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nlog_dest file {self.log}\nlog_type all\n",
+            f"persistence_location {workdir}/\nlog_dest file {self.log}\nlog_type all\n"
+            # Run as root, mosquitto would drop to the `mosquitto` user, who cannot write its log and
+            # persistence file here (and a restart would lose every session).
+            f"user {getpass.getuser()}\n",
             encoding="utf-8",
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -110,11 +114,14 @@ class Handset:
         self.client.loop_stop()
 
     # -- uplink ----------------------------------------------------------------------------------------
-    def publish(self, packet: mesh_pb2.MeshPacket, channel_id: str, gateways: tuple[int, ...] | None = None) -> None:
+    def publish(
+        self, packet: mesh_pb2.MeshPacket, channel_id: str, gateways: tuple[int, ...] | None = None, wait: bool = True
+    ) -> None:
         """What each gateway that heard `packet` on air publishes (the same packet, its own gateway id)."""
         for gw in gateways or self.gateways:
             info = self.client.publish(codec.topic(ROOT, channel_id, gw), codec.envelope(packet, channel_id, gw), 1)
-            info.wait_for_publish(5)
+            if wait:  # never inside paho's own callback thread, which is the one that reads the PUBACK
+                info.wait_for_publish(5)
 
     def announce(self) -> None:
         """Our NodeInfo with our public key, on the channel."""
@@ -172,7 +179,7 @@ class Handset:
             ack = codec.seal_pki(
                 Header(self.num, sender, new_id(), 3), codec.routing_data(packet.id), self.private, self.bot_key
             )
-            self.publish(ack, "PKI")
+            self.publish(ack, "PKI", wait=False)
 
     def texts(self, *, dm: bool | None = None) -> list[str]:
         """Texts heard from the bot: DMs (dm=True), channel broadcasts (False) or both."""

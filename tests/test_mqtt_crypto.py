@@ -78,7 +78,9 @@ def test_truncated_or_tampered_pki_is_refused(cut: int) -> None:
         crypto.pki_decrypt(key, PKC_ID, PKC_FROM, tampered)
 
 
-@given(packet_id=ids, sender=nodes, plain=payloads, psk=st.sampled_from([b"\x01", b"\x05", bytes(range(16)), bytes(32)]))
+@given(
+    packet_id=ids, sender=nodes, plain=payloads, psk=st.sampled_from([b"\x01", b"\x05", bytes(range(16)), bytes(32)])
+)
 def test_channel_crypt_round_trips(packet_id: int, sender: int, plain: bytes, psk: bytes) -> None:
     key = crypto.expand_psk(psk)
     sealed = crypto.channel_crypt(key, packet_id, sender, plain)

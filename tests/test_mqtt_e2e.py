@@ -67,20 +67,31 @@ def mqtt_config(port: int, **overrides: object) -> Config:
     )
 
 
-@pytest.fixture
-def bot(broker: Broker, tmp_path: Path) -> Iterator[Callable[..., tuple[Daemon, FakeModel]]]:
-    started: list[Daemon] = []
+class Bots:
+    """Daemons on the mqtt transport, each with a FakeModel, sharing one store file (one identity)."""
 
-    def start(**overrides: object) -> tuple[Daemon, FakeModel]:
+    def __init__(self, port: int, db: Path) -> None:
+        self.port, self.db = port, db
+        self.running: list[Daemon] = []
+
+    def __call__(self, **overrides: object) -> tuple[Daemon, FakeModel]:
         model = FakeModel()
-        daemon = build_daemon(mqtt_config(broker.port, **overrides), model=model, store=Store(tmp_path / "bot.db"))
+        daemon = build_daemon(mqtt_config(self.port, **overrides), model=model, store=Store(self.db))
         daemon.start()
-        started.append(daemon)
+        self.running.append(daemon)
         return daemon, model
 
-    yield start
-    for daemon in started:
+    def stop(self, daemon: Daemon) -> None:
+        self.running.remove(daemon)
         daemon.stop(grace_s=2.0)
+
+
+@pytest.fixture
+def bot(broker: Broker, tmp_path: Path) -> Iterator[Bots]:
+    bots = Bots(broker.port, tmp_path / "bot.db")
+    yield bots
+    for daemon in list(bots.running):
+        bots.stop(daemon)
 
 
 def meet(handset: Handset) -> None:
@@ -150,7 +161,8 @@ def test_a_channel_ai_question_is_answered_on_the_channel(bot, handsets) -> None
     assert len(model.requests) == 1
 
 
-def test_a_broker_restart_mid_run_loses_no_accepted_question(bot, handsets, broker) -> None:
+def test_a_broker_restart_mid_run_loses_no_accepted_question(bot, handsets, broker, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
     alice = handsets(ALICE)
     daemon, model = bot(**{"mqtt.max_backoff_s": 2.0})
     meet(alice)
@@ -167,6 +179,21 @@ def test_a_broker_restart_mid_run_loses_no_accepted_question(bot, handsets, brok
     assert_in_order(texts[:-1], LONG_ANSWER)  # every fragment of the first answer, once, in order
     assert texts[-1] == "Second answer."
     assert len(model.requests) == 2
+    assert any("session resumed" in r.getMessage() for r in caplog.records)  # the broker kept our session
+
+
+def test_a_question_sent_while_the_bot_is_away_is_answered_when_it_returns(bot, handsets, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    alice = handsets(ALICE)
+    daemon, _ = bot()
+    meet(alice)
+    wait_until(lambda: any(getattr(r, "event", "") == "key-learnt" for r in caplog.records), timeout=10)
+    bot.stop(daemon)  # the broker keeps the bot's session: its subscriptions and a QoS 1 backlog
+    alice.dm("anyone home?")
+    _, model = bot()  # same store: same node id and client id, so the same session
+    model.queue("Back now.")
+    wait_until(lambda: alice.texts(dm=True) == ["Back now."], timeout=20)
+    assert any("session resumed" in r.getMessage() for r in caplog.records)
 
 
 def test_a_dm_from_a_node_whose_key_never_comes_is_dropped_with_a_reason(bot, handsets, caplog) -> None:
