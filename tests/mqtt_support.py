@@ -93,8 +93,15 @@ class Heard:
 class Handset:
     """A Meshtastic node heard through gateways: it uplinks via `gateways` and hears what is downlinked."""
 
-    def __init__(self, port: int, num: int, gateways: tuple[int, ...] = (0x6A7E0001,), auto_ack: bool = True) -> None:
-        self.num, self.gateways, self.auto_ack = num, gateways, auto_ack
+    def __init__(
+        self,
+        port: int,
+        num: int,
+        gateways: tuple[int, ...] = (0x6A7E0001,),
+        auto_ack: bool = True,
+        answers_nodeinfo: bool = False,
+    ) -> None:
+        self.num, self.gateways, self.auto_ack, self.answers_nodeinfo = num, gateways, auto_ack, answers_nodeinfo
         self.private = crypto.generate_private_key()
         self.public = crypto.public_key_of(self.private)
         self.bot_key: bytes | None = None
@@ -130,6 +137,13 @@ class Handset:
         data = codec.nodeinfo_data(user, want_response=False, ok_to_mqtt=True)
         self.publish(codec.seal_channel(Header(self.num, BROADCAST, new_id(), 3), data, LONGFAST), LONGFAST.name)
 
+    def _announce_async(self) -> None:
+        user = mesh_pb2.User(id=f"!{self.num:08x}", long_name=f"Handset {self.num:x}", short_name="HS")
+        user.public_key = self.public
+        data = codec.nodeinfo_data(user, want_response=False, ok_to_mqtt=True)
+        packet = codec.seal_channel(Header(self.num, BROADCAST, new_id(), 3), data, LONGFAST)
+        self.publish(packet, LONGFAST.name, wait=False)
+
     def dm(self, text: str, packet_id: int | None = None, gateways: tuple[int, ...] | None = None) -> int:
         """A PKI-encrypted text DM to the bot, as firmware 2.7.19 sends it."""
         assert self.bot_key is not None and self.bot_num is not None, "the bot's NodeInfo was never heard"
@@ -137,6 +151,15 @@ class Handset:
         head = Header(self.num, self.bot_num, pid, 3, want_ack=True)
         data = codec.text_data(text, None, ok_to_mqtt=True)
         self.publish(codec.seal_pki(head, data, self.private, self.bot_key), "PKI", gateways)
+        return pid
+
+    def legacy_dm(self, text: str) -> int:
+        """A text DM encrypted with the channel key, as firmware before PKI (or without the bot's key) sends it."""
+        assert self.bot_num is not None
+        pid = new_id()
+        data = codec.text_data(text, None, ok_to_mqtt=True)
+        head = Header(self.num, self.bot_num, pid, 3, want_ack=True)
+        self.publish(codec.seal_channel(head, data, LONGFAST), LONGFAST.name)
         return pid
 
     def say(self, text: str) -> int:
@@ -172,6 +195,8 @@ class Handset:
             user = codec.parse_user(data)
             if user is not None and user.public_key:
                 self.bot_key, self.bot_num = bytes(user.public_key), sender
+            if data.want_response and packet.to == self.num and self.answers_nodeinfo:
+                self._announce_async()
             return
         with self._lock:
             self.heard.append(Heard(packet, data, pki))

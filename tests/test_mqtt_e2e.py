@@ -215,3 +215,83 @@ def test_identity_is_generated_once_and_kept_in_the_store(broker, tmp_path) -> N
     assert (first.node_num, first.public_key) == (again.node_num, again.public_key)
     assert "private" not in repr(first).lower() or first.private_key.hex() not in repr(first)
     store.close()
+
+
+def test_a_legacy_dm_waits_for_the_askers_nodeinfo_then_is_answered_pki(bot, handsets) -> None:
+    dave = handsets(0x0DA7E000, answers_nodeinfo=True)
+    _, model = bot()
+    wait_until(lambda: dave.bot_key is not None, timeout=10)
+    model.queue("Answered privately.")
+    dave.legacy_dm("hi bot")  # channel-key DM: the bot cannot answer that way, and does not know dave's key
+    wait_until(lambda: dave.texts() == ["Answered privately."], timeout=20)
+    assert dave.heard[-1].pki  # the bot asked for dave's NodeInfo, learnt the key and answered PKI
+
+
+def test_a_dm_to_a_node_whose_key_never_comes_goes_on_the_channel_when_policy_allows(bot, handsets, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    erin = handsets(0x0E2100E0)  # never answers a NodeInfo request
+    _, model = bot()
+    wait_until(lambda: erin.bot_key is not None, timeout=10)
+    model.queue("On the channel then.")
+    erin.legacy_dm("hi bot")
+    wait_until(lambda: erin.texts(dm=False) == ["On the channel then."], timeout=20)
+    assert erin.texts(dm=True) == []
+    assert any(getattr(r, "event", "") == "dm-on-channel" for r in caplog.records)
+
+
+def test_without_a_channel_to_answer_on_a_dm_to_an_unknown_key_is_dropped_with_a_reason(bot, handsets, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    erin = handsets(0x0E2100E0)
+    _, model = bot(**{"policy.channels": []})
+    wait_until(lambda: erin.bot_key is not None, timeout=10)
+    model.queue("Nobody hears this.")
+    erin.legacy_dm("hi bot")
+    wait_until(lambda: any(getattr(r, "reason", "") == "no-pubkey" for r in caplog.records), timeout=20)
+    time.sleep(0.5)
+    assert erin.texts() == []
+
+
+def test_garbage_wrong_keys_truncation_and_unknown_ports_each_get_one_line_and_the_bot_answers_on(
+    bot, handsets, caplog
+) -> None:
+    from meshtastic.protobuf import mesh_pb2
+
+    from meshbot.radios.mqtt import codec
+    from meshbot.radios.mqtt.codec import Channel, Header
+    from tests.mqtt_support import LONGFAST, new_id
+
+    caplog.set_level(logging.INFO, logger="meshbot")
+    alice = handsets(ALICE)
+    _, model = bot()
+    meet(alice)
+    wait_until(lambda: any(getattr(r, "event", "") == "key-learnt" for r in caplog.records), timeout=10)
+    topic = f"{ROOT}/2/e/LongFast/!6a7e0001"
+    alice.client.publish(topic, b"\x00\xffnot a protobuf", 1).wait_for_publish(5)  # garbage
+    other = Channel("LongFast", bytes(range(16)))  # the right name, another key
+    alice.publish(
+        codec.seal_channel(Header(ALICE, 0xFFFFFFFF, new_id(), 3), codec.text_data("x", None, True), other), "LongFast"
+    )
+    truncated = mesh_pb2.MeshPacket(to=0, id=new_id(), encrypted=b"\x01\x02\x03", pki_encrypted=True)
+    assert alice.bot_num is not None
+    truncated.to = alice.bot_num
+    setattr(truncated, "from", ALICE)
+    alice.publish(truncated, "PKI")
+    odd = mesh_pb2.Data(portnum=999, payload=b"?")  # type: ignore[arg-type]
+    alice.publish(codec.seal_channel(Header(ALICE, 0xFFFFFFFF, new_id(), 3), odd, LONGFAST), "LongFast")
+    model.queue("Still here.")
+    alice.dm("still there?")
+    wait_until(lambda: alice.texts(dm=True) == ["Still here."], timeout=20)
+    reasons = [getattr(r, "reason", None) for r in caplog.records if getattr(r, "event", "") == "ignored"]
+    for reason in ("garbage", "undecryptable", "unknown-port"):
+        assert reasons.count(reason) >= 1, reasons
+    assert reasons.count("undecryptable") == 2  # the wrong channel key and the truncated PKI packet
+    assert len(reasons) == 4
+
+
+def test_a_pki_dm_from_an_unknown_sender_is_held_until_their_nodeinfo_arrives(bot, handsets) -> None:
+    frank = handsets(0x0F2A0000, answers_nodeinfo=True)
+    _, model = bot()
+    wait_until(lambda: frank.bot_key is not None, timeout=10)
+    model.queue("Held, then answered.")
+    frank.dm("did you get this?")  # the bot cannot open it yet: it holds it and asks for frank's NodeInfo
+    wait_until(lambda: frank.texts(dm=True) == ["Held, then answered."], timeout=20)
