@@ -77,6 +77,8 @@ class MqttRadio:
         self._pending: BoundedTTL[int, Callable[[SendResult], None]] = BoundedTTL(
             4096, self._ack_wait_s, clock.now, on_drop=_handed_over
         )
+        # Nodes whose key did not come in time: their next fragments fall back at once, not after another wait.
+        self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(self._cfg.key_wait_s * 8, 60.0), clock.now)
         self._up = threading.Event()
         self._closing = threading.Event()
         self._was_up = False
@@ -253,6 +255,8 @@ class MqttRadio:
     def _await_key(self, dest: int) -> bool:
         if self.keyring.get(dest) is not None:
             return True
+        if self._keyless.get(dest) is not None:
+            return False
         log.info(
             "no public key for %s yet: asking for their NodeInfo, waiting up to %.0fs",
             node_id(dest),
@@ -261,7 +265,10 @@ class MqttRadio:
         )
         waiter = self.keyring.waiter(dest)
         self.send_nodeinfo(dest, want_response=True)
-        return self._clock.wait_for(waiter, self._cfg.key_wait_s) and self.keyring.get(dest) is not None
+        if self._clock.wait_for(waiter, self._cfg.key_wait_s) and self.keyring.get(dest) is not None:
+            return True
+        self._keyless.put(dest, True)
+        return False
 
     def _no_key(self, message: Outbound, data: mesh_pb2.Data, on_result: Callable[[SendResult], None]) -> int:
         # No legacy channel-key DM (firmware 2.7.14+ rejects them): the channel if policy answers there, else drop.
