@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from meshbot.core import limits
 
@@ -187,6 +187,71 @@ class LogConfig(_Section):
         return value.upper() if info.field_name == "level" else value.lower()
 
 
+class MqttConfig(_Section):
+    """The `mqtt` transport: a Meshtastic MQTT broker, the channel the bot sits on, and its own PKI identity."""
+
+    host: str = "localhost"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None  # never logged
+    tls: bool = False
+    ca_file: Path | None = None  # None with tls on: the system's CA store
+    client_id: str | None = None  # None: "meshbot-" and the node id (a stable id keeps the broker session)
+    root: str = "msh/US"  # topic root; gateways publish on <root>/2/e/<channel>/<!gateway>
+    channel: str = "LongFast"  # the channel name, as in the topic and the channel hash
+    psk: str = "AQ=="  # base64; "AQ==" is the firmware's default key
+    node_id: str | None = None  # the bot's "!xxxxxxxx"; None: made up on first start, kept in the store
+    private_key: SecretStr | None = None  # base64 X25519; None: generated on first start, kept in the store
+    long_name: str | None = None  # None: [persona] bot_name
+    short_name: str = "AI"
+    nodeinfo_interval_s: float = Field(default=3 * 3600.0, ge=60)  # re-announce our NodeInfo (public key)
+    key_wait_s: float = Field(default=15.0, ge=0)  # a DM to a node whose key we lack waits this long for it
+    ack_wait_s: float = Field(default=20.0, gt=0)  # an end-to-end ACK through some gateway, else "handed over"
+    max_nodes: int = Field(default=5000, ge=16)  # public keys kept (the least recently heard go first)
+    key_ttl_days: float = Field(default=30.0, gt=0)  # a key not heard again for this long is forgotten
+    keepalive_s: int = Field(default=60, ge=5, le=65535)
+    session_expiry_s: int = Field(default=86400, ge=0)  # the broker keeps our subscriptions and QoS 1 backlog
+    max_backoff_s: float = Field(default=60.0, ge=1)  # reconnect forever, waits doubling up to this
+    ok_to_mqtt: bool = True  # the Data bitfield bit that lets gateways uplink our packets
+
+    @field_validator("psk")
+    @classmethod
+    def _psk(cls, value: str) -> str:
+        from meshbot.core.keytext import parse_psk_bytes
+
+        parse_psk_bytes(value)
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str | None) -> str | None:
+        from meshbot.core.ids import parse_node_id
+
+        if value is not None:
+            parse_node_id(value)
+        return value
+
+    @field_validator("private_key")
+    @classmethod
+    def _private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        from meshbot.core.keytext import parse_key_bytes
+
+        if value is not None:
+            parse_key_bytes(value.get_secret_value())
+        return value
+
+    @field_validator("root", "channel")
+    @classmethod
+    def _topic_part(cls, value: str, info: Any) -> str:
+        bad = set("+#") | ({"/"} if info.field_name == "channel" else set())
+        if not value or value != value.strip("/") or bad & set(value):
+            raise ValueError(
+                f"must be a non-empty topic {'level' if info.field_name == 'channel' else 'prefix'}"
+                " without +, # or a leading/trailing /"
+            )
+        return value
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -199,6 +264,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
+    mqtt: MqttConfig = MqttConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

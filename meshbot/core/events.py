@@ -25,6 +25,12 @@ class Event(enum.StrEnum):
     RADIO_DOWN = "radio-down"
     RADIO_RETRY = "radio-retry"
     RADIO_CLOSED = "radio-closed"
+    # the mqtt transport: identity and keys
+    IDENTITY = "identity"
+    NODEINFO_SENT = "nodeinfo-sent"
+    KEY_LEARNT = "key-learnt"
+    KEY_WAIT = "key-wait"
+    DM_ON_CHANNEL = "dm-on-channel"
     # intake
     RECEIVED = "received"
     IGNORED = "ignored"
@@ -75,6 +81,11 @@ class Reason(enum.StrEnum):
     CHANNEL_DISABLED = "channel-disabled"
     NO_TRIGGER = "no-trigger"
     MALFORMED = "malformed"
+    # the mqtt transport: packets it cannot open
+    GARBAGE = "garbage"  # not a ServiceEnvelope, or one without a packet
+    UNDECRYPTABLE = "undecryptable"  # wrong key, tampered or truncated
+    UNKNOWN_PORT = "unknown-port"
+    NO_PUBKEY = "no-pubkey"  # a PKI DM whose sender's public key we never heard
     # gate: not from this node, not now
     DENIED = "denied"
     OTHER_BOT = "other-bot"

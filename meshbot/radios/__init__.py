@@ -19,6 +19,7 @@ TRANSPORTS = Registry(
     "radio.transport",
     {
         "meshtastic": "meshbot.radios.meshtastic_lib:from_config",
+        "mqtt": "meshbot.radios.mqtt.transport:from_config",
     },
 )
 

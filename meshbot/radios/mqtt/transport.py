@@ -1,0 +1,333 @@
+"""`MqttRadio`: a `Radio` that joins the mesh through a Meshtastic MQTT broker (paho-mqtt, MQTT 5).
+
+Persistent session (clean start off, QoS 1) so questions published while the bot was away are delivered on
+return; paho reconnects forever with capped backoff. Inbound packets are deduplicated across gateways,
+decrypted (channel or PKI) and handed on as `Inbound`; answers go out channel- or PKI-encrypted.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from meshtastic.protobuf import config_pb2, mesh_pb2
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from meshbot.core import limits
+from meshbot.core.config import Config
+from meshbot.core.domain import (
+    AckStatus,
+    Clock,
+    Inbound,
+    LocalNode,
+    Outbound,
+    RadioEvent,
+    RadioUnavailable,
+    SendResult,
+)
+from meshbot.core.events import Event, Reason
+from meshbot.core.ids import node_id
+from meshbot.core.keytext import parse_psk_bytes
+from meshbot.radios.mqtt import codec
+from meshbot.radios.mqtt.codec import BROADCAST, PKI_CHANNEL, Channel, Header
+from meshbot.radios.mqtt.identity import Identity, Keyring, key_ttl_s, resolve_identity
+from meshbot.radios.mqtt.inbound import InboundHandler
+from meshbot.radios.mqtt.state import BoundedTTL
+from meshbot.storage.keys import KeyStore
+from meshbot.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.25  # housekeeping: ACK waits, held DMs, NodeInfo announcements
+_REGIONS = frozenset(config_pb2.Config.LoRaConfig.RegionCode.keys())
+
+
+def region_of(root: str) -> str:
+    """The LoRa region a topic root names (msh/EU_868 -> EU_868), for the air-time budget; UNSET if none."""
+    parts = root.split("/")
+    return next((p for p in parts if p in _REGIONS), "UNSET")
+
+
+class MqttRadio:
+    """A `Radio` over an MQTT broker, speaking as one Meshtastic node with its own PKI key pair."""
+
+    def __init__(self, cfg: Config, store: Store, clock: Clock, wall: Callable[[], float] | None = None) -> None:
+        import time
+
+        self._cfg = cfg.mqtt
+        self._clock = clock
+        self._hop_limit = cfg.mesh.hop_limit or limits.DEFAULT_HOP_LIMIT
+        # An answer's ACK through some gateway, if it comes, comes well inside the sender's own timeout.
+        self._ack_wait_s = min(self._cfg.ack_wait_s, cfg.mesh.ack_timeout_s * 0.8)
+        self._dm_on_channel = any(rule.index == 0 and rule.reply == "channel" for rule in cfg.policy.channels)
+        self._long_name = self._cfg.long_name or cfg.persona.bot_name
+        self.channel = Channel.from_psk(self._cfg.channel, parse_psk_bytes(self._cfg.psk))
+        wall = wall or time.time
+        keys = KeyStore(store)
+        self.identity: Identity = resolve_identity(self._cfg, keys, wall)
+        self.keyring = Keyring(keys, self._cfg.max_nodes, key_ttl_s(self._cfg), clock.now, wall)
+        # packet id -> on_result: answered by an ACK/NAK, or "handed over" when none comes in time
+        self._pending: BoundedTTL[int, Callable[[SendResult], None]] = BoundedTTL(
+            4096, self._ack_wait_s, clock.now, on_drop=_handed_over
+        )
+        # Nodes whose key did not come in time: their next fragments fall back at once, not after another wait.
+        self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(self._cfg.key_wait_s * 8, 60.0), clock.now)
+        self._up = threading.Event()
+        self._closing = threading.Event()
+        self._was_up = False
+        self._next_announce = 0.0
+        self._on_event: Callable[[RadioEvent], None] | None = None
+        self._inbound = InboundHandler(self, clock, self._cfg.key_wait_s)
+        self._client = self._make_client()
+        self._housekeeper: threading.Thread | None = None
+
+    # -- the MQTT client ------------------------------------------------------------------------------
+    def _make_client(self) -> paho.Client:
+        client_id = self._cfg.client_id or f"meshbot-{node_id(self.identity.node_num)[1:]}"
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        if self._cfg.username:
+            password = self._cfg.password.get_secret_value() if self._cfg.password else None
+            client.username_pw_set(self._cfg.username, password)
+        if self._cfg.tls:
+            client.tls_set(ca_certs=str(self._cfg.ca_file) if self._cfg.ca_file else None)
+        client.reconnect_delay_set(1, int(self._cfg.max_backoff_s))
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def describe(self) -> str:
+        """Where the broker is, for log lines."""
+        return f"mqtt {self._cfg.host}:{self._cfg.port} {self._cfg.root}/2/e/{self._cfg.channel}"
+
+    def start(self, on_packet: Callable[[Inbound], None], on_event: Callable[[RadioEvent], None]) -> None:
+        """Connect (retrying forever, until close()) and begin delivering packets."""
+        self._inbound.on_packet, self._on_event = on_packet, on_event
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._cfg.session_expiry_s
+        log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
+        self._client.connect_async(
+            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()  # paho's thread reconnects forever, waits doubling up to max_backoff_s
+        while not self._up.wait(0.2):
+            if self._closing.is_set():
+                raise RadioUnavailable("closed while connecting to the broker")
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="meshbot-mqtt", daemon=True)
+        self._housekeeper.start()
+
+    def _on_connect(self, client: paho.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._on_connect_fail(client, None, str(reason))
+            return
+        opts = SubscribeOptions(qos=1, noLocal=True)  # our own publishes need not come back
+        client.subscribe([(t, opts) for t in codec.subscriptions(self._cfg.root, self._cfg.channel)])
+        self._up.set()
+        log.info(
+            "radio connected: %s as %s (%s), session %s",
+            self.describe(),
+            node_id(self.identity.node_num),
+            self._cfg.short_name,
+            "resumed" if flags.session_present else "new",
+            extra={"event": Event.RADIO_UP, "node": node_id(self.identity.node_num)},
+        )
+        if self._was_up and self._on_event is not None:
+            self._on_event(RadioEvent.CONNECTED)
+        self._was_up = True
+        self._next_announce = 0.0  # announce at once: gateways must know our key before handsets can DM us
+
+    def _on_connect_fail(self, _c: paho.Client, _u: Any, why: str | None = None) -> None:
+        log.warning(
+            "connect to %s failed%s; retrying (waits double up to %.0fs)",
+            self.describe(),
+            f": {why}" if why else "",
+            self._cfg.max_backoff_s,
+            extra={"event": Event.RADIO_RETRY},
+        )
+
+    def _on_disconnect(self, _c: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self._closing.is_set() or not self._up.is_set():
+            return
+        self._up.clear()
+        log.error("radio down (%s): reconnecting", reason, extra={"event": Event.RADIO_DOWN, "reason": str(reason)})
+        if self._on_event is not None:
+            self._on_event(RadioEvent.LOST)
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            self._inbound.handle(msg.payload, msg.topic)
+        except Exception as exc:  # a packet must never take the client thread down
+            log.warning(
+                "ignored packet on %s: %s", msg.topic, exc, extra={"event": Event.IGNORED, "reason": Reason.MALFORMED}
+            )
+
+    def _on_publish(self, *_args: Any) -> None:
+        pass  # QoS 1 delivery is paho's; the session resends what the broker has not acknowledged
+
+    # -- what the inbound handler asks of us ----------------------------------------------------------
+    def resolve(self, request_id: int, error: str, sender: int) -> None:
+        """An ACK or NAK arrived for one of our sends."""
+        on_result = self._pending.pop(request_id)
+        if on_result is None:
+            return
+        if error == "NONE":
+            on_result(SendResult(request_id, AckStatus.ACKED))
+        else:
+            on_result(SendResult(request_id, AckStatus.NAKED, error))
+            if error == "PKI_UNKNOWN_PUBKEY":  # they lack our key: tell them again
+                self.send_nodeinfo(sender, want_response=False)
+
+    def publish_data(self, dest: int, data: mesh_pb2.Data, want_ack: bool = False, pki: bool = False) -> int:
+        """Publish one packet from us; PKI-encrypted to `dest`'s known key when `pki`. Returns its id."""
+        head = Header(self.identity.node_num, dest, self._new_id(), self._hop_limit, want_ack)
+        if pki:
+            their_key = self.keyring.get(dest)
+            if their_key is None:
+                raise RadioUnavailable(f"no public key for {node_id(dest)}")
+            packet = codec.seal_pki(head, data, self.identity.private_key, their_key)
+            channel_id = PKI_CHANNEL
+        else:
+            packet = codec.seal_channel(head, data, self.channel)
+            channel_id = self.channel.name
+        if len(packet.encrypted) > limits.DATA_PAYLOAD_LEN:  # what the firmware refuses to put on air
+            raise ValueError(f"payload of {len(packet.encrypted)} B is over {limits.DATA_PAYLOAD_LEN} B")
+        where = codec.topic(self._cfg.root, channel_id, self.identity.node_num)
+        info = self._client.publish(where, codec.envelope(packet, channel_id, self.identity.node_num), qos=1)
+        # NO_CONN: paho keeps a QoS 1 message and sends it on reconnect, so it counts as accepted.
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise OSError(f"publish refused: {paho.error_string(info.rc)}")
+        return head.packet_id
+
+    def send_nodeinfo(self, dest: int = BROADCAST, want_response: bool = False) -> None:
+        """Announce our User (with our public key) on the channel, or to one node."""
+        user = mesh_pb2.User(
+            id=node_id(self.identity.node_num),
+            long_name=self._long_name,
+            short_name=self._cfg.short_name,
+            hw_model=mesh_pb2.HardwareModel.PRIVATE_HW,
+            public_key=self.identity.public_key,
+        )
+        self.publish_data(dest, codec.nodeinfo_data(user, want_response, self._cfg.ok_to_mqtt))
+        log.info(
+            "sent our NodeInfo to %s",
+            "the channel" if dest == BROADCAST else node_id(dest),
+            extra={"event": Event.NODEINFO_SENT, "dest": node_id(dest)},
+        )
+
+    @staticmethod
+    def _new_id() -> int:
+        return 1 + secrets.randbelow(0xFFFFFFFE)
+
+    # -- Radio -------------------------------------------------------------------------------------------
+    def local_node(self) -> LocalNode:
+        """Our node as configured: number, names, and the region the topic root names."""
+        return LocalNode(
+            node_num=self.identity.node_num,
+            short_name=self._cfg.short_name,
+            long_name=self._long_name,
+            region=region_of(self._cfg.root),
+            hop_limit=self._hop_limit,
+        )
+
+    def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:
+        """Publish a text; a DM goes PKI-encrypted (waiting briefly for the asker's key if we lack it)."""
+        if not self._up.is_set():
+            raise RadioUnavailable("not connected to the broker")
+        data = codec.text_data(message.text, message.reply_id, self._cfg.ok_to_mqtt)
+        if message.dest == BROADCAST:
+            return self.publish_data(BROADCAST, data)
+        if not self._await_key(message.dest):
+            return self._no_key(message, data, on_result)
+        packet_id = self.publish_data(message.dest, data, want_ack=message.want_ack, pki=True)
+        if message.want_ack:
+            self._pending.put(packet_id, on_result)
+        return packet_id
+
+    def _await_key(self, dest: int) -> bool:
+        if self.keyring.get(dest) is not None:
+            return True
+        if self._keyless.get(dest) is not None:
+            return False
+        log.info(
+            "no public key for %s yet: asking for their NodeInfo, waiting up to %.0fs",
+            node_id(dest),
+            self._cfg.key_wait_s,
+            extra={"event": Event.KEY_WAIT, "node": node_id(dest)},
+        )
+        waiter = self.keyring.waiter(dest)
+        self.send_nodeinfo(dest, want_response=True)
+        if self._clock.wait_for(waiter, self._cfg.key_wait_s) and self.keyring.get(dest) is not None:
+            return True
+        self._keyless.put(dest, True)
+        return False
+
+    def _no_key(self, message: Outbound, data: mesh_pb2.Data, on_result: Callable[[SendResult], None]) -> int:
+        # No legacy channel-key DM (firmware 2.7.14+ rejects them): the channel if policy answers there, else drop.
+        if self._dm_on_channel:
+            packet_id = self.publish_data(BROADCAST, data)
+            log.warning(
+                "no public key for %s: answered on channel %s instead",
+                node_id(message.dest),
+                self.channel.name,
+                extra={"event": Event.DM_ON_CHANNEL, "dest": node_id(message.dest)},
+            )
+            on_result(SendResult(packet_id, AckStatus.IMPLICIT, "ON_CHANNEL"))
+            return packet_id
+        log.warning(
+            "dropped DM to %s: their public key is unknown and policy answers no channel",
+            node_id(message.dest),
+            extra={"event": Event.DROPPED, "reason": Reason.NO_PUBKEY, "dest": node_id(message.dest)},
+        )
+        on_result(SendResult(0, AckStatus.NAKED, "PKI_UNKNOWN_PUBKEY"))
+        return 0
+
+    # -- housekeeping ------------------------------------------------------------------------------------
+    def _housekeeping(self) -> None:
+        while not self._clock.wait_for(self._closing, _TICK_S):
+            try:
+                self._tick()
+            except Exception as exc:  # housekeeping must outlive any one failure
+                log.error("mqtt housekeeping failed: %s", exc, extra={"event": Event.SEND_ERROR})
+
+    def _tick(self) -> None:
+        self._pending.expire()
+        self._inbound.expire_held()
+        if self._up.is_set() and self._clock.now() >= self._next_announce:
+            self._next_announce = self._clock.now() + self._cfg.nodeinfo_interval_s
+            self.send_nodeinfo()
+
+    def wait_up(self, timeout: float) -> bool:
+        """Block until connected to the broker; True when it is."""
+        return self._up.wait(timeout)
+
+    def close(self) -> None:
+        """Stop reconnecting and disconnect (the broker keeps our session for session_expiry_s)."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._up.clear()
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=2.0)
+        log.info("radio closed", extra={"event": Event.RADIO_CLOSED})
+
+
+def _handed_over(packet_id: int, on_result: Callable[[SendResult], None]) -> None:
+    # No ACK within the wait: the broker has the packet (QoS 1) and some gateway put it on air. Say so rather
+    # than time out: a timeout would make the sender publish the same fragment again, a duplicate answer.
+    on_result(SendResult(packet_id, AckStatus.IMPLICIT, "NO_ACK_THROUGH_MQTT"))
+
+
+def from_config(cfg: Config, store: Store, clock: Clock) -> MqttRadio:
+    """The registry's factory: a radio on the broker that `[mqtt]` names."""
+    return MqttRadio(cfg, store, clock)
