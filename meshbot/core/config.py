@@ -187,6 +187,13 @@ class LogConfig(_Section):
         return value.upper() if info.field_name == "level" else value.lower()
 
 
+class SimConfig(_Section):
+    """The virtual mesh behind the demo (`meshbot run` with no radio) and `meshbot sim`."""
+
+    # A bundled topology's name ("demo", "city") or the path of a topology TOML file.
+    topology: str = Field(default="demo", min_length=1)
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -199,6 +206,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
+    sim: SimConfig = SimConfig()
 
 
 SECTIONS = tuple(Config.model_fields)
@@ -290,6 +298,8 @@ def load_config(
             raise ConfigError(f"{path}: file not found") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+            raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     env = os.environ if environ is None else environ
     for (section, key), value in _env_overrides(env).items():
         _merge(data, (section, key), value)
