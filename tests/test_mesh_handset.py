@@ -151,6 +151,27 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
     assert "mesh report:" in shown and "Relay" in shown
 
 
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        ([], "meshbot sim: no node 'Nobody' in city"),
+        (["--topology", "demo"], "meshbot sim: no node 'Nobody' in demo"),
+        (["--topology", "town"], "meshbot sim: no topology named 'town': give one of city, demo or the path"),
+    ],
+)
+def test_meshbot_sim_takes_the_configs_topology_unless_the_flag_names_one(tmp_path, flags, says):
+    import argparse
+
+    config = tmp_path / "meshbot.toml"
+    config.write_text('[sim]\ntopology = "city"\n')
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sim", "--config", str(config), "--handset", "Nobody", *flags])
+    out = io.StringIO()
+    assert args.func(args, stdin=io.StringIO(), stdout=out) == 2
+    assert out.getvalue().startswith(says)
+
+
 def test_the_demo_asks_the_bot_and_shows_the_handset_screen(tmp_path):
     fast = read_topology_text("demo")[0].replace("time_scale = 1.0", "time_scale = 20.0")
     path = tmp_path / "demo.toml"
