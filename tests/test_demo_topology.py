@@ -36,7 +36,10 @@ def test_the_demo_comes_up_on_the_named_topology(tmp_path: Path, topology: str, 
     [
         ("town", "no topology named 'town': give one of city, demo or the path of a .toml file"),
         ("nowhere/mesh.toml", "nowhere/mesh.toml: file not found"),
-        ("{dir}/bad.toml", "{dir}/bad.toml: nodes[0].role: Input should be 'bot', 'handset' or 'relay'"),
+        (
+            "{dir}/bad.toml",
+            "{dir}/bad.toml: nodes[0].role: Input should be 'bot', 'handset' or 'relay'",
+        ),
     ],
 )
 def test_a_bad_topology_ends_start_up_with_one_line(tmp_path: Path, topology: str, says: str) -> None:
@@ -44,5 +47,8 @@ def test_a_bad_topology_ends_start_up_with_one_line(tmp_path: Path, topology: st
     with run_demo(tmp_path, topology.format(dir=tmp_path)) as run:
         assert run.finish(START_S) == 1, run.transcript()
     errors = [line for line in run.stderr if " ERROR " in line]
-    assert len(errors) == 1 and f"cannot start: {says.format(dir=tmp_path)}" in errors[0], run.transcript()
+    assert (
+        len(errors) == 1
+        and f"cannot start: sim.topology (MESHBOT_SIM_TOPOLOGY): {says.format(dir=tmp_path)}" in errors[0]
+    ), run.transcript()
     assert not any("Traceback" in line for line in run.stderr), run.transcript()

@@ -68,14 +68,23 @@ def choose_radio(cfg: Config, force_sim: bool) -> tuple[Config, bool]:
     return cfg, True
 
 
+def _start_demo(cfg: Config) -> Demo:
+    """The demo's virtual mesh, up; a topology that cannot be used is named with the setting that chose it."""
+    demo = Demo(cfg.sim.topology)
+    try:
+        demo.start()
+    except TopologyError as exc:
+        raise TopologyError(f"sim.topology (MESHBOT_SIM_TOPOLOGY): {exc}") from exc
+    return demo
+
+
 def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> int:
     """Run the daemon until `stop` is set; returns the exit code (1: it could not start)."""
     demo = None
     try:
         cfg, use_sim = choose_radio(cfg, force_sim)
         if use_sim:
-            demo = Demo(cfg.sim.topology)
-            demo.start()
+            demo = _start_demo(cfg)
             cfg = _fresh_demo_store(_with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None))
         daemon = build_daemon(cfg, stop=stop)
     except STARTUP_ERRORS as exc:

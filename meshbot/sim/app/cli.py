@@ -1,4 +1,4 @@
-"""`meshbot sim`: run a virtual mesh from a topology file until Ctrl-C, then print the mesh report.
+"""`meshbot sim`: run a virtual mesh from a topology (bundled name or file) until Ctrl-C, then print the mesh report.
 
 Wired into the main CLI with `register(subparsers)`. Console output goes to the streams passed in
 (stdout by default), never through logging.
