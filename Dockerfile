@@ -27,13 +27,15 @@
 # BLE is not supported in the container (bleak needs the host's BlueZ over D-Bus).
 #
 # Other commands:  docker run --rm -it meshbot run --sim     (virtual mesh demo, no radio)
+#                  docker run --rm -it -e MESHBOT_SIM_TOPOLOGY=city meshbot run --sim   (the bundled 20-node mesh)
+#                  docker run --rm meshbot config example   (the example config: every option, commented)
 #                  docker run --rm -it meshbot ask "What is LoRa?"
 #                  docker run --rm meshbot config check
 # Radio setup with the bundled CLI (stop the bot first: the serial port is opened exclusively):
 #   docker run --rm -it --device /dev/ttyUSB0 --entrypoint meshtastic meshbot --port /dev/ttyUSB0 --info
 #
-# Settings: the example config is baked in at /etc/meshbot/meshbot.toml (MESHBOT_CONFIG); mount
-# your own over it, or override single keys with -e MESHBOT_<SECTION>_<KEY>=VALUE. With a CPU
+# Settings: the example config is baked in at /etc/meshbot/meshbot.toml (MESHBOT_CONFIG, and the
+# default path even without it); mount your own over it, or override single keys with -e MESHBOT_<SECTION>_<KEY>=VALUE. With a CPU
 # limit (--cpus N) also set -e MESHBOT_MODEL_THREADS=N: the container sees every host core.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -82,7 +84,8 @@ RUN groupadd --system meshbot \
 
 # Same path as the systemd install, so the venv's interpreter links stay valid.
 COPY --from=builder /opt/meshbot/.venv /opt/meshbot/.venv
-COPY config/meshbot.toml /etc/meshbot/meshbot.toml
+# The example config as the package ships it (config/meshbot.toml is a symlink to it).
+COPY meshbot/app/example.toml /etc/meshbot/meshbot.toml
 
 ENV PATH=/opt/meshbot/.venv/bin:$PATH \
     MESHBOT_CONFIG=/etc/meshbot/meshbot.toml \

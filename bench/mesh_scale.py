@@ -31,7 +31,7 @@ from meshbot.sim.app.topology import Topology, load_topology, parse_topology
 from meshbot.sim.node.records import HeardPacket
 from meshbot.sim.rules.channel import distance_km
 
-CITY = Path(__file__).resolve().parents[1] / "config" / "sim-city.toml"
+CITY = "city"  # the bundled topology (meshbot/sim/topologies/city.toml)
 BOT = 0x0BB0_0001
 MEAN_GAP_S = 600.0  # each handset sends about every 10 minutes
 ANSWER_FRAGMENTS = 3

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.topology import parse_topology
 
 BOT = 0x0BB0_0001
-CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
 def topology(nodes: list[tuple[str, str, list[str]]], *, links: tuple[dict, ...] = (), **mesh: Any):

@@ -1,5 +1,5 @@
-"""The shipped example config (config/meshbot.toml) must load, show the real defaults, and
-document every option, so that it cannot drift from meshbot/config.py."""
+"""The shipped example config (meshbot/app/example.toml, also at config/meshbot.toml) must load, show the
+real defaults, and document every option, so that it cannot drift from meshbot/core/config.py."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from meshbot.app.configfile import example_text
 from meshbot.core.config import ChannelRule, Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "config" / "meshbot.toml"
+EXAMPLE = ROOT / "meshbot" / "app" / "example.toml"
 DEPLOYED_PATH = "/etc/meshbot/meshbot.toml"
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([\w.]+)\s*\]\]?\s*$")
@@ -136,3 +137,9 @@ def test_docker_and_systemd_read_the_config_from_the_same_place(text: str) -> No
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert f"--config {DEPLOYED_PATH}" in exec_start
     assert DEPLOYED_PATH in text
+
+
+def test_the_repository_copy_is_the_shipped_one() -> None:
+    # config/meshbot.toml is what people reading the repository open; `meshbot config example` prints the same.
+    assert (ROOT / "config" / "meshbot.toml").read_text(encoding="utf-8") == EXAMPLE.read_text(encoding="utf-8")
+    assert example_text() == EXAMPLE.read_text(encoding="utf-8")

@@ -16,7 +16,8 @@ from meshbot.core import airtime, limits
 from meshbot.sim.app.cli import register
 from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.demo import Demo
-from tests.mesh_support import BOT, CONFIG, chain, topology
+from meshbot.sim.app.topology import read_topology_text
+from tests.mesh_support import BOT, chain, topology
 from tests.mesh_support import meshes as meshes  # a fixture: the alias marks the import as used
 
 WAIT = 10.0  # real seconds a threaded test waits for what takes well under one
@@ -131,7 +132,7 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    topo = (CONFIG / "sim-demo.toml").read_text().replace("time_scale = 1.0", "time_scale = 20.0")
+    topo = read_topology_text("demo")[0].replace("time_scale = 1.0", "time_scale = 20.0")
     path = tmp_path / "demo.toml"
     path.write_text(topo)
     args = parser.parse_args(["sim", "--topology", str(path), "--handset", "Alice", "--seed", "5"])
@@ -150,13 +151,33 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
     assert "mesh report:" in shown and "Relay" in shown
 
 
-def test_the_demo_asks_the_bot_and_shows_the_handset_screen(tmp_path, monkeypatch):
-    fast = (CONFIG / "sim-demo.toml").read_text().replace("time_scale = 1.0", "time_scale = 20.0")
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        ([], "meshbot sim: no node 'Nobody' in city"),
+        (["--topology", "demo"], "meshbot sim: no node 'Nobody' in demo"),
+        (["--topology", "town"], "meshbot sim: no topology named 'town': give one of city, demo or the path"),
+    ],
+)
+def test_meshbot_sim_takes_the_configs_topology_unless_the_flag_names_one(tmp_path, flags, says):
+    import argparse
+
+    config = tmp_path / "meshbot.toml"
+    config.write_text('[sim]\ntopology = "city"\n')
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sim", "--config", str(config), "--handset", "Nobody", *flags])
+    out = io.StringIO()
+    assert args.func(args, stdin=io.StringIO(), stdout=out) == 2
+    assert out.getvalue().startswith(says)
+
+
+def test_the_demo_asks_the_bot_and_shows_the_handset_screen(tmp_path):
+    fast = read_topology_text("demo")[0].replace("time_scale = 1.0", "time_scale = 20.0")
     path = tmp_path / "demo.toml"
     path.write_text(fast)
-    monkeypatch.setenv("MESHBOT_SIM_TOPOLOGY", str(path))
     out = io.StringIO()
-    demo = Demo(out=out, stdin=io.StringIO(), dm_after_s=1.0, channel_after_s=4.0)
+    demo = Demo(path, out=out, stdin=io.StringIO(), dm_after_s=1.0, channel_after_s=4.0)
     demo.start()
     try:
         assert demo.bot_port > 0

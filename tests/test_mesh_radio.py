@@ -218,6 +218,30 @@ def test_the_same_seed_gives_the_same_report(meshes):
     assert run(12) != first
 
 
+def test_a_rebooted_mesh_numbers_its_packets_anew_and_keeps_its_seeded_draws(meshes):
+    # The firmware starts its packet ids at random at boot: a bot that remembers (sender, id) pairs
+    # across its own restarts must not take the next run's first DM for one it has already seen.
+    def boot() -> tuple[list[int], dict]:
+        topo = topology([("A", "handset", ["B"]), ("B", "relay", ["BOT"]), ("BOT", "bot", [])], seed=3)
+        mesh = meshes(topo, announce=True)
+        mesh.settle()
+        _traffic_from(mesh, "A")
+        return [sent.packet_id for sent in mesh.node("A").sent], mesh.report().seeded()
+
+    ids_first, report_first = boot()
+    ids_again, report_again = boot()
+    assert len(ids_first) == len(ids_again) == 6
+    assert not set(ids_first) & set(ids_again)
+    assert report_again == report_first
+
+
+def _traffic_from(mesh: VirtualMesh, name: str) -> None:
+    for round_ in range(6):
+        mesh.node(name).send_text(f"{name} says {round_}", to=BOT if round_ % 2 else BROADCAST)
+        mesh.run_for(7)
+    mesh.run_for(60)
+
+
 # ----- the clock-driven scheduler --------------------------------------------------------------
 
 

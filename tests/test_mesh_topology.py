@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.sim.app.topology import TopologyError, load_topology
-from tests.mesh_support import BOT, CONFIG, topology
+from meshbot.sim.app.topology import TopologyError, bundled_topologies, load_topology, read_topology_text
+from tests.mesh_support import BOT, topology
 
 # ----- the topology file ---------------------------------------------------------------------
 
@@ -36,9 +36,9 @@ def test_the_loader_rejects_an_unknown_neighbour_and_a_missing_bot():
         topology([("A", "handset", [])])
 
 
-@pytest.mark.parametrize("name", ["sim-demo.toml", "sim-city.toml"])
+@pytest.mark.parametrize("name", ["demo", "city"])
 def test_the_shipped_topologies_load_and_are_connected(name):
-    topo = load_topology(CONFIG / name)
+    topo = load_topology(name)
     table = topo.link_table()
     reached, todo = {topo.bot.node_num}, [topo.bot.node_num]
     while todo:
@@ -48,3 +48,25 @@ def test_the_shipped_topologies_load_and_are_connected(name):
                 todo.append(other)
     assert reached == {n.node_num for n in topo.nodes}
     assert topo.bot.node_num == BOT
+
+
+def test_a_topology_is_a_bundled_name_or_a_file(tmp_path):
+    assert {"demo", "city"} <= set(bundled_topologies())
+    assert len(load_topology("city").nodes) == 20
+    path = tmp_path / "mine.toml"
+    path.write_text(read_topology_text("demo")[0])
+    assert load_topology(str(path)) == load_topology(path) == load_topology("demo")
+
+
+@pytest.mark.parametrize(
+    "source, says",
+    [
+        ("town", "no topology named 'town': give one of city, demo or the path of a .toml file"),
+        ("missing/mesh.toml", "missing/mesh.toml: file not found"),
+        ("nowhere.toml", "nowhere.toml: file not found"),
+    ],
+)
+def test_an_unknown_topology_is_named_with_what_would_work(source, says):
+    with pytest.raises(TopologyError) as caught:
+        load_topology(source)
+    assert str(caught.value) == says

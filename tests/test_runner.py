@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshbot.app.runner import choose_radio
+from meshbot.app.runner import choose_radio, demo_store_path
 from meshbot.core.config import load_config
 from meshbot.radios.meshtastic_lib import detect_serial_ports
 
@@ -26,3 +26,15 @@ def test_no_radio_means_the_demo_mesh_or_a_clear_failure() -> None:
     strict = load_config(overrides={"radio.when_no_radio": "fail"}, environ={})
     with pytest.raises(SystemExit, match="no radio found"):
         choose_radio(strict, force_sim=False)
+
+
+@pytest.mark.parametrize(
+    "configured, demo",
+    [
+        ("meshbot.db", "meshbot-demo.db"),
+        ("/var/lib/meshbot/state.sqlite3", "/var/lib/meshbot/state-demo.sqlite3"),
+        (":memory:", ":memory:"),
+    ],
+)
+def test_the_demo_keeps_its_state_beside_the_real_store_never_in_it(configured: str, demo: str) -> None:
+    assert demo_store_path(configured) == demo

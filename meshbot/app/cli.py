@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -13,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from meshbot import __version__
-from meshbot.app import logs
-from meshbot.core.config import Config, ConfigError, load_config
+from meshbot.app import configfile, logs
+from meshbot.core.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_PATHS = (Path("/etc/meshbot/meshbot.toml"),)
+CONFIG_HELP = configfile.HELP
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML config file (default: $MESHBOT_CONFIG)")
+    p.add_argument("--config", type=Path, help=CONFIG_HELP)
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     p.add_argument("--log-format", choices=["text", "json"], help="text lines or one JSON object per line")
     p.add_argument("--model", type=Path, dest="model_path", help="GGUF model file (default: bundled)")
@@ -51,21 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     register_sim(sub)
 
     status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
-    status.add_argument("--config", type=Path, help="TOML config file (default: $MESHBOT_CONFIG)")
+    status.add_argument("--config", type=Path, help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="one JSON object")
 
     cfg = sub.add_parser("config", help="config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
     check = cfg_sub.add_parser("check", help="validate a config file and print the result")
-    check.add_argument("file", nargs="?", type=Path, help="config file (default: $MESHBOT_CONFIG)")
+    check.add_argument("file", nargs="?", type=Path, help=CONFIG_HELP.replace("TOML config file", "config file"))
+    cfg_sub.add_parser("example", help="print the example config (every option, its default, what it does)")
     return parser
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
-    path = getattr(args, "config", None) or getattr(args, "file", None)
-    if path is None and os.environ.get("MESHBOT_CONFIG"):
-        path = Path(os.environ["MESHBOT_CONFIG"])
-    return path
+    return configfile.config_path(getattr(args, "config", None) or getattr(args, "file", None))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -82,7 +79,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def load(args: argparse.Namespace) -> Config:
     """Load the config the way every subcommand does: file, then env, then flags."""
-    return load_config(_config_path(args), _overrides(args))
+    return configfile.load(_config_path(args), _overrides(args))[0]
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """`meshbot config check|example`."""
+    if args.config_command == "example":
+        sys.stdout.write(configfile.example_text())
+        return 0
+    return cmd_config_check(args)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -91,7 +96,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     check_names(cfg)
-    sys.stdout.write(f"config OK: {_config_path(args) or '(defaults)'}\n")
+    sys.stdout.write(f"config OK: {_config_path(args) or '(no file: built-in defaults)'}\n")
     sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
     return 0
 
@@ -102,6 +107,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     logs.configure(cfg.log.level if args.log_level else "WARNING", cfg.log.format)
+    configfile.log_source(_config_path(args))
     return run_ask(cfg, args.question, sys.stdout)
 
 
@@ -111,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load(args)
     logs.configure(cfg.log.level, cfg.log.format)
+    configfile.log_source(_config_path(args))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: _request_stop(stop, signum))
@@ -131,7 +138,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(load(args), sys.stdout, as_json=args.json)
 
 
-COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config_check, "status": cmd_status}
+COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config, "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from meshbot.app.compose import build_daemon
 from meshbot.core.config import Config, ConfigError
@@ -26,6 +27,27 @@ def _with_radio(cfg: Config, **radio: object) -> Config:
     return cfg.model_copy(update={"radio": cfg.radio.model_copy(update=radio)})
 
 
+def demo_store_path(path: str) -> str:
+    """Where the demo's daemon keeps its state: beside the configured store, "-demo" added to the name."""
+    if path == ":memory:":
+        return path
+    store = Path(path)
+    return str(store.with_name(f"{store.stem}-demo{store.suffix}"))
+
+
+def _fresh_demo_store(cfg: Config) -> Config:
+    """The config with the demo's own store, emptied first."""
+    # Each run is a new virtual mesh, so nothing the bot remembered of the last one applies: kept
+    # apart from the real store, a radio run in the same folder never resumes answers meant for
+    # virtual nodes, and the demo's sample question is never taken for a repeat of the last run's.
+    path = demo_store_path(cfg.store.path)
+    if path != ":memory:":
+        for suffix in ("", "-wal", "-shm"):
+            Path(path + suffix).expanduser().unlink(missing_ok=True)
+    log.info("demo: the bot keeps this run's state in %s", path)
+    return cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": path})})
+
+
 def choose_radio(cfg: Config, force_sim: bool) -> tuple[Config, bool]:
     """Resolve where the radio is; True in the second place when the virtual mesh must be started."""
     if force_sim:
@@ -46,15 +68,24 @@ def choose_radio(cfg: Config, force_sim: bool) -> tuple[Config, bool]:
     return cfg, True
 
 
+def _start_demo(cfg: Config) -> Demo:
+    """The demo's virtual mesh, up; a topology that cannot be used is named with the setting that chose it."""
+    demo = Demo(cfg.sim.topology)
+    try:
+        demo.start()
+    except TopologyError as exc:
+        raise TopologyError(f"sim.topology (MESHBOT_SIM_TOPOLOGY): {exc}") from exc
+    return demo
+
+
 def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> int:
     """Run the daemon until `stop` is set; returns the exit code (1: it could not start)."""
     demo = None
     try:
         cfg, use_sim = choose_radio(cfg, force_sim)
         if use_sim:
-            demo = Demo()
-            demo.start()
-            cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)
+            demo = _start_demo(cfg)
+            cfg = _fresh_demo_store(_with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None))
         daemon = build_daemon(cfg, stop=stop)
     except STARTUP_ERRORS as exc:
         if demo is not None:

@@ -252,6 +252,13 @@ class MqttConfig(_Section):
         return value
 
 
+class SimConfig(_Section):
+    """The virtual mesh behind the demo (`meshbot run` with no radio) and `meshbot sim`."""
+
+    # A bundled topology's name ("demo", "city") or the path of a topology TOML file.
+    topology: str = Field(default="demo", min_length=1)
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -265,6 +272,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     log: LogConfig = LogConfig()
     mqtt: MqttConfig = MqttConfig()
+    sim: SimConfig = SimConfig()
 
 
 SECTIONS = tuple(Config.model_fields)
@@ -356,6 +364,8 @@ def load_config(
             raise ConfigError(f"{path}: file not found") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+            raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     env = os.environ if environ is None else environ
     for (section, key), value in _env_overrides(env).items():
         _merge(data, (section, key), value)

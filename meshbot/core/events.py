@@ -19,6 +19,7 @@ class Event(enum.StrEnum):
     STOPPING = "stopping"
     STOPPED = "stopped"
     HEARTBEAT = "heartbeat"
+    CONFIG_READ = "config-read"
     # the radio link
     RADIO_CONNECTING = "radio-connecting"
     RADIO_UP = "radio-up"

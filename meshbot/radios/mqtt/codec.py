@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
-from meshtastic.protobuf import mesh_pb2, mqtt_pb2, portnums_pb2
 
 from meshbot.core.domain import Inbound
 from meshbot.core.events import Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.mqtt import crypto
+from meshbot.radios.protobufs import mesh_pb2, mqtt_pb2, portnums_pb2
 
 BROADCAST = 0xFFFFFFFF
 PKI_CHANNEL = "PKI"

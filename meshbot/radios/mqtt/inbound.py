@@ -6,14 +6,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from meshtastic.protobuf import mesh_pb2, portnums_pb2
-
 from meshbot.core.domain import Clock, Inbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import BROADCAST, Dropped
 from meshbot.radios.mqtt.state import BoundedTTL
+from meshbot.radios.protobufs import mesh_pb2, portnums_pb2
 
 if TYPE_CHECKING:
     from meshbot.radios.mqtt.transport import MqttRadio

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from meshtastic.protobuf import config_pb2, mesh_pb2
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -40,6 +39,7 @@ from meshbot.radios.mqtt.codec import BROADCAST, PKI_CHANNEL, Channel, Header
 from meshbot.radios.mqtt.identity import Identity, Keyring, key_ttl_s, resolve_identity
 from meshbot.radios.mqtt.inbound import InboundHandler
 from meshbot.radios.mqtt.state import BoundedTTL
+from meshbot.radios.protobufs import config_pb2, mesh_pb2
 from meshbot.storage.keys import KeyStore
 from meshbot.storage.store import Store
 

@@ -1,4 +1,4 @@
-"""`meshbot sim`: run a virtual mesh from a topology file until Ctrl-C, then print the mesh report.
+"""`meshbot sim`: run a virtual mesh from a topology (bundled name or file) until Ctrl-C, then print the mesh report.
 
 Wired into the main CLI with `register(subparsers)`. Console output goes to the streams passed in
 (stdout by default), never through logging.
@@ -8,24 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from meshbot.app import logs
+from meshbot.app import configfile, logs
+from meshbot.core.config import Config
 from meshbot.core.ids import node_id
 from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
-from meshbot.sim.app.topology import TopologyError, load_topology
+from meshbot.sim.app.topology import TopologyError, bundled_topologies, load_topology
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-DEFAULT_TOPOLOGY = CONFIG_DIR / "sim-demo.toml"
 STOP_POLL_S = 0.5  # how often the main thread looks at the stop flag (signals land between waits)
 
 
@@ -34,11 +32,11 @@ def register(subparsers: Any) -> None:
     sim = subparsers.add_parser("sim", help="run a virtual Meshtastic mesh on 127.0.0.1 (no radio needed)")
     sim.add_argument(
         "--topology",
-        type=Path,
-        default=DEFAULT_TOPOLOGY,
-        metavar="FILE",
-        help=f"mesh topology TOML (default: {DEFAULT_TOPOLOGY.name})",
+        metavar="NAME|FILE",
+        help=f"a bundled topology ({', '.join(bundled_topologies())}) or a topology TOML file "
+        "(default: [sim] topology of the config, \"demo\")",
     )
+    sim.add_argument("--config", type=Path, help=configfile.HELP)
     sim.add_argument("--handset", metavar="NAME", help="type messages as this handset node (a REPL)")
     sim.add_argument("--time-scale", type=float, metavar="X", help="simulated seconds per real second")
     sim.add_argument("--seed", type=int, metavar="N", help="seed for loss and contention")
@@ -62,15 +60,18 @@ def cmd_sim(
     if args.time_scale is not None and args.time_scale <= 0:
         out.write("meshbot sim: --time-scale must be positive\n")
         return 2
+    cfg, cfg_path = configfile.load(getattr(args, "config", None))
+    configfile.log_source(cfg_path)
+    source = args.topology or cfg.sim.topology  # the flag wins over [sim] topology / MESHBOT_SIM_TOPOLOGY
     try:
-        topology = load_topology(args.topology, seed=args.seed, time_scale=args.time_scale)
+        topology = load_topology(source, seed=args.seed, time_scale=args.time_scale)
         if args.handset is not None:
             topology.node(args.handset)
     except TopologyError as exc:
         out.write(f"meshbot sim: {exc}\n")
         return 2
     except KeyError:
-        out.write(f"meshbot sim: no node {args.handset!r} in {args.topology}\n")
+        out.write(f"meshbot sim: no node {args.handset!r} in {source}\n")
         return 2
     stop = stop or threading.Event()
     _install_signals(stop)
@@ -81,7 +82,7 @@ def cmd_sim(
         out.write(describe_mesh(mesh) + "\n")
         out.flush()
         if args.bot:
-            daemon = _start_bot(mesh, out)
+            daemon = _start_bot(cfg, mesh, out)
         if args.report_every:
             _start_reports(mesh, args.report_every, stop, out)
         if args.handset is not None:
@@ -159,13 +160,12 @@ def _start_reports(mesh: VirtualMesh, every_s: float, stop: threading.Event, out
     threading.Thread(target=loop, name="sim-reports", daemon=True).start()
 
 
-def _start_bot(mesh: VirtualMesh, out: TextIO) -> Any:
+def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO) -> Any:
     """The daemon with the configured (default: bundled) model, on the mesh's clock, attached to the bot node."""
     from meshbot.app.compose import build_daemon
-    from meshbot.core.config import load_config
 
-    path = os.environ.get("MESHBOT_CONFIG")
-    cfg = load_config(Path(path) if path else None, overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}"})
+    radio = cfg.radio.model_copy(update={"host": f"127.0.0.1:{mesh.bot.port}", "port": None, "ble": None})
+    cfg = cfg.model_copy(update={"radio": radio})
     out.write("loading the model and starting the bot...\n")
     out.flush()
     daemon = build_daemon(cfg, clock=mesh.clock)

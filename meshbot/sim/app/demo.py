@@ -2,12 +2,11 @@
 
 `runner.py` starts it before the daemon (which connects to `bot_port`), calls
 `after_daemon_started()` once the daemon is up, and `stop()` at the end, which prints the report.
-The topology is `config/sim-demo.toml` unless `MESHBOT_SIM_TOPOLOGY` names another file.
+The topology is the config's `[sim] topology` (MESHBOT_SIM_TOPOLOGY): the bundled "demo" by default.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from pathlib import Path
@@ -18,10 +17,8 @@ from meshbot.core.ids import node_id
 from meshbot.sim.app.console import HELP, HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
-from meshbot.sim.app.topology import load_topology
+from meshbot.sim.app.topology import DEFAULT_TOPOLOGY, load_topology
 
-TOPOLOGY_ENV = "MESHBOT_SIM_TOPOLOGY"
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "sim-demo.toml"
 SAMPLE_DM = "What is LoRa?"
 SAMPLE_CHANNEL = "!ai how far can a mesh reach?"
 
@@ -31,15 +28,14 @@ class Demo:
 
     def __init__(
         self,
-        topology: Path | None = None,
+        topology: Path | str = DEFAULT_TOPOLOGY,
         *,
         out: TextIO | None = None,
         stdin: TextIO | None = None,
         dm_after_s: float = 2.0,
         channel_after_s: float = 25.0,
     ) -> None:
-        env = os.environ.get(TOPOLOGY_ENV)
-        self.topology_path = topology or (Path(env) if env else DEFAULT_TOPOLOGY)
+        self.topology = topology  # a bundled name or a file
         self._out = out or sys.stdout
         self._stdin = stdin or sys.stdin
         self._dm_after_s = dm_after_s
@@ -48,8 +44,8 @@ class Demo:
         self.console: HandsetConsole | None = None
 
     def start(self) -> None:
-        """Start the mesh; its nodes announce themselves (NodeInfo) while the daemon connects."""
-        self.mesh = VirtualMesh(load_topology(self.topology_path))
+        """Start the mesh (TopologyError if unusable); its nodes announce themselves while the daemon connects."""
+        self.mesh = VirtualMesh(load_topology(self.topology))
         self.mesh.start()
 
     @property

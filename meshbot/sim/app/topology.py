@@ -31,6 +31,7 @@ rssi = -95
 from __future__ import annotations
 
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ from meshbot.sim.rules.channel import DEFAULT_RSSI_DBM, DEFAULT_SNR_DB, Link, di
 from meshbot.sim.rules.handshake import MAX_NUM_CHANNELS
 
 SHORT_NAME_MAX = 4  # what the apps let a person type
+BUNDLED_PACKAGE = "meshbot.sim.topologies"  # where the named topologies ship (package data)
+DEFAULT_TOPOLOGY = "demo"
 Role = Literal["bot", "handset", "relay"]
 
 
@@ -230,15 +233,44 @@ def parse_topology(data: dict[str, Any], *, source: str = "topology") -> Topolog
         raise TopologyError(f"{source}: {_describe(exc)}") from exc
 
 
-def load_topology(path: Path | str, *, seed: int | None = None, time_scale: float | None = None) -> Topology:
-    """Read and validate a topology file; `seed` and `time_scale` override its [mesh] values."""
-    path = Path(path)
+def bundled_topologies() -> list[str]:
+    """The names of the topologies shipped inside the package ("city", "demo", ...)."""
+    files = resources.files(BUNDLED_PACKAGE).iterdir()
+    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+
+
+def _looks_like_a_path(source: str) -> bool:
+    return "/" in source or "\\" in source or source.endswith(".toml")
+
+
+def read_topology_text(source: Path | str) -> tuple[str, str]:
+    """The TOML text of a topology and a label for messages: a bundled name (str) or a file path."""
+    if isinstance(source, str) and not _looks_like_a_path(source):
+        names = bundled_topologies()
+        if source not in names:
+            raise TopologyError(
+                f"no topology named {source!r}: give one of {', '.join(names)} or the path of a .toml file"
+            )
+        text = resources.files(BUNDLED_PACKAGE).joinpath(f"{source}.toml").read_text(encoding="utf-8")
+        return text, f"topology {source!r}"
+    path = Path(source).expanduser()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError as exc:
         raise TopologyError(f"{path}: file not found") from exc
+    except OSError as exc:
+        raise TopologyError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f"{path}: not a text file") from exc
+
+
+def load_topology(source: Path | str, *, seed: int | None = None, time_scale: float | None = None) -> Topology:
+    """Read and validate a topology (bundled name or file); `seed` and `time_scale` override its [mesh] values."""
+    text, label = read_topology_text(source)
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"{path}: not valid TOML: {exc}") from exc
+        raise TopologyError(f"{label}: not valid TOML: {exc}") from exc
     mesh = dict(data.get("mesh") or {}) if isinstance(data.get("mesh", {}), dict) else data.get("mesh")
     if isinstance(mesh, dict):
         if seed is not None:
@@ -246,4 +278,4 @@ def load_topology(path: Path | str, *, seed: int | None = None, time_scale: floa
         if time_scale is not None:
             mesh["time_scale"] = time_scale
         data = {**data, "mesh": mesh}
-    return parse_topology(data, source=str(path))
+    return parse_topology(data, source=label)

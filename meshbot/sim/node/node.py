@@ -81,7 +81,8 @@ class VirtualNode(PhoneApi):
         self._scheduler = scheduler or Scheduler(name=f"node-{node_num:08x}-timer")
         self.air: Air = air or LoopbackAir(self._scheduler, ack_delay_s=ack_delay_s, seed=node_num)
         self._retransmit_s = retransmit_s
-        self._ids = fw.PacketIdGenerator(node_num)
+        # A random start at every boot, as the firmware does; loss and contention stay seeded.
+        self._ids = fw.PacketIdGenerator()
         # Lock order: this lock, then ClientSide's, then a link's write lock; never the reverse.
         # The air's own lock is a leaf: it never calls a node while holding it.
         self._lock = threading.RLock()

@@ -127,10 +127,15 @@ class RecentKeys:
 
 
 class PacketIdGenerator:
-    """Packet ids shaped like the firmware's: a rolling 10-bit counter under 22 random bits."""
+    """Packet ids shaped like the firmware's: a rolling 10-bit counter under 22 random bits.
 
-    def __init__(self, seed: int) -> None:
-        self._rng = random.Random(seed)
+    Like the firmware, which picks the counter's start at random at boot, a generator without a
+    seed starts somewhere new each time: a client that remembers (sender, packet id) pairs across
+    restarts (the bot's store does) must not take a rebooted node's packets for ones it has seen.
+    """
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)  # None: seeded from the OS, like a boot
         self._counter = self._rng.randrange(ID_COUNTER_MASK + 1)
 
     def next(self) -> int:
