@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -13,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from meshbot import __version__
-from meshbot.app import logs
+from meshbot.app import interrupts, logs
 from meshbot.core.config import Config, ConfigError, load_config
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/meshbot/meshbot.toml"),)
 
@@ -106,29 +102,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`meshbot run`: the daemon, until SIGINT or SIGTERM."""
+    """`meshbot run`: the daemon, until SIGINT or SIGTERM (a second one exits at once)."""
+    stop = threading.Event()
+    interrupts.install(stop)  # first: a Ctrl-C while the model or the radio loads is a stop too
     from meshbot.app.runner import run_daemon
 
     cfg = load(args)
     logs.configure(cfg.log.level, cfg.log.format)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: _request_stop(stop, signum))
     return run_daemon(cfg, stop, force_sim=args.sim)
-
-
-def _request_stop(stop: threading.Event, signum: int) -> None:
-    if stop.is_set():
-        raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the graceful path
-    log.info("got %s: stopping", signal.Signals(signum).name)
-    stop.set()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`meshbot status`: exit 0 when healthy, 1 when not."""
     from meshbot.app.status import run_status
 
-    return run_status(load(args), sys.stdout, as_json=args.json)
+    return run_status(load(args), sys.stdout, sys.stderr, as_json=args.json)
 
 
 COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config_check, "status": cmd_status}
@@ -143,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"meshbot: config error: {exc}\n")
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in a command without its own handler (ask, status, config)
+        sys.stderr.write("meshbot: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

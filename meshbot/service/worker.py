@@ -99,7 +99,7 @@ class Worker:
                     "it stays stored and resumes at the next start",
                     query.query_id,
                     len(sent),
-                    extra={"event": Event.ABANDONED},
+                    extra={"event": Event.ABANDONED, "reason": Reason.SHUTDOWN, "query_id": query.query_id},
                 )
                 return
             self._submit(query, fragmenter.feed(piece), sent, started)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from meshbot.app import logs
+from meshbot.app import interrupts, logs
 from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
@@ -24,7 +23,7 @@ from meshbot.sim.rules.firmware import node_id
 
 logger = logging.getLogger(__name__)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "config"
 DEFAULT_TOPOLOGY = CONFIG_DIR / "sim-demo.toml"
 SETTLE_TIMEOUT_S = 60.0
 STOP_POLL_S = 0.5  # how often the main thread looks at the stop flag (signals land between waits)
@@ -74,15 +73,18 @@ def cmd_sim(
         out.write(f"meshbot sim: no node {args.handset!r} in {args.topology}\n")
         return 2
     stop = stop or threading.Event()
-    _install_signals(stop)
+    interrupts.install(stop)  # a no-op off the main thread (tests call us from others)
     mesh = VirtualMesh(topology)
     daemon = None
     mesh.start()
+    code = 0
     try:
         out.write(describe_mesh(mesh) + "\n")
         out.flush()
         if args.bot:
-            daemon = _start_bot(mesh, out)
+            daemon, code = _start_bot(mesh, out, stop)
+            if daemon is None:
+                return code
         if args.report_every:
             _start_reports(mesh, args.report_every, stop, out)
         if args.handset is not None:
@@ -91,12 +93,14 @@ def cmd_sim(
             pass
     finally:
         if daemon is not None:
-            daemon.stop(grace_s=5.0)
+            from meshbot.app.runner import STOP_GRACE_S  # the same grace as `meshbot run`
+
+            daemon.stop(grace_s=STOP_GRACE_S)
         report = mesh.report()
         mesh.stop()
         out.write(render_report(report) + "\n")
         out.flush()
-    return 0
+    return code
 
 
 def describe_mesh(mesh: VirtualMesh) -> str:
@@ -128,13 +132,6 @@ def _neighbours(mesh: VirtualMesh, name: str) -> set[str]:
     return {other for pair in mesh.topology.neighbour_pairs() if name in pair for other in pair if other != name}
 
 
-def _install_signals(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread (tests call us from others)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-
-
 def _start_console(mesh: VirtualMesh, handset: str, inp: TextIO, out: TextIO, stop: threading.Event) -> None:
     console = HandsetConsole(mesh, handset, out)
     console.attach()
@@ -160,16 +157,26 @@ def _start_reports(mesh: VirtualMesh, every_s: float, stop: threading.Event, out
     threading.Thread(target=loop, name="sim-reports", daemon=True).start()
 
 
-def _start_bot(mesh: VirtualMesh, out: TextIO) -> Any:
-    """The daemon with the configured (default: bundled) model, on the mesh's clock, attached to the bot node."""
+def _start_bot(mesh: VirtualMesh, out: TextIO, stop: threading.Event) -> tuple[Any, int]:
+    """The daemon with the configured (default: bundled) model, on the mesh's clock, attached to the bot node.
+
+    Returns (daemon, 0), or (None, exit code) when it did not start: 0 if a stop came first, else 1.
+    """
     from meshbot.app.compose import build_daemon
+    from meshbot.app.runner import STARTUP_ERRORS
     from meshbot.core.config import load_config
 
     path = os.environ.get("MESHBOT_CONFIG")
     cfg = load_config(Path(path) if path else None, overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}"})
     out.write("loading the model and starting the bot...\n")
     out.flush()
-    daemon = build_daemon(cfg, clock=mesh.clock)
+    try:
+        daemon = build_daemon(cfg, clock=mesh.clock, stop=stop)
+    except STARTUP_ERRORS as exc:
+        if stop.is_set():
+            return None, 0
+        out.write(f"meshbot sim: the bot cannot start: {exc}\n")
+        return None, 1
     daemon.start()
     out.write("bot up\n")
-    return daemon
+    return daemon, 0

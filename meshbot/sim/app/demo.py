@@ -21,7 +21,7 @@ from meshbot.sim.app.topology import load_topology
 from meshbot.sim.rules.firmware import node_id
 
 TOPOLOGY_ENV = "MESHBOT_SIM_TOPOLOGY"
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "sim-demo.toml"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[3] / "config" / "sim-demo.toml"
 SAMPLE_DM = "What is LoRa?"
 SAMPLE_CHANNEL = "!ai how far can a mesh reach?"
 
