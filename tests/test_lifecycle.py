@@ -7,10 +7,15 @@ a VirtualNode; the model is the bundled GGUF.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,8 @@ from meshbot.core.config import RadioConfig
 from meshbot.core.domain import RadioUnavailable
 from meshbot.radios.meshtastic_lib import MeshtasticRadio
 from meshbot.sim.node.node import VirtualNode
-from tests.daemon_proc import DaemonProcess
+from meshbot.storage.store import Store
+from tests.daemon_proc import REPO, DaemonProcess
 from tests.fakes import BOT_NUM
 from tests.faults_support import PEER_NUMS, PEERS
 
@@ -79,6 +85,7 @@ def node() -> Iterator[VirtualNode]:
 
 def assert_stopped_cleanly(proc: DaemonProcess, code: int | None, elapsed: float, within_s: float) -> None:
     """Exit code 0 within `within_s`, the "stopped" line, and no traceback anywhere in the output."""
+    print(f"exit code {code} {elapsed:.2f}s after the signal")
     assert code == 0, f"exit code {code} after {elapsed:.1f}s:\n{proc.tail()}"
     assert elapsed < within_s, f"took {elapsed:.1f}s to stop:\n{proc.tail()}"
     assert named(proc.events(), "stopped"), proc.tail()
@@ -141,14 +148,48 @@ def test_sigterm_stops_a_daemon_whose_radio_accepts_but_never_answers(tmp_path: 
 
 
 # -- reconnecting ---------------------------------------------------------------------------------
-def test_sigterm_stops_a_daemon_reconnecting_after_the_link_dropped(tmp_path: Path, node: VirtualNode) -> None:
+@pytest.mark.parametrize("after", ["refused", "silent"])
+def test_sigterm_stops_a_daemon_reconnecting_after_the_link_dropped(
+    tmp_path: Path, node: VirtualNode, after: str
+) -> None:
+    """The node goes away; then its port refuses (backoff between attempts) or accepts and stays silent
+    (as a rebooting node's TCP stack may: the library's connect blocks in every attempt)."""
     with DaemonProcess(tmp_path, f"127.0.0.1:{node.port}", {"radio": {"connect_timeout_s": 20}}) as proc:
         proc.start()
-        node.stop()  # the node is gone: the link drops, and every reconnect is refused
-        proc.wait_for(lambda events: len(named(events, "radio-retry")) >= 2, timeout=60)
-        code, elapsed = proc.signal_and_wait(signal.SIGTERM)
+        port = node.port
+        node.stop()  # the link drops
+        proc.wait_for(lambda events: len(named(events, "radio-retry")) >= 1, timeout=60)
+        with contextlib.ExitStack() as stack:
+            if after == "silent":  # the next attempt connects, and waits in the library for a config
+                attempts = len(named(proc.events(), "radio-connecting"))
+                stack.enter_context(socket.create_server(("127.0.0.1", port), backlog=8))
+                proc.wait_for(lambda events: len(named(events, "radio-connecting")) > attempts, timeout=60)
+                time.sleep(0.5)
+            else:
+                proc.wait_for(lambda events: len(named(events, "radio-retry")) >= 2, timeout=60)
+            code, elapsed = proc.signal_and_wait(signal.SIGTERM)
     assert_stopped_cleanly(proc, code, elapsed, STOP_WITHIN_S)
     assert named(proc.events(), "radio-down")
+    steps = [e["event"] for e in proc.events() if e.get("event") in ("radio-connecting", "radio-retry", "signal")]
+    # What the signal interrupted: an attempt blocked in the library, or a backoff wait after a refusal.
+    assert steps[steps.index("signal") - 1] == ("radio-connecting" if after == "silent" else "radio-retry")
+
+
+# -- paused -------------------------------------------------------------------------------------
+def test_sigterm_stops_a_paused_daemon_and_the_held_question_stays_stored(tmp_path: Path, node: VirtualNode) -> None:
+    admin = PEER_NUMS[1]
+    sections = {"radio": {"connect_timeout_s": 20}, "limits": {"admins": [f"!{admin:08x}"]}}
+    with DaemonProcess(tmp_path, f"127.0.0.1:{node.port}", sections) as proc:
+        proc.start()
+        node.inject_text(admin, "!pause", to=BOT_NUM, packet_id=801)
+        proc.wait_for(lambda events: bool(named(events, "admin")), timeout=30)
+        node.inject_text(PEER_NUMS[0], "a question while paused", to=BOT_NUM, packet_id=802)
+        proc.wait_for(lambda events: bool(named(events, "queued")), timeout=30)
+        code, elapsed = proc.signal_and_wait(signal.SIGTERM)
+    assert_stopped_cleanly(proc, code, elapsed, STOP_WITHIN_S)
+    with Store.open_read_only(proc.store_path) as store:
+        held = store.unfinished()
+    assert [(q.question, q.state.value) for q in held] == [("a question while paused", "queued")]
 
 
 # -- mid-answer -----------------------------------------------------------------------------------
@@ -198,3 +239,31 @@ def test_a_second_ctrl_c_exits_at_once_without_a_traceback(tmp_path: Path, node:
     assert elapsed < 2.0, f"the second Ctrl-C took {elapsed:.1f}s"
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert len(named(proc.events(), "interrupted")) == 1
+
+
+# -- meshbot sim ----------------------------------------------------------------------------------
+def test_ctrl_c_stops_meshbot_sim_with_its_bot_and_prints_the_report(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHBOT_")}
+    env["MESHBOT_STORE_PATH"] = str(tmp_path / "sim.db")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meshbot", "sim", "--bot"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = iter(proc.stdout.readline, "")
+        assert any(line.strip() == "bot up" for line in lines), proc.stderr.read() if proc.stderr else ""
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert elapsed < STOP_WITHIN_S, f"took {elapsed:.1f}s"
+    assert "mesh report:" in out and "Traceback" not in err
