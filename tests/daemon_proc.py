@@ -59,8 +59,13 @@ class DaemonProcess:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> None:
         """Spawn the daemon and wait for this run's "started" event."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
         before = self._count(STARTED)
+        self.spawn()
+        self.wait_for(lambda events: sum(e.get("event") == STARTED for e in events) > before, timeout)
+
+    def spawn(self) -> None:
+        """Spawn the daemon without waiting for anything (it may be connecting for a long time)."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
         cmd = [
             sys.executable,
             "-m",
@@ -79,7 +84,6 @@ class DaemonProcess:
                 cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
             )
         self.runs += 1
-        self.wait_for(lambda events: sum(e.get("event") == STARTED for e in events) > before, timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut of the process."""
@@ -98,6 +102,17 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode
+
+    def signal_and_wait(self, sig: signal.Signals, timeout: float = 30.0) -> tuple[int | None, float]:
+        """Send `sig`; the exit code (None if still running after `timeout`) and the seconds it took."""
+        assert self.proc is not None and self.proc.poll() is None, "not running"
+        sent = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None, time.monotonic() - sent
+        return self.proc.returncode, time.monotonic() - sent
 
     @property
     def alive(self) -> bool:

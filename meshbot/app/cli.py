@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from meshbot import __version__
-from meshbot.app import configfile, logs
+from meshbot.app import configfile, interrupts, logs
 from meshbot.core.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -112,30 +111,22 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`meshbot run`: the daemon, until SIGINT or SIGTERM."""
+    """`meshbot run`: the daemon, until SIGINT or SIGTERM (a second one exits at once)."""
+    stop = threading.Event()
+    interrupts.install(stop)  # first: a Ctrl-C while the model or the radio loads is a stop too
     from meshbot.app.runner import run_daemon
 
     cfg = load(args)
     logs.configure(cfg.log.level, cfg.log.format)
     configfile.log_source(_config_path(args))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: _request_stop(stop, signum))
     return run_daemon(cfg, stop, force_sim=args.sim)
-
-
-def _request_stop(stop: threading.Event, signum: int) -> None:
-    if stop.is_set():
-        raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the graceful path
-    log.info("got %s: stopping", signal.Signals(signum).name)
-    stop.set()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """`meshbot status`: exit 0 when healthy, 1 when not."""
     from meshbot.app.status import run_status
 
-    return run_status(load(args), sys.stdout, as_json=args.json)
+    return run_status(load(args), sys.stdout, sys.stderr, as_json=args.json)
 
 
 COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config, "status": cmd_status}
@@ -150,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"meshbot: config error: {exc}\n")
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in a command without its own handler (ask, status, config)
+        sys.stderr.write("meshbot: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

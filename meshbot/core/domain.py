@@ -105,7 +105,10 @@ class Radio(Protocol):
         on_packet: Callable[[Inbound], None],
         on_event: Callable[[RadioEvent], None],
     ) -> None:
-        """Connect and begin delivering packets and connection events."""
+        """Connect and begin delivering packets and connection events.
+
+        Retries until connected; close() from another thread ends it promptly with RadioUnavailable.
+        """
 
     def local_node(self) -> LocalNode:
         """Our node: number, names and LoRa settings (valid once started)."""
@@ -114,7 +117,7 @@ class Radio(Protocol):
         """Send a text and return its packet id; `on_result` gets its ACK or NAK."""
 
     def close(self) -> None:
-        """Disconnect and release the device."""
+        """Disconnect and release the device, ending any reconnecting; safe twice and from any thread."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ class Event(enum.StrEnum):
     STARTED = "started"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    SIGNAL = "signal"  # SIGINT or SIGTERM: a graceful stop begins
+    INTERRUPTED = "interrupted"  # a second signal: exit at once
     HEARTBEAT = "heartbeat"
     CONFIG_READ = "config-read"
     # the radio link

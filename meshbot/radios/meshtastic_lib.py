@@ -22,9 +22,11 @@ from pubsub import pub
 from meshbot.core import limits
 from meshbot.core.acks import AckRouter
 from meshbot.core.config import Config, RadioConfig
-from meshbot.core.domain import AckStatus, Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
+from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
+from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 log = logging.getLogger(__name__)
 
@@ -37,89 +39,6 @@ TOPIC_LOST = "meshtastic.connection.lost"
 TOPIC_ROUTING = "meshtastic.receive.routing"
 # Forget a send's ACK callback after this long (the library would keep it forever).
 HANDLER_TTL_S = 600.0
-
-
-class MalformedPacket(ValueError):
-    """A packet dict missing what every packet must have."""
-
-
-# mesh.proto: node numbers and packet ids are fixed32; a packet names one of 8 channel slots.
-_UINT32_MAX = 0xFFFFFFFF
-_MAX_CHANNEL_INDEX = 7
-
-
-def _int(value: Any, name: str, top: int = _UINT32_MAX) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise MalformedPacket(f"{name} is {type(value).__name__}, not an int")
-    if not 0 <= value <= top:
-        raise MalformedPacket(f"{name} {value} is out of range 0..{top}")
-    return value
-
-
-def _text(value: Any) -> str | None:
-    # The library decodes UTF-8 bytes, so a real packet never carries a lone surrogate;
-    # a str that cannot be encoded back is treated like undecodable text.
-    if not isinstance(value, str):
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
-
-
-def parse_packet(packet: Mapping[str, Any], my_node_num: int) -> Inbound:
-    """Turn the library's packet dict into an `Inbound`; raise MalformedPacket when it cannot."""
-    if "from" not in packet or "id" not in packet:
-        raise MalformedPacket("no 'from' or 'id'")
-    sender, packet_id = _int(packet["from"], "from"), _int(packet["id"], "id")
-    to = _int(packet.get("to", 0), "to")
-    decoded = packet.get("decoded")
-    if not isinstance(decoded, Mapping):
-        decoded = {}
-    payload = decoded.get("payload", b"")
-    text = decoded.get("text")
-    reply_id = decoded.get("replyId")
-    return Inbound(
-        sender=sender,
-        to=to,
-        packet_id=packet_id,
-        portnum=str(decoded.get("portnum", "UNKNOWN_APP")),
-        # The library leaves `text` unset when the payload is not valid UTF-8.
-        text=_text(text),
-        payload_len=len(payload) if isinstance(payload, (bytes, bytearray, str)) else 0,
-        channel=_int(packet.get("channel", 0), "channel", _MAX_CHANNEL_INDEX),
-        is_dm=to == my_node_num,
-        emoji=bool(decoded.get("emoji")),
-        reply_id=reply_id if isinstance(reply_id, int) and 0 <= reply_id <= _UINT32_MAX else None,
-        hop_start=_opt_int(packet.get("hopStart")),
-        hop_limit=_opt_int(packet.get("hopLimit")),
-        snr=_opt_float(packet.get("rxSnr")),
-        rssi=_opt_int(packet.get("rxRssi")),
-        rx_time=_opt_float(packet.get("rxTime")),
-        via_mqtt=bool(packet.get("viaMqtt")),
-        pki=bool(packet.get("pkiEncrypted")),
-    )
-
-
-def _opt_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _opt_float(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def result_of(packet: Mapping[str, Any], request_id: int, my_node_num: int) -> SendResult:
-    """Read an ACK/NAK routing packet for `request_id`."""
-    decoded = packet.get("decoded") or {}
-    routing = decoded.get("routing") or {}
-    reason = str(routing.get("errorReason", "NONE"))
-    if reason != "NONE":
-        return SendResult(request_id, AckStatus.NAKED, reason)
-    # An ACK from our own node only says a rebroadcast was overheard.
-    implicit = packet.get("from") == my_node_num
-    return SendResult(request_id, AckStatus.IMPLICIT if implicit else AckStatus.ACKED)
 
 
 def detect_serial_ports() -> list[str]:
@@ -170,38 +89,66 @@ class MeshtasticRadio:
         return f"serial {self._cfg.port or '(auto)'}"
 
     def start(self, on_packet: Callable[[Inbound], None], on_event: Callable[[RadioEvent], None]) -> None:
-        """Subscribe, then connect, retrying with backoff until it works or close() is called."""
+        """Subscribe, then connect, retrying with backoff until it works.
+
+        close() from another thread ends this promptly with RadioUnavailable, even mid-attempt.
+        """
         self._on_packet, self._on_event = on_packet, on_event
         # pypubsub keeps weak references: these bound methods live as long as this object.
         pub.subscribe(self._on_text, TOPIC_TEXT)
         pub.subscribe(self._on_data, TOPIC_DATA)
         pub.subscribe(self._on_routing, TOPIC_ROUTING)
         pub.subscribe(self._on_lost, TOPIC_LOST)
-        self._reconnect_until_up()
+        if not self._reconnect_until_up():
+            raise RadioUnavailable(f"radio closed while connecting to {self.describe()}")
 
-    def _connect(self) -> None:
+    def _build(self, made: Callable[[Any], None]) -> Any:
+        """Build and connect the library's interface (runs on a ConnectAttempt's thread)."""
         kind, where = self.describe().split(" ", 1)
-        log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
         timeout = int(self._cfg.connect_timeout_s)
+        if kind == "ble":
+            from meshtastic import ble_interface  # bleak is heavy; load it only for BLE
+
+            return ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
+        iface: Any
         if kind == "tcp":
             host, port = split_host(self._cfg.host or "")
             iface = meshtastic.tcp_interface.TCPInterface(
-                hostname=host, portNumber=port, noNodes=self._cfg.no_nodes, timeout=timeout
+                hostname=host, portNumber=port, noNodes=self._cfg.no_nodes, timeout=timeout, connectNow=False
             )
-        elif kind == "ble":
-            from meshtastic import ble_interface  # bleak is heavy; load it only for BLE
-
-            iface = ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
         else:
             iface = meshtastic.serial_interface.SerialInterface(
-                devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout
+                devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout, connectNow=False
             )
+        made(iface)  # from here a close() can reach the half-built link
+        try:
+            # What the constructors do with connectNow=True, split so the object exists before it blocks.
+            iface.connect()
+            iface.waitForConfig()
+        except BaseException:
+            close_quietly(iface)
+            raise
+        return iface
+
+    def _connect(self) -> bool:
+        """One connect attempt: True when up, False when close() won; raises why the attempt failed."""
+        log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
+        iface = ConnectAttempt(self._build).wait(self._closing)
+        if iface is None:
+            return False
         with self._lock:
-            self._iface = iface
-            self._ifaces.add(iface)
-            self._node = self._read_local_node(iface)
+            if self._closing.is_set():  # close() came while the attempt was returning
+                late = iface
+            else:
+                late = None
+                self._iface = iface
+                self._ifaces.add(iface)
+                self._node = self._read_local_node(iface)
+        if late is not None:
+            close_quietly(late)
+            return False
         self._up.set()
-        node = self._node
+        node = self.local_node()
         log.info(
             "radio connected: %s is %s (%s), %s %s, hop limit %d",
             self.describe(),
@@ -212,6 +159,7 @@ class MeshtasticRadio:
             node.hop_limit,
             extra={"event": Event.RADIO_UP, "node": node_id(node.node_num)},
         )
+        return True
 
     def _serial_path(self) -> str:
         # The library's own auto-detect prints and returns a dead object when it finds no
@@ -277,7 +225,7 @@ class MeshtasticRadio:
     # -- supervision ---------------------------------------------------------------------------------
     def _link_down(self, why: str) -> None:
         with self._lock:
-            if not self._up.is_set():
+            if not self._up.is_set() or self._closing.is_set():
                 return
             self._up.clear()
         log.error("radio down (%s): reconnecting", why, extra={"event": Event.RADIO_DOWN, "reason": why})
@@ -286,15 +234,17 @@ class MeshtasticRadio:
         self._supervisor = threading.Thread(target=self._reconnect_until_up, name="meshbot-radio", daemon=True)
         self._supervisor.start()
 
-    def _reconnect_until_up(self) -> None:
+    def _reconnect_until_up(self) -> bool:
+        """Connect, retrying with backoff; True once up, False when close() ended it."""
         delay, cap = self._backoff
         attempt = 0
         while not self._closing.is_set():
             attempt += 1
             self._close_iface()
             try:
-                self._connect()
-            except Exception as exc:  # any failure to connect: wait and try again, forever
+                if not self._connect():
+                    break
+            except Exception as exc:  # any failure to connect: wait and try again, until closed
                 log.warning(
                     "connect attempt %d to %s failed: %s; next in %.0fs",
                     attempt,
@@ -303,12 +253,14 @@ class MeshtasticRadio:
                     delay,
                     extra={"event": Event.RADIO_RETRY, "attempt": attempt},
                 )
-                self._closing.wait(delay)
+                self._closing.wait(delay)  # close() cuts the backoff short
                 delay = min(delay * 2, cap)
                 continue
             if self._on_event is not None:
                 self._on_event(RadioEvent.CONNECTED)
-            return
+            return True
+        log.debug("stopped connecting to %s: radio closed", self.describe())
+        return False
 
     # -- sending -----------------------------------------------------------------------------------------
     def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:
@@ -348,15 +300,15 @@ class MeshtasticRadio:
         with self._lock:
             iface, self._iface = self._iface, None
         if iface is not None:
-            try:
-                iface.close()
-            except Exception as exc:  # a half-dead link may fail to close; it is gone either way
-                log.debug("closing old interface: %s", exc)
+            close_quietly(iface)
 
     def close(self) -> None:
-        """Unsubscribe, stop reconnecting and close the link."""
-        self._closing.set()
-        self._up.clear()
+        """Stop reconnecting, abort a connect in progress and close the link; any thread, returns in seconds."""
+        with self._lock:
+            if self._closing.is_set():
+                return  # closed already (the connect watcher and the caller may both close)
+            self._closing.set()
+            self._up.clear()
         for listener, topic in (
             (self._on_text, TOPIC_TEXT),
             (self._on_data, TOPIC_DATA),
@@ -368,6 +320,9 @@ class MeshtasticRadio:
             except Exception:  # never subscribed (start failed early)
                 pass
         self._close_iface()
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(CLOSE_WAIT_S)  # its waits all end on _closing: this is quick
         log.info("radio closed", extra={"event": Event.RADIO_CLOSED})
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import threading
+import time
 
 from meshbot.core import limits
 from meshbot.core.airtime import preset
@@ -33,6 +34,7 @@ from meshbot.storage.store import Store
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.25  # how often idle threads look at the stop flag
+_ABANDON_WAIT_S = 1.0  # a reply told to stop mid-generation returns at its next token
 HEARTBEAT_EVERY_S = 5.0  # `meshbot status` calls a daemon stopped when its heartbeat is 3 of these old
 
 
@@ -201,22 +203,27 @@ class Daemon:
         )
 
     def stop(self, grace_s: float = 30.0) -> None:
-        """Stop taking packets, let the reply in progress finish within `grace_s`, close the radio."""
+        """Stop taking packets; the reply in progress gets `grace_s` real seconds, then what is left stays stored.
+
+        The whole stop takes about `grace_s` plus a second: a reply still generating at the deadline is
+        abandoned, fragments not yet on air are left for the next start, and the radio closes promptly.
+        """
         log.info(
             "shutting down: %d queued, reply in progress: %s",
             self.queue.depth(),
             self._working.is_set(),
             extra={"event": Event.STOPPING},
         )
+        # Real time, whatever the daemon's clock: the grace is a promise to systemd and docker (10 s to SIGKILL).
+        deadline = time.monotonic() + grace_s
         self._stop.set()
         self.queue.close()
-        deadline = self.clock.now() + grace_s
         for thread in self._threads:
-            thread.join(max(deadline - self.clock.now(), 0.1))
+            thread.join(max(deadline - time.monotonic(), 0.1))
             if thread.is_alive():
-                self.worker.abandon.set()
-                thread.join(2.0)
-        self.sender.stop(drain_s=max(deadline - self.clock.now(), 1.0))
+                self.worker.abandon.set()  # the worker logs what it abandons
+                thread.join(_ABANDON_WAIT_S)
+        self.sender.stop(drain_s=max(deadline - time.monotonic(), 0.0))
         self.radio.close()
         self.store.stopped(os.getpid())
         self.store.close()

@@ -20,6 +20,8 @@ from meshbot.storage.store import Store
 
 log = logging.getLogger(__name__)
 
+_STOP_WAIT_S = 1.0  # after stop() cuts its waits, the sender thread ends within this
+
 # Routing errors worth another try: congestion and timing, not a packet that can never fit.
 # Not DUTY_CYCLE_LIMIT: the node's hour is full, and every retry would only be refused again.
 RETRYABLE = frozenset(
@@ -61,6 +63,8 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._drain_until = float("inf")
+        self._current = _Inbox()  # the inbox of the job being sent: stop() wakes its ACK wait
+        self._left: list[SendJob] = []  # what stop() left unsent
         self._queued_airtime = 0.0  # air time of texts submitted but not yet sent
         self._airtime_lock = threading.Lock()
 
@@ -92,26 +96,25 @@ class Sender:
         self._thread.start()
 
     def stop(self, drain_s: float = 5.0) -> None:
-        """Keep sending what is queued for up to `drain_s`, then drop the rest with a log line."""
+        """Keep sending what is queued for up to `drain_s`; what is left stays stored for the next start."""
         self._drain_until = self._clock.now() + drain_s
         self._jobs.put(None)
         if self._thread is not None:
-            self._thread.join(drain_s + 1.0)
-        self._stopping.set()  # cuts retries of a text still in flight
+            self._thread.join(drain_s)
+        self._stopping.set()  # cuts the pacing gap, ACK wait or retry of a text still in flight
+        self._current.wake()
+        if self._thread is not None:
+            self._thread.join(_STOP_WAIT_S)
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
             try:
                 if job is None:
+                    _log_left(self._left)
                     return
                 if self._clock.now() > self._drain_until:
-                    log.warning(
-                        "dropped %s to %s: shutting down",
-                        job.label,
-                        node_id(job.outbound.dest),
-                        extra={"event": Event.DROPPED, "reason": Reason.SHUTDOWN},
-                    )
+                    self._left.append(job)
                     continue
                 self.send_now(job)
             except Exception:  # the sender must outlive any one bad job
@@ -123,15 +126,27 @@ class Sender:
                 self._jobs.task_done()
 
     def send_now(self, job: SendJob) -> SendResult:
-        """Send one job with pacing and retries, on the calling thread; returns its last result."""
+        """Send one job with pacing and retries, on the calling thread; returns its last result.
+
+        Cut short by stop(): the job gets no verdict (`on_done` is not called), so a stored fragment
+        stays pending and the next start sends it.
+        """
         # One inbox for every attempt: a late ACK of attempt 1 still ends the job during attempt 2.
-        inbox = _Inbox()
+        inbox = self._current = _Inbox()
+        try:
+            result, attempts = self._send_with_retries(job, inbox)
+        except _Stopped:
+            self._left.append(job)  # logged with the rest when the sender ends
+            return SendResult(0, AckStatus.FAILED, "SHUTDOWN")
+        if job.on_done is not None:
+            job.on_done(job, result, attempts)
+        return result
+
+    def _send_with_retries(self, job: SendJob, inbox: _Inbox) -> tuple[SendResult, int]:
         attempts = 0
         while True:
             attempts += 1
-            if not self._wait_for_radio(job):
-                result = SendResult(0, AckStatus.FAILED, "SHUTDOWN")
-                break
+            self._wait_for_radio(job)
             if self._pacer.budget_left(self._clock.now()) < self._airtime(job):
                 # The hard stop: never hand the node a text its duty cycle would refuse.
                 log.warning(
@@ -149,8 +164,10 @@ class Sender:
                 continue
             if result.status in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT):
                 break
+            if self._stopping.is_set():
+                raise _Stopped  # no verdict: the next start sends it again
             reason = result.reason if result.status is not AckStatus.TIMEOUT else "TIMEOUT"
-            if reason not in RETRYABLE or attempts > self._cfg.max_retries or self._stopping.is_set():
+            if reason not in RETRYABLE or attempts > self._cfg.max_retries:
                 log.warning(
                     "dropped %s to %s after %d attempt(s): %s",
                     job.label,
@@ -170,25 +187,25 @@ class Sender:
                 reason,
                 extra={"event": Event.RETRY, "reason": reason, "attempt": attempts + 1},
             )
-            self._clock.sleep(backoff)
-        if job.on_done is not None:
-            job.on_done(job, result, attempts)
-        return result
+            self._pause(backoff)
+        return result, attempts
 
-    def _wait_for_radio(self, job: SendJob) -> bool:
-        """Block while the radio is away (the queue waits, nothing is dropped); False at shutdown."""
+    def _pause(self, seconds: float) -> None:
+        """Sleep on the clock; raise _Stopped at once when stop() cuts it."""
+        if seconds > 0 and self._clock.wait_for(self._stopping, seconds):
+            raise _Stopped
+
+    def _wait_for_radio(self, job: SendJob) -> None:
+        """Block while the radio is away (the queue waits, nothing is dropped); raise _Stopped at shutdown."""
         if self._radio_up is None or self._radio_up.is_set():
-            return True
+            return
         log.info("holding %s until the radio is back", job.label, extra={"event": Event.WAITING_FOR_RADIO})
         while not self._clock.wait_for(self._radio_up, 1.0):
             if self._stopping.is_set() or self._clock.now() > self._drain_until:
-                return False
-        return True
+                raise _Stopped
 
     def _attempt(self, job: SendJob, inbox: _Inbox) -> SendResult:
-        wait = self._pacer.earliest_send() - self._clock.now()
-        if wait > 0:
-            self._clock.sleep(wait)
+        self._pause(self._pacer.earliest_send() - self._clock.now())
         out = job.outbound
         airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
         try:
@@ -228,7 +245,7 @@ class Sender:
 
     def _await_ack(self, job: SendJob, packet_id: int, inbox: _Inbox) -> SendResult:
         started = self._clock.now()
-        result = inbox.wait(self._clock, packet_id, self._cfg.ack_timeout_s)
+        result = inbox.wait(self._clock, packet_id, self._cfg.ack_timeout_s, self._stopping)
         self._count_node_retries(job, result, self._clock.now() - started)
         if result is None:
             log.warning(
@@ -282,6 +299,34 @@ class Sender:
             )
 
 
+class _Stopped(Exception):
+    """stop() cut a send short: the job is left for the next start."""
+
+
+def _log_left(left: list[SendJob]) -> None:
+    """One line for what shutdown left: stored fragments wait for the next start; notices are gone."""
+    kept = [job for job in left if job.query_id is not None]
+    gone = [job for job in left if job.query_id is None]
+    if kept:
+        log.warning(
+            "left %d fragment(s) unsent at shutdown (%s): they stay stored and are sent at the next start",
+            len(kept),
+            ", ".join(job.label for job in kept),
+            extra={
+                "event": Event.ABANDONED,
+                "reason": Reason.SHUTDOWN,
+                "query_ids": sorted({job.query_id for job in kept if job.query_id is not None}),
+            },
+        )
+    if gone:
+        log.warning(
+            "dropped %d notice(s) at shutdown (%s)",
+            len(gone),
+            ", ".join(f"{job.label} to {node_id(job.outbound.dest)}" for job in gone),
+            extra={"event": Event.DROPPED, "reason": Reason.SHUTDOWN},
+        )
+
+
 class _Inbox:
     """ACKs and NAKs for every attempt of one job, filled from the radio's thread."""
 
@@ -305,12 +350,18 @@ class _Inbox:
             naks = [r for r in self._results if r.packet_id in (packet_id, 0)]
             return naks[-1] if naks else None
 
-    def wait(self, clock: Clock, packet_id: int, timeout: float) -> SendResult | None:
-        """The verdict for the current attempt, or None on timeout."""
+    def wake(self) -> None:
+        """Make a waiting `wait` look at its stop flag now."""
+        self._changed.set()
+
+    def wait(self, clock: Clock, packet_id: int, timeout: float, stopping: threading.Event) -> SendResult | None:
+        """The verdict for the current attempt, or None on timeout; raises _Stopped once `stopping` is set."""
         deadline = clock.now() + timeout
         while True:
             verdict = self._verdict(packet_id)
             left = deadline - clock.now()
             if verdict is not None or left <= 0:
                 return verdict
+            if stopping.is_set():
+                raise _Stopped
             clock.wait_for(self._changed, left)

@@ -112,7 +112,7 @@ class Worker:
                 "it stays stored and resumes at the next start",
                 query.query_id,
                 len(sent),
-                extra={"event": Event.ABANDONED, "query_id": query.query_id},
+                extra={"event": Event.ABANDONED, "reason": Reason.SHUTDOWN, "query_id": query.query_id},
             )
             return
         if not sent:

@@ -38,6 +38,10 @@ class StoreError(Exception):
     """The database cannot be used (corrupt, or written by a newer meshbot)."""
 
 
+class StoreMissing(StoreError):
+    """A read-only open found no database file."""
+
+
 @dataclass(frozen=True)
 class StoredFragment:
     """One fragment of a reply as stored."""

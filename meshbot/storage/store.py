@@ -40,6 +40,7 @@ from meshbot.storage.records import (
     StoredFragment,
     StoredQuery,
     StoreError,
+    StoreMissing,
     placeholders,
     to_query,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "QueryState",
     "Store",
     "StoreError",
+    "StoreMissing",
     "StoredFragment",
     "StoredQuery",
 ]
@@ -87,6 +89,27 @@ class Store:
             raise StoreError(f"{self.path}: cannot open the state database: {exc}") from exc
         self._closed = False
         log.info("state database %s ready (schema v%d)", self.path, SCHEMA_VERSION)
+
+    @classmethod
+    def open_read_only(cls, path: str | Path, wall: Callable[[], float] = time.time) -> Store:
+        """An existing store, read-only (sqlite `mode=ro`): never creates, migrates or writes it (`meshbot status`)."""
+        file = Path(path).expanduser().resolve()
+        if not file.is_file():
+            raise StoreMissing(f"no state database at {file}")
+        store = cls.__new__(cls)
+        store._wall, store._lock, store.path, store._closed = wall, threading.RLock(), str(file), False
+        try:
+            uri = f"{file.as_uri()}?mode=ro"
+            store._conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            store._conn.execute("PRAGMA busy_timeout=5000")
+            version = store._conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{file}: cannot read the state database: {exc}") from exc
+        if version != SCHEMA_VERSION:
+            store.close()
+            why = "a newer meshbot's" if version > SCHEMA_VERSION else "older; `meshbot run` migrates it"
+            raise StoreError(f"{file}: schema v{version} ({why}), this meshbot reads v{SCHEMA_VERSION}")
+        return store
 
     def close(self) -> None:
         """Close the database; further calls fail. Safe to call twice."""

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from meshbot.app import configfile, logs
+from meshbot.app import configfile, interrupts, logs
 from meshbot.core.config import Config
 from meshbot.core.ids import node_id
 from meshbot.sim.app.console import HandsetConsole
@@ -74,15 +73,18 @@ def cmd_sim(
         out.write(f"meshbot sim: no node {args.handset!r} in {source}\n")
         return 2
     stop = stop or threading.Event()
-    _install_signals(stop)
+    interrupts.install(stop)  # a no-op off the main thread (tests call us from others)
     mesh = VirtualMesh(topology)
     daemon = None
     mesh.start()
+    code = 0
     try:
         out.write(describe_mesh(mesh) + "\n")
         out.flush()
         if args.bot:
-            daemon = _start_bot(cfg, mesh, out)
+            daemon, code = _start_bot(cfg, mesh, out, stop)
+            if daemon is None:
+                return code
         if args.report_every:
             _start_reports(mesh, args.report_every, stop, out)
         if args.handset is not None:
@@ -91,12 +93,14 @@ def cmd_sim(
             pass
     finally:
         if daemon is not None:
-            daemon.stop(grace_s=5.0)
+            from meshbot.app.runner import STOP_GRACE_S  # the same grace as `meshbot run`
+
+            daemon.stop(grace_s=STOP_GRACE_S)
         report = mesh.report()
         mesh.stop()
         out.write(render_report(report) + "\n")
         out.flush()
-    return 0
+    return code
 
 
 def describe_mesh(mesh: VirtualMesh) -> str:
@@ -128,13 +132,6 @@ def _neighbours(mesh: VirtualMesh, name: str) -> set[str]:
     return {other for pair in mesh.topology.neighbour_pairs() if name in pair for other in pair if other != name}
 
 
-def _install_signals(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread (tests call us from others)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
-
-
 def _start_console(mesh: VirtualMesh, handset: str, inp: TextIO, out: TextIO, stop: threading.Event) -> None:
     console = HandsetConsole(mesh, handset, out)
     console.attach()
@@ -160,15 +157,25 @@ def _start_reports(mesh: VirtualMesh, every_s: float, stop: threading.Event, out
     threading.Thread(target=loop, name="sim-reports", daemon=True).start()
 
 
-def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO) -> Any:
-    """The daemon with the configured (default: bundled) model, on the mesh's clock, attached to the bot node."""
+def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO, stop: threading.Event) -> tuple[Any, int]:
+    """The daemon with the configured (default: bundled) model, on the mesh's clock, attached to the bot node.
+
+    Returns (daemon, 0), or (None, exit code) when it did not start: 0 if a stop came first, else 1.
+    """
     from meshbot.app.compose import build_daemon
+    from meshbot.app.runner import STARTUP_ERRORS
 
     radio = cfg.radio.model_copy(update={"host": f"127.0.0.1:{mesh.bot.port}", "port": None, "ble": None})
     cfg = cfg.model_copy(update={"radio": radio})
     out.write("loading the model and starting the bot...\n")
     out.flush()
-    daemon = build_daemon(cfg, clock=mesh.clock)
+    try:
+        daemon = build_daemon(cfg, clock=mesh.clock, stop=stop)
+    except STARTUP_ERRORS as exc:
+        if stop.is_set():
+            return None, 0
+        out.write(f"meshbot sim: the bot cannot start: {exc}\n")
+        return None, 1
     daemon.start()
     out.write("bot up\n")
-    return daemon
+    return daemon, 0
