@@ -40,6 +40,9 @@ def make_daemon(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> Iter
     made: list[Daemon] = []
 
     def make(cfg: Config | None = None, **overrides) -> Daemon:
+        # Tests not about multi-part questions send one-liners like "one" and never advance the virtual
+        # clock: a zero join window answers them at once (tests/test_joining.py sets its own).
+        overrides = {"join.window_s": 0, **overrides}
         daemon = build_daemon(
             cfg or load_config(overrides=overrides, environ={}),
             radio=radio,

@@ -21,6 +21,7 @@ from meshbot.core.domain import (
     SendResult,
 )
 
+AI_TAG = "🤖 "  # [mesh] ai_tag's default
 BOT_NUM = 0x0BB0_0001
 ALICE = 0x0A11_CE00
 BOB = 0x0B0B_0000
@@ -91,8 +92,8 @@ class FakeRadio:
         self.closed = True
 
     def texts(self) -> list[str]:
-        """What went on air, in order."""
-        return [s.message.text for s in self.sent]
+        """What went on air, in order, without the leading AI tag (tests of the tag itself read `sent`)."""
+        return [s.message.text.removeprefix(AI_TAG) for s in self.sent]
 
 
 class FakeModel:

@@ -185,6 +185,7 @@ def bench(tmp_path: Path) -> Iterator[Callable[..., Bench]]:
             "limits.global_burst": 200,
             "limits.per_node_per_hour": 1000,
             "limits.global_per_hour": 5000,
+            "join.window_s": 0,  # one-liners like "q1" are answered at once (joining: tests/test_joining.py)
         }
         settings.update(overrides)
         made.append(Bench(node, clock, FakeModel(), load_config(overrides=settings, environ={})))

@@ -72,6 +72,8 @@ class Reason(enum.StrEnum):
     TOO_FAR = "too-far"
     DMS_DISABLED = "dms-disabled"
     CHANNEL_DISABLED = "channel-disabled"
+    PUBLIC_CHANNEL = "public-channel"
+    CHANNEL_COOLDOWN = "channel-cooldown"
     NO_TRIGGER = "no-trigger"
     MALFORMED = "malformed"
     # gate: not from this node, not now

@@ -15,6 +15,11 @@ Numbering
     * an answer that fits one fragment starting at index 1 carries no numbering at all;
     * a "more" continuation (``start_index > 1``) is always numbered and continues: ``4/+``, ``5/5``.
 
+AI tag
+    With a `tag` (``[mesh] ai_tag``, default ``"🤖 "``) every fragment starts with it: ``"🤖 1/+ body"``.
+    Every fragment, not only the first, so a fragment heard alone still says a machine wrote it and other
+    bots' loop guards can tell. Its bytes come out of the budget before numbering and text.
+
 Cuts
     A fragment ends, in order of preference, at the last sentence end (``.!?…`` then whitespace, or CJK
     ``。！？`` with or without whitespace; not a list number like ``1.`` or an initialism like ``e.g.``) that fills at least `SENTENCE_MIN_FILL` of the room; else at the
@@ -173,16 +178,18 @@ def _split_cluster(buf: str, cluster: _Cluster, room: int) -> int:
 class StreamFragmenter:
     """Incremental: feed model tokens as they arrive, get fragments as soon as each is settled."""
 
-    def __init__(self, budget: int, max_fragments: int, start_index: int = 1) -> None:
+    def __init__(self, budget: int, max_fragments: int, start_index: int = 1, tag: str = "") -> None:
         if max_fragments < 1:
             raise ValueError(f"max_fragments must be at least 1, got {max_fragments}")
         if start_index < 1:
             raise ValueError(f"start_index must be at least 1, got {start_index}")
         last = start_index + max_fragments - 1
-        needed = len(f"{last}/{last} ") + utf8_len(MORE_HINT) + MAX_CODE_POINT_BYTES
+        needed = utf8_len(tag) + len(f"{last}/{last} ") + utf8_len(MORE_HINT) + MAX_CODE_POINT_BYTES
         if budget < needed:
             raise ValueError(f"budget {budget} bytes leaves no room for text (need at least {needed})")
-        self._budget = budget
+        self._tag = tag
+        # The tag rides in front of every fragment, so the room for numbering and text is what it leaves.
+        self._budget = budget - utf8_len(tag)
         self._start_index = start_index
         self._last_index = last
         self._index = start_index
@@ -266,7 +273,7 @@ class StreamFragmenter:
         body = self._buf[start:end]
         self._buf = ""
         self._index += 1
-        return Fragment(k, self._final_prefix(k) + body, body, final=True, capped=False)
+        return Fragment(k, self._tag + self._final_prefix(k) + body, body, final=True, capped=False)
 
     def _emit_cut(self, scan: _Scan, room: int, capping: bool) -> Fragment:
         k = self._index
@@ -278,19 +285,21 @@ class StreamFragmenter:
             self._capped = True
             self._remainder.append(self._buf)
             self._buf = ""
-            return Fragment(k, f"{k}/+ {body}{MORE_HINT}", body, final=False, capped=True)
-        return Fragment(k, f"{k}/+ {body}", body, final=False, capped=False)
+            return Fragment(k, f"{self._tag}{k}/+ {body}{MORE_HINT}", body, final=False, capped=True)
+        return Fragment(k, f"{self._tag}{k}/+ {body}", body, final=False, capped=False)
 
 
-def fragment(text: str, budget: int, max_fragments: int, start_index: int = 1) -> FragmentPlan:
+def fragment(text: str, budget: int, max_fragments: int, start_index: int = 1, tag: str = "") -> FragmentPlan:
     """Split a whole answer at once: the stream fed in one piece (one implementation, two entry points)."""
-    stream = StreamFragmenter(budget, max_fragments, start_index)
+    stream = StreamFragmenter(budget, max_fragments, start_index, tag)
     fragments = stream.feed(text) + stream.finish()
     return FragmentPlan(tuple(fragments), stream.remainder)
 
 
-def strip_numbering(fragment_text: str) -> str:
-    """Inverse of the numbering/hint decoration: returns the body."""
+def strip_numbering(fragment_text: str, tag: str = "") -> str:
+    """Inverse of the tag/numbering/hint decoration: returns the body."""
+    if tag and fragment_text.startswith(tag):
+        fragment_text = fragment_text[len(tag) :]
     match = _NUMBERING.match(fragment_text)
     if match is None:
         return fragment_text
@@ -303,3 +312,16 @@ def strip_numbering(fragment_text: str) -> str:
 def looks_like_fragment(text: str) -> bool:
     """True when text carries our numbering ("k/+ " or "k/k "); unnumbered single replies can't be told."""
     return _NUMBERING.match(text) is not None
+
+
+def labelled(text: str, tag: str, budget: int) -> str:
+    """A one-packet reply (a command's answer, a notice): the tag, then text cut between graphemes to fit."""
+    room = budget - utf8_len(tag)
+    kept, used = [], 0
+    for match in graphemes(text.strip()):
+        size = utf8_len(match.group())
+        if used + size > room:
+            break
+        kept.append(match.group())
+        used += size
+    return tag + "".join(kept).rstrip()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from meshbot.core.config import LimitsConfig
 from meshbot.core.domain import Inbound
 from meshbot.core.events import Reason
-from meshbot.core.fragmenter import looks_like_fragment
+from meshbot.core.fragmenter import MORE_HINT
 from meshbot.core.ids import parse_node_id
 from meshbot.core.policy import Accept, Kind
 from meshbot.core.ratelimit import AccessList, NodeLimiter
@@ -26,6 +26,24 @@ class Admin(enum.Enum):
     PAUSE = "!pause"
     RESUME = "!resume"
     STATS = "!stats"
+
+
+class Spend(enum.Enum):
+    """Which allowance a message spends once it passes the access and loop checks."""
+
+    QUESTION = "question"  # a new question: repeats and the per-node question rate apply
+    COMMAND = "command"  # a command or "more": the separate command allowance
+    NOTHING = "nothing"  # a later part of a question already admitted
+
+
+DEFAULT_AI_TAG = "🤖"
+
+
+def is_bot_text(text: str, tags: tuple[str, ...]) -> bool:
+    """True when a text is another bot's: it starts with an AI tag, or carries the "more" invitation."""
+    head = text.lstrip()
+    # A bare numbering like "2/2 ..." is NOT a bot sign: people number the parts of long questions.
+    return any(tag and head.startswith(tag) for tag in tags) or text.rstrip().endswith(MORE_HINT.strip())
 
 
 @dataclass(frozen=True)
@@ -45,19 +63,30 @@ def admin_command(text: str) -> Admin | None:
 class Gate:
     """Checks run on every accepted question, in the order an operator reads the reasons."""
 
-    def __init__(self, cfg: LimitsConfig, recent_text_seen: Callable[[int, str, float], bool]) -> None:
+    def __init__(
+        self,
+        cfg: LimitsConfig,
+        recent_text_seen: Callable[[int, str, float], bool],
+        *,
+        bot_tags: tuple[str, ...] = (DEFAULT_AI_TAG,),
+        command_rate: tuple[float, float] = (6, 60),
+    ) -> None:
         self._cfg = cfg
+        self._bot_tags = tuple(t.strip() for t in bot_tags if t.strip())
+        self._commands = NodeLimiter(*command_rate, cfg.global_burst, cfg.global_per_hour)
         self._recent_text_seen = recent_text_seen  # (node, text, window_s): seen lately, and remember it
         self._access = AccessList(cfg.allow, cfg.deny)
         self._bots = frozenset(parse_node_id(i) for i in cfg.bots)
         self._admins = frozenset(parse_node_id(i) for i in cfg.admins)
         self._limiter = NodeLimiter(cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour)
 
-    def check(self, msg: Inbound, decision: Accept, now: float) -> Refused | Admin | None:
+    def check(
+        self, msg: Inbound, decision: Accept, now: float, spend: Spend = Spend.QUESTION
+    ) -> Refused | Admin | None:
         """None to answer; an Admin command to run; or why it is refused."""
         if not self._access.permits(msg.sender):
             return Refused(Reason.DENIED)
-        if msg.sender in self._bots or looks_like_fragment(decision.question):
+        if msg.sender in self._bots or is_bot_text(decision.question, self._bot_tags):
             return Refused(Reason.OTHER_BOT)
         command = admin_command(decision.question)
         if command is not None:
@@ -65,16 +94,20 @@ class Gate:
             if msg.is_dm and msg.sender in self._admins:
                 return command
             return Refused(Reason.ADMIN_ONLY)
+        if spend is Spend.NOTHING:
+            return None
+        if spend is Spend.COMMAND:
+            return self._rate(self._commands, msg.sender, now)
         if (
             decision.kind is Kind.ASK
             and self._cfg.repeat_window_s > 0
             and self._recent_text_seen(msg.sender, decision.question.casefold(), self._cfg.repeat_window_s)
         ):
             return Refused(Reason.REPEAT)
-        return self._rate(msg.sender, now)
+        return self._rate(self._limiter, msg.sender, now)
 
-    def _rate(self, node: int, now: float) -> Refused | None:
-        verdict = self._limiter.check(node, now)
+    def _rate(self, limiter: NodeLimiter, node: int, now: float) -> Refused | None:
+        verdict = limiter.check(node, now)
         if verdict.allowed:
             return None
         notice = None
