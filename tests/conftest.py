@@ -86,11 +86,9 @@ def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
 
     started: list[Daemon] = []
 
-    def start(port: int) -> Daemon:
-        cfg = load_config(
-            overrides={"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20},
-            environ={},
-        )
+    def start(port: int, **overrides) -> Daemon:
+        base = {"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20}
+        cfg = load_config(overrides={**base, **overrides}, environ={})
         bot = build_daemon(cfg, model=bundled_model, store=Store(":memory:"))
         bot.start()
         started.append(bot)

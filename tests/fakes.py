@@ -59,6 +59,10 @@ class FakeRadio:
         self.on_event: Callable[[RadioEvent], None] | None = None
         self.on_send: Callable[[Sent], None] | None = None  # test hook, runs inside send()
         self.unanswered: list[tuple[int, Callable[[SendResult], None]]] = []  # TIMEOUT sends, for late ACKs
+        self.names: dict[int, str] = {}  # short names heard in NodeInfo, as a real node DB would hold them
+
+    def short_name_of(self, node: int) -> str | None:
+        return self.names.get(node)
 
     def start(self, on_packet, on_event) -> None:
         self.on_packet, self.on_event = on_packet, on_event

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,8 +10,10 @@ import pytest
 from meshbot.core.fragmenter import looks_like_fragment
 from meshbot.core.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
 from meshbot.service.daemon import Daemon
+from meshbot.storage.store import QueryState
 from meshbot.sim.node.node import VirtualNode
 from tests.conftest import wait_until
+from tests.fakes import AI_TAG
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -47,14 +50,16 @@ def test_a_dm_is_answered_in_mesh_sized_fragments(node: VirtualNode, daemon: Dae
         assert packet.outcome == "ACK"
         assert packet.reply_id == 101
     if len(sent) > 1:
-        heads = [p.text.split(" ", 1)[0] for p in sent]
+        heads = [p.text.removeprefix(AI_TAG).split(" ", 1)[0] for p in sent]
         assert heads[:-1] == [f"{i}/+" for i in range(1, len(sent))]
-        assert all(looks_like_fragment(p.text) for p in sent)
+        assert all(looks_like_fragment(p.text.removeprefix(AI_TAG)) for p in sent)
     gaps = [b.at - a.at for a, b in zip(sent, sent[1:], strict=False)]
     assert all(gap >= TEXT_RATE_LIMIT_S for gap in gaps), gaps
 
 
-def test_a_channel_question_with_the_trigger_is_answered_on_the_channel(node: VirtualNode, daemon: Daemon) -> None:
+def test_a_channel_question_with_the_trigger_is_answered_on_the_channel(node: VirtualNode, real_daemon) -> None:
+    # The node's channel 0 is the default public one (preset name, default key): enabled on purpose.
+    daemon = real_daemon(node.port, **{"policy.channels": [{"index": 0, "public": True}]})
     node.inject_text(ALICE, "nice day on the mesh", to=BROADCAST_NUM, packet_id=201)
     node.inject_text(ALICE, "!ai what is a mesh network?", to=BROADCAST_NUM, packet_id=202)
     sent = settle(node, daemon, 1)
@@ -80,5 +85,28 @@ def test_a_redelivered_packet_is_answered_once(node: VirtualNode, daemon: Daemon
     sent = settle(node, daemon, 1)
     first_reply = {p.reply_id for p in sent}
     assert first_reply == {401}
-    heads = [p.text.split(" ", 1)[0] for p in sent]
+    heads = [p.text.removeprefix(AI_TAG).split(" ", 1)[0] for p in sent]
     assert heads.count("1/+") <= 1
+
+
+# Part 1 is cut by the handset's 200-byte cap in mid-sentence; part 2 follows a second later.
+PART_1 = (
+    "I am planning a three day hike in the mountains next month with two friends and we will carry "
+    "handheld radios on a mesh network, and I would like to know how we should place the relay nodes so"
+)
+PART_2 = "that we stay in touch across the valleys?"
+
+
+def test_a_two_part_question_gets_one_answer_replying_to_one_packet(node: VirtualNode, daemon: Daemon) -> None:
+    assert 180 <= len(PART_1.encode()) <= 200
+    node.inject_text(ALICE, PART_1, packet_id=501)
+    time.sleep(1.0)
+    node.inject_text(ALICE, PART_2, packet_id=502)
+    sent = settle(node, daemon, 1)
+    assert sent, "the bot sent nothing"
+    assert {p.reply_id for p in sent} == {502}  # one answer, threaded to the last part
+    heads = [p.text.removeprefix(AI_TAG).split(" ", 1)[0] for p in sent]
+    assert heads.count("1/+") <= 1 and all(p.text.startswith(AI_TAG) for p in sent)
+    first, joined = daemon.store.get(1), daemon.store.get(2)  # a fresh store: the two parts' rows
+    assert first is not None and first.state is QueryState.JOINED
+    assert joined is not None and joined.question == f"{PART_1} {PART_2}" and joined.packet_id == 502

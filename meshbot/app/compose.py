@@ -83,6 +83,7 @@ def build_daemon(
     clock: Clock | None = None,
     store: Store | None = None,
     stop: threading.Event | None = None,
+    hooks: CommandHooks | None = None,
 ) -> Daemon:
     """Load the model, connect the radio and return a whole Daemon, not yet started.
 
@@ -115,7 +116,7 @@ def build_daemon(
             node=node,
             inbox=inbox,
             contexts=contexts,
-            hooks=command_hooks(cfg, store),
+            hooks=hooks or command_hooks(cfg, store),
         )
     except BaseException:
         for part in reversed(opened):
