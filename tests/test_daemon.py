@@ -97,7 +97,9 @@ def test_more_sends_the_rest(make_daemon, radio: FakeRadio, model: FakeModel) ->
 
 def test_a_short_answer_is_one_unnumbered_fragment(make_daemon, radio: FakeRadio, model: FakeModel) -> None:
     model.queue("Hello there.")
-    daemon = make_daemon(**{"policy.channels": [{"index": 0, "public": True}]})  # channel 0 is the public default: enabled here
+    daemon = make_daemon(
+        **{"policy.channels": [{"index": 0, "public": True}]}
+    )  # channel 0 is the public default: enabled here
     radio.receive(broadcast("!ai hi"))
     wait_until(daemon.idle)
     assert radio.texts() == ["Hello there."]
@@ -108,7 +110,9 @@ def test_ignored_packets_are_logged_with_a_reason(
     make_daemon, radio: FakeRadio, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
-    daemon = make_daemon(**{"policy.channels": [{"index": 0, "public": True}]})  # channel 0 is the public default: enabled here
+    daemon = make_daemon(
+        **{"policy.channels": [{"index": 0, "public": True}]}
+    )  # channel 0 is the public default: enabled here
     radio.receive(broadcast("just chatting"))
     radio.receive(dm(None, payload_len=3, packet_id=9))
     wait_until(daemon.idle)

@@ -10,8 +10,8 @@ import pytest
 from meshbot.core.fragmenter import looks_like_fragment
 from meshbot.core.limits import BROADCAST_NUM, TEXT_RATE_LIMIT_S
 from meshbot.service.daemon import Daemon
-from meshbot.storage.store import QueryState
 from meshbot.sim.node.node import VirtualNode
+from meshbot.storage.store import QueryState
 from tests.conftest import wait_until
 from tests.fakes import AI_TAG
 

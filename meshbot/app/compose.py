@@ -42,7 +42,8 @@ def open_store(cfg: Config) -> Store:
 
 def context_sources(cfg: Config, store: Store, radio: Radio | None = None) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
-    names = radio.short_name_of if isinstance(radio, NodeDirectory) else None
+    directory: NodeDirectory | None = radio if isinstance(radio, NodeDirectory) else None
+    names = directory.short_name_of if directory is not None else None
     sources: list[ContextSource] = [AskerSource(names)]
     return sources
 

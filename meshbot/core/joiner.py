@@ -148,4 +148,3 @@ class Joiner(Generic[T]):
     def drop(self, key: Hashable) -> Waiting[T] | None:
         """Forget a conversation's waiting parts (returns them)."""
         return self._waiting.pop(key, None)
-
