@@ -30,6 +30,7 @@ class Event(enum.StrEnum):
     IGNORED = "ignored"
     INPUT_CUT = "input-cut"
     QUEUED = "queued"
+    HELD = "held"  # a part of a multi-part question, waiting for the rest
     JOINED = "joined"
     DROPPED = "dropped"
     ADMIN = "admin"

@@ -8,7 +8,7 @@ applied to each message a node sends (per conversation: its DMs, or one channel)
   ``[join] part_wait_s`` for the next part. ``n/n`` is the last part: answer at once.
 * **Cut off.** A message of ``[join] long_bytes`` (170) or more that does not end a sentence was plainly cut
   at the handset's cap: it is a part, and more follows (``part_wait_s``).
-* **Complete.** No marker, ends in ``?``, ``.`` or ``!`` and well under the cap (below ``long_bytes``): it
+* **Complete.** No marker, ends in ``?``, ``.`` or ``!`` (or an emoji) and well under the cap (below ``long_bytes``): it
   is answered at once, never held. If earlier parts are waiting, it is their last part and ends the join.
 * **Anything else** (``hello``, ``what is lora``, a long message ending a sentence) may be followed by more:
   it waits ``[join] window_s`` (8 s) for a next message, and each new part restarts the wait.
@@ -34,8 +34,11 @@ _MARK = r"([1-9][0-9]?)\s?/\s?([1-9][0-9]?|\+)"
 _LEADING = regex.compile(rf"\A\s*(?:\({_MARK}\)|\[{_MARK}\]|{_MARK}(?=\s|\Z))[\s:.,-]*")
 # At the end only in brackets: a bare "3/4" there is more likely a fraction.
 _TRAILING = regex.compile(rf"\s*(?:\({_MARK}\)|\[{_MARK}\])\s*\Z")
-# A sentence end, allowing closing quotes/brackets after it (and CJK full stops).
-_SENTENCE_END = regex.compile(r"[.?!…。？！][\"'”’»)\]]*\s*\Z")
+# A sentence end, allowing closing quotes/brackets after it (and CJK full stops); or an emoji, which people
+# put where a full stop would go ("tell me about the moon 🌙").
+_SENTENCE_END = regex.compile(
+    r"(?:[.?!…。？！][\"'”’»)\]]*|\p{Extended_Pictographic}[\p{M}\u200d\ufe0f\p{Extended_Pictographic}\p{Sk}]*)\s*\Z"
+)
 
 
 class Shape(enum.Enum):

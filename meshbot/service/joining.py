@@ -73,7 +73,7 @@ class JoinDesk:
             node_id(msg.sender),
             self._joiner.count(key),
             part.shape.value,
-            extra={"event": Event.QUEUED, "query_id": held.query_id, "part": part.shape.value},
+            extra={"event": Event.HELD, "query_id": held.query_id, "part": part.shape.value},
         )
         return None
 
