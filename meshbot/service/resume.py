@@ -7,6 +7,7 @@ import logging
 from meshbot.core.config import Config
 from meshbot.core.domain import Outbound
 from meshbot.core.events import Event, Reason
+from meshbot.core.fragmenter import labelled
 from meshbot.core.ids import node_id
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
@@ -92,7 +93,8 @@ class Housekeeper:
                 extra={"event": Event.DROPPED, "reason": Reason.STALE},
             )
             if stale.is_dm:
-                out = Outbound(APOLOGY, stale.sender, stale.reply_channel, want_ack=True)
+                text = labelled(APOLOGY, self._cfg.mesh.ai_tag, self._cfg.mesh.max_fragment_bytes)
+                out = Outbound(text, stale.sender, stale.reply_channel, want_ack=True)
                 self._sender.submit(SendJob(out, f"q{stale.query_id} apology"))
 
     def tick(self, now: float) -> None:
