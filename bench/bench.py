@@ -183,7 +183,7 @@ class Bench:
         self.asked += 1
         sent = node.sent[before:]
         row.first_fragment_s = sent[0].at - injected
-        row.first_body_bytes = len(strip_numbering(sent[0].text or "").encode("utf-8"))
+        row.first_body_bytes = len(strip_numbering(sent[0].text or "", self.cfg.mesh.ai_tag).encode("utf-8"))
         row.fragments = len(sent)
         row.fills = [len(p.payload) / self.cfg.mesh.max_fragment_bytes for p in sent[:-1]]
         row.airtime_s = sum(time_on_air_s(text_frame_len(len(p.payload), reply_id=True), self.modem) for p in sent)

@@ -40,6 +40,9 @@ def make_daemon(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> Iter
     made: list[Daemon] = []
 
     def make(cfg: Config | None = None, **overrides) -> Daemon:
+        # Tests not about multi-part questions send one-liners like "one" and never advance the virtual
+        # clock: a zero join window answers them at once (tests/test_joining.py sets its own).
+        overrides = {"join.window_s": 0, **overrides}
         daemon = build_daemon(
             cfg or load_config(overrides=overrides, environ={}),
             radio=radio,
@@ -83,11 +86,9 @@ def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
 
     started: list[Daemon] = []
 
-    def start(port: int) -> Daemon:
-        cfg = load_config(
-            overrides={"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20},
-            environ={},
-        )
+    def start(port: int, **overrides) -> Daemon:
+        base = {"radio.host": f"127.0.0.1:{port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20}
+        cfg = load_config(overrides={**base, **overrides}, environ={})
         bot = build_daemon(cfg, model=bundled_model, store=Store(":memory:"))
         bot.start()
         started.append(bot)

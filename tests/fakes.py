@@ -21,6 +21,7 @@ from meshbot.core.domain import (
     SendResult,
 )
 
+AI_TAG = "🤖 "  # [mesh] ai_tag's default
 BOT_NUM = 0x0BB0_0001
 ALICE = 0x0A11_CE00
 BOB = 0x0B0B_0000
@@ -58,6 +59,10 @@ class FakeRadio:
         self.on_event: Callable[[RadioEvent], None] | None = None
         self.on_send: Callable[[Sent], None] | None = None  # test hook, runs inside send()
         self.unanswered: list[tuple[int, Callable[[SendResult], None]]] = []  # TIMEOUT sends, for late ACKs
+        self.names: dict[int, str] = {}  # short names heard in NodeInfo, as a real node DB would hold them
+
+    def short_name_of(self, node: int) -> str | None:
+        return self.names.get(node)
 
     def start(self, on_packet, on_event) -> None:
         self.on_packet, self.on_event = on_packet, on_event
@@ -91,8 +96,8 @@ class FakeRadio:
         self.closed = True
 
     def texts(self) -> list[str]:
-        """What went on air, in order."""
-        return [s.message.text for s in self.sent]
+        """What went on air, in order, without the leading AI tag (tests of the tag itself read `sent`)."""
+        return [s.message.text.removeprefix(AI_TAG) for s in self.sent]
 
 
 class FakeModel:

@@ -22,7 +22,7 @@ from meshbot.service.daemon import Daemon
 from meshbot.sim.node.node import VirtualNode
 from meshbot.sim.node.records import SentPacket
 from meshbot.storage.store import Store
-from tests.fakes import BOT_NUM, FakeModel
+from tests.fakes import AI_TAG, BOT_NUM, FakeModel
 
 PEERS = [(0x0A11_0000 + i, f"Peer {i}", f"P{i}") for i in range(8)]
 PEER_NUMS = [num for num, _, _ in PEERS]
@@ -41,7 +41,7 @@ LONG_ANSWER = (
 # knew it was delivered. A fragment in flight when a fault struck may go out again: that is allowed.
 def fragment_index(text: str | None) -> tuple[int, bool]:
     """(index, final) of a reply fragment; an unnumbered text is a whole one-fragment answer."""
-    match = _HEAD.match(text or "")
+    match = _HEAD.match((text or "").removeprefix(AI_TAG))
     if match is None:
         return 1, True
     return int(match.group(1)), match.group(2) != "+"
@@ -185,6 +185,7 @@ def bench(tmp_path: Path) -> Iterator[Callable[..., Bench]]:
             "limits.global_burst": 200,
             "limits.per_node_per_hour": 1000,
             "limits.global_per_hour": 5000,
+            "join.window_s": 0,  # one-liners like "q1" are answered at once (joining: tests/test_joining.py)
         }
         settings.update(overrides)
         made.append(Bench(node, clock, FakeModel(), load_config(overrides=settings, environ={})))

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from meshbot.radios.mqtt import codec, crypto
 from meshbot.radios.mqtt.codec import BROADCAST, Channel, Dropped, Header
+from tests.fakes import AI_TAG
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ROOT = "msh/US"
@@ -207,10 +208,10 @@ class Handset:
             self.publish(ack, "PKI", wait=False)
 
     def texts(self, *, dm: bool | None = None) -> list[str]:
-        """Texts heard from the bot: DMs (dm=True), channel broadcasts (False) or both."""
+        """Texts heard from the bot, without its AI tag: DMs (dm=True), channel broadcasts (False) or both."""
         with self._lock:
             return [
-                h.text
+                h.text.removeprefix(AI_TAG)
                 for h in self.heard
                 if h.data.portnum == portnums_pb2.TEXT_MESSAGE_APP and (dm is None or h.pki == dm)
             ]

@@ -79,7 +79,7 @@ def test_long_answer_becomes_numbered_fragments_within_budget(cfg: Config) -> No
     for index, nbytes, text in frags:
         assert nbytes == len(text.encode("utf-8"))
         assert nbytes <= ask_budget(cfg)
-        assert text.startswith(f"{index}/+ ")
+        assert text.startswith(f"🤖 {index}/+ ")  # the AI tag, then the numbering
     assert frags[-1][2].endswith(MORE_HINT)  # the rest waits for "more"
     assert "3 fragment(s)" in summary and 'left for "more"' in summary
 
@@ -96,7 +96,7 @@ def test_summary_reports_tokens_first_token_and_rate(cfg: Config) -> None:
 def test_short_answer_is_one_unnumbered_fragment(cfg: Config) -> None:
     code, frags, _ = run(cfg, "LoRa is a long range radio.")
     assert code == 0
-    assert frags == [(1, 27, "LoRa is a long range radio.")]
+    assert frags == [(1, 32, "🤖 LoRa is a long range radio.")]
 
 
 def test_markdown_never_reaches_the_air(cfg: Config) -> None:
@@ -114,7 +114,7 @@ def test_multibyte_answer_fits_budget_and_keeps_every_character(cfg: Config) -> 
     _, frags, _ = run(roomy, answer)
     assert len(frags) > 1
     assert all(nbytes <= ask_budget(roomy) for _, nbytes, _ in frags)
-    bodies = " ".join(strip_numbering(text) for _, _, text in frags)
+    bodies = " ".join(strip_numbering(text, roomy.mesh.ai_tag) for _, _, text in frags)
     assert bodies.split() == tidy(answer).split()
 
 

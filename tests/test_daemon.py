@@ -97,7 +97,9 @@ def test_more_sends_the_rest(make_daemon, radio: FakeRadio, model: FakeModel) ->
 
 def test_a_short_answer_is_one_unnumbered_fragment(make_daemon, radio: FakeRadio, model: FakeModel) -> None:
     model.queue("Hello there.")
-    daemon = make_daemon()
+    daemon = make_daemon(
+        **{"policy.channels": [{"index": 0, "public": True}]}
+    )  # channel 0 is the public default: enabled here
     radio.receive(broadcast("!ai hi"))
     wait_until(daemon.idle)
     assert radio.texts() == ["Hello there."]
@@ -108,7 +110,9 @@ def test_ignored_packets_are_logged_with_a_reason(
     make_daemon, radio: FakeRadio, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
-    daemon = make_daemon()
+    daemon = make_daemon(
+        **{"policy.channels": [{"index": 0, "public": True}]}
+    )  # channel 0 is the public default: enabled here
     radio.receive(broadcast("just chatting"))
     radio.receive(dm(None, payload_len=3, packet_id=9))
     wait_until(daemon.idle)
@@ -130,7 +134,7 @@ def test_a_full_queue_says_busy_once(make_daemon, radio: FakeRadio, model: FakeM
         cfg.model_copy(update={"queue": cfg.queue.model_copy(update={"max_depth": 1, "max_per_node": 1})})
     )
     for n in range(1, 5):
-        radio.receive(dm(f"question {n}", sender=BOB, packet_id=n))
+        radio.receive(dm(f"question {n}?", sender=BOB, packet_id=n))  # complete: not joined
     wait_until(lambda: len(radio.sent) >= 1)
     gate.set()
     wait_until(daemon.idle)

@@ -16,7 +16,7 @@ from meshbot.service.daemon import Daemon
 from meshbot.service.resume import APOLOGY
 from meshbot.storage.store import FragmentState, QueryState, Store
 from tests.conftest import wait_until
-from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
+from tests.fakes import AI_TAG, ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
 ADMIN = 0x0AD0_0001
 # What another meshbot sends first when its answer runs long: refused as a bot's.
@@ -24,7 +24,8 @@ BOT_FRAGMENT = fragment("Radio waves bend over hills and reflect off the sky at 
 
 
 def run_daemon(tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock, **overrides) -> Daemon:
-    cfg = load_config(overrides=overrides, environ={})
+    # One-liners like "q1" are answered at once here (multi-part joining: tests/test_joining.py).
+    cfg = load_config(overrides={"join.window_s": 0, **overrides}, environ={})
     daemon = build_daemon(cfg, radio=radio, model=model, clock=clock, store=Store(tmp_path / "bot.db"))
     daemon.start()
     return daemon
@@ -69,10 +70,10 @@ def test_a_question_mid_generation_is_answered_again_without_the_delivered_fragm
     model.queue(long_answer, "Second answer.")
     daemon = run_daemon(tmp_path, radio, model, clock)
     wait_until(lambda: daemon.idle() and len(radio.sent) >= 3)
-    alice = [s.message.text for s in radio.sent if s.message.dest == ALICE]
+    alice = [s.message.text.removeprefix(AI_TAG) for s in radio.sent if s.message.dest == ALICE]
     assert alice and not any(t.startswith("1/") for t in alice)  # fragment 1 is not sent twice
     assert alice[0].startswith("2/")
-    assert [s.message.text for s in radio.sent if s.message.dest == BOB] == ["Second answer."]
+    assert [s.message.text for s in radio.sent if s.message.dest == BOB] == [AI_TAG + "Second answer."]
     assert daemon.store.get(waiting).state is QueryState.DONE
     daemon.stop(grace_s=1)
 
@@ -193,7 +194,7 @@ def test_limits_deny_bots_repeats_and_one_notice(
         **{"limits.deny": ["!0b0b0000"], "limits.per_node_burst": 2, "limits.per_node_per_hour": 1},
     )
     radio.receive(dm("hi", sender=BOB, packet_id=1))  # denied
-    radio.receive(dm(BOT_FRAGMENT, packet_id=2))
+    radio.receive(dm("🤖 2/+ looks like another bot", packet_id=2))  # its AI tag gives it away
     radio.receive(dm("question one", packet_id=3))
     radio.receive(dm("question one", packet_id=4))  # a repeat
     radio.receive(dm("question two", packet_id=5))
@@ -227,7 +228,7 @@ def test_admin_commands_only_from_admins_by_dm(
     radio.receive(dm("!stats", sender=ADMIN, packet_id=6))
     radio.receive(dm("!resume", sender=ADMIN, packet_id=7))
     wait_until(lambda: "Answer while paused." in radio.texts())
-    to_admin = [s.message.text for s in radio.sent if s.message.dest == ADMIN]
+    to_admin = [s.message.text.removeprefix(AI_TAG) for s in radio.sent if s.message.dest == ADMIN]
     assert to_admin[0].startswith("Paused") and "answered" in to_admin[1] and to_admin[2] == "Resumed."
     daemon.stop(grace_s=1)
 

@@ -9,7 +9,7 @@ import pytest
 
 from meshbot.core import limits
 from tests.conftest import wait_until
-from tests.fakes import BOT_NUM
+from tests.fakes import AI_TAG, BOT_NUM
 from tests.faults_support import PEER_NUMS, Bench, answered, audit, events, log_order_knowledge
 from tests.faults_support import bench as bench  # a fixture: the alias marks the import as used
 
@@ -19,7 +19,8 @@ ADMIN, USER = PEER_NUMS[0], PEER_NUMS[1]
 
 @pytest.fixture
 def admin_bench(bench) -> Bench:
-    b = bench(**{"limits.admins": [f"!{ADMIN:08x}"]})
+    # Channel 0 is the virtual node's default public channel: enabled, to show a channel cannot run commands.
+    b = bench(**{"limits.admins": [f"!{ADMIN:08x}"], "policy.channels": [{"index": 0, "public": True}]})
     b.start_daemon()
     wait_until(lambda: b.settled(b.daemons[0]), timeout=20)
     return b
@@ -27,7 +28,7 @@ def admin_bench(bench) -> Bench:
 
 def command_replies(b: Bench, dest: int) -> list[str | None]:
     """What the bot sent `dest` that answers no question: command replies and notices."""
-    return [p.text for p in b.node.sent if p.to == dest and p.reply_id is None]
+    return [(p.text or "").removeprefix(AI_TAG) for p in b.node.sent if p.to == dest and p.reply_id is None]
 
 
 def test_pause_from_a_non_admin_a_channel_or_the_models_own_answer_changes_nothing(
@@ -47,7 +48,7 @@ def test_pause_from_a_non_admin_a_channel_or_the_models_own_answer_changes_nothi
     q7 = b.ask(USER, 7, "are you still there?")
     wait_until(answered(b, [q7]), timeout=20)
     assert not b.daemons[0].paused.is_set()
-    assert [p.text for p in node.sent if p.reply_id == 3] == ["!pause"]
+    assert [p.text for p in node.sent if p.reply_id == 3] == [AI_TAG + "!pause"]
     assert [command_replies(b, n) for n in (USER, ADMIN, limits.BROADCAST_NUM)] == [[], [], []]
     assert sorted(r.reason for r in events(caplog, "ignored")) == [
         "admin-only",

@@ -13,7 +13,7 @@ from meshbot.core.config import load_config
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.conftest import wait_until
-from tests.fakes import FakeRadio, dm
+from tests.fakes import AI_TAG, FakeRadio, dm
 from tests.faults_support import PEER_NUMS, GatedModel, events
 
 # -- a flood from one node while five others ask once ----------------------------------------
@@ -24,7 +24,9 @@ def test_a_flooding_node_gets_its_fair_share_and_one_notice(
     clock: VirtualClock, radio: FakeRadio, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
-    cfg = load_config(overrides={"limits.per_node_burst": 5, "queue.max_per_node": 5}, environ={})
+    # join.window_s 0: each "flood message number k" is its own question (joining: tests/test_joining.py).
+    overrides = {"limits.per_node_burst": 5, "queue.max_per_node": 5, "join.window_s": 0}
+    cfg = load_config(overrides=overrides, environ={})
     model = GatedModel()
     daemon = build_daemon(cfg, radio=radio, model=model, clock=clock, store=Store(":memory:"))
     daemon.start()
@@ -54,7 +56,7 @@ def test_a_flooding_node_gets_its_fair_share_and_one_notice(
     assert all(answer_order.index(pid) < flood_answers[2] for pid in others.values()), answer_order
     minutes = math.ceil(3600 / cfg.limits.per_node_per_hour / 60)  # one token back, as the notice says
     assert [m.text for m in replies if m.dest == FLOODER and m.reply_id is None] == [
-        cfg.limits.notice.format(minutes=minutes)
+        AI_TAG + cfg.limits.notice.format(minutes=minutes)
     ]
     assert len(events(caplog, "ignored", "node-rate")) == 100 - cfg.limits.per_node_burst
 

@@ -228,21 +228,29 @@ def test_every_continued_fragment_is_recognised_and_no_final_one(
 
 
 @PROPERTY
-@given(text=TEXT, budget=BUDGET, max_fragments=MAX_FRAGMENTS, start_index=START_INDEX, rewritable=st.booleans())
+@given(
+    text=TEXT,
+    budget=BUDGET,
+    max_fragments=MAX_FRAGMENTS,
+    start_index=START_INDEX,
+    rewritable=st.booleans(),
+    tag=st.sampled_from(["", "🤖 ", "[AI] "]),
+)
 def test_an_answer_cut_off_after_any_fragment_ends_within_budget(
-    text: str, budget: int, max_fragments: int, start_index: int, rewritable: bool
+    text: str, budget: int, max_fragments: int, start_index: int, rewritable: bool, tag: str
 ) -> None:
-    """After a crash, whichever fragment was stored last, the cut-off ending fits and reads as the end."""
-    for f in fragment(text, budget, max_fragments, start_index).fragments:
-        assert is_final_text(f.index, f.text) == f.final
+    """After a crash, whichever fragment was stored last, the cut-off ending fits, keeps the tag and reads as the end."""
+    for f in fragment(text, budget, max_fragments, start_index, tag=tag).fragments:
+        assert is_final_text(f.index, f.text, tag) == f.final
         if f.final:
             continue
-        index, ended = cut_off_ending(f.index, f.text, budget, rewritable)
-        assert utf8_len(ended) <= budget and ended.endswith(CUT_OFF) and is_final_text(index, ended)
+        index, ended = cut_off_ending(f.index, f.text, budget, rewritable, tag)
+        assert utf8_len(ended) <= budget and ended.endswith(CUT_OFF) and is_final_text(index, ended, tag)
+        assert ended.startswith(tag)
         if index == f.index:
-            assert rewritable and strip_numbering(ended) == f"{f.body} {CUT_OFF}"
+            assert rewritable and strip_numbering(ended, tag) == f"{f.body} {CUT_OFF}"
         else:
-            assert index == f.index + 1 and ended == f"{index}/{index} {CUT_OFF}"
+            assert index == f.index + 1 and ended == f"{tag}{index}/{index} {CUT_OFF}"
 
 
 # --- examples ---------------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ from meshbot.core import limits
 from meshbot.core.config import Config, load_config
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.radios.mqtt.transport import MqttRadio
+from meshbot.radios.protobufs import portnums_pb2
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.conftest import wait_until
-from tests.fakes import FakeModel
+from tests.fakes import AI_TAG, FakeModel
 from tests.mqtt_support import ROOT, Broker, Handset
 
 ALICE, BOB = 0x0A11CE00, 0x0B0B0000
@@ -59,6 +60,8 @@ def mqtt_config(port: int, **overrides: object) -> Config:
         "mesh.min_gap_s": 2.0,
         "mesh.ack_timeout_s": 10.0,
         "mqtt.key_wait_s": 2.0,
+        # The bot sits on LongFast with the default key: the mesh's public channel, answered only when enabled.
+        "policy.channels": [{"index": 0, "public": True}],
     }
     base.update(overrides)
     return load_config(
@@ -128,6 +131,7 @@ def test_a_dm_is_answered_pki_encrypted_in_order_within_the_byte_budget(bot, han
     fragments = answer_of(alice, dm=True)
     assert_in_order(fragments, LONG_ANSWER)
     for heard in alice.heard:
+        assert heard.data.portnum != portnums_pb2.TEXT_MESSAGE_APP or heard.text.startswith(AI_TAG)  # labelled
         assert heard.pki and heard.packet.channel == 0 and heard.packet.pki_encrypted
         assert len(heard.text.encode()) <= limits.APP_TEXT_LIMIT_BYTES
         assert len(heard.packet.encrypted) <= limits.DATA_PAYLOAD_LEN  # what goes on air fits one packet

@@ -11,7 +11,8 @@ from tests.fakes import ALICE, BOB, BOT_NUM, broadcast, dm
 
 @pytest.fixture
 def policy() -> Policy:
-    return Policy(PolicyConfig(), BOT_NUM, "BOT")
+    # Channel 0 is the default public channel unless the radio says otherwise: enabled here on purpose.
+    return Policy(PolicyConfig(channels=(ChannelRule(index=0, public=True),)), BOT_NUM, "BOT")
 
 
 def reason(decision) -> str:
@@ -93,3 +94,26 @@ def test_oversize_input_is_cut_on_a_grapheme_boundary() -> None:
 def test_cut_to_bytes_keeps_whole_letters() -> None:
     assert cut_to_bytes("привет", 5) == "пр"
     assert match_trigger("hello", ("!ai",), "X") is None
+
+
+def test_the_default_public_channel_is_not_answered_unless_enabled() -> None:
+    default = Policy(PolicyConfig(), BOT_NUM, "BOT")  # channel 0 listed, but it is LongFast/AQ==
+    assert reason(default.judge(broadcast("!ai what is lora?"))) == "public-channel"
+    private = Policy(PolicyConfig(), BOT_NUM, "BOT", public_channels=frozenset())  # channel 0 has its own key
+    assert isinstance(private.judge(broadcast("!ai what is lora?", packet_id=2)), Accept)
+    enabled = Policy(PolicyConfig(channels=(ChannelRule(index=0, public=True),)), BOT_NUM, "BOT")
+    assert isinstance(enabled.judge(broadcast("!ai what is lora?", packet_id=3)), Accept)
+
+
+def test_a_channel_can_be_switched_off() -> None:
+    cfg = PolicyConfig(channels=(ChannelRule(index=1, reply="off"),))
+    policy = Policy(cfg, BOT_NUM, "BOT", public_channels=frozenset({0}))
+    assert reason(policy.judge(broadcast("!ai hi there?", channel=1))) == "channel-disabled"
+
+
+def test_a_waiting_part_on_a_channel_needs_no_trigger() -> None:
+    cfg = PolicyConfig(channels=(ChannelRule(index=1, reply="dm"),))
+    policy = Policy(cfg, BOT_NUM, "BOT", public_channels=frozenset({0}))
+    part = policy.as_part(broadcast("2/2 and at what range?", channel=1))
+    assert isinstance(part, Accept) and part.reply_to == ALICE and part.question == "2/2 and at what range?"
+    assert policy.as_part(broadcast("2/2 rest", channel=3)) is None

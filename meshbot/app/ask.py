@@ -61,7 +61,7 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
             return 2
     budget = ask_budget(cfg)
     request = build_generation(question, cfg, budget, cfg.mesh.max_fragments)
-    answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments)
+    answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments, tag=cfg.mesh.ai_tag)
     # Read the whole answer, as the daemon does: what does not fit is kept for "more".
     count = sum(_show(out, [frag]) for frag in answer)
     out.write(_summary(answer.stats, count, answer.remainder, answer.capped))

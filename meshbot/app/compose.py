@@ -14,11 +14,12 @@ from pathlib import Path
 
 from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
-from meshbot.core.domain import Clock, Model, Radio
+from meshbot.core.domain import Clock, Model, NodeDirectory, Radio
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
-from meshbot.service.context import Contexts, ContextSource
+from meshbot.service.commands import CommandHooks
+from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Daemon, Inbox
 from meshbot.storage.store import Store
 
@@ -39,10 +40,17 @@ def open_store(cfg: Config) -> Store:
     return Store(cfg.store.path)
 
 
-def context_sources(cfg: Config, store: Store) -> list[ContextSource]:
+def context_sources(cfg: Config, store: Store, radio: Radio | None = None) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
-    sources: list[ContextSource] = []
+    directory: NodeDirectory | None = radio if isinstance(radio, NodeDirectory) else None
+    names = directory.short_name_of if directory is not None else None
+    sources: list[ContextSource] = [AskerSource(names)]
     return sources
+
+
+def command_hooks(cfg: Config, store: Store) -> CommandHooks:
+    """What !reset and !src call: conversation memory's forget, the knowledge index's last source (None: off)."""
+    return CommandHooks(forget=None, last_source=None)
 
 
 @contextlib.contextmanager
@@ -76,6 +84,7 @@ def build_daemon(
     clock: Clock | None = None,
     store: Store | None = None,
     stop: threading.Event | None = None,
+    hooks: CommandHooks | None = None,
 ) -> Daemon:
     """Load the model, connect the radio and return a whole Daemon, not yet started.
 
@@ -98,9 +107,17 @@ def build_daemon(
             radio.start(inbox.put_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
-        contexts = Contexts(context_sources(cfg, store))
+        contexts = Contexts(context_sources(cfg, store, radio))
         return Daemon(
-            cfg, radio=radio, model=model, clock=clock, store=store, node=node, inbox=inbox, contexts=contexts
+            cfg,
+            radio=radio,
+            model=model,
+            clock=clock,
+            store=store,
+            node=node,
+            inbox=inbox,
+            contexts=contexts,
+            hooks=hooks or command_hooks(cfg, store),
         )
     except BaseException:
         for part in reversed(opened):

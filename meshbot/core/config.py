@@ -89,6 +89,16 @@ class MeshConfig(_Section):
     hop_limit: int | None = Field(default=None, ge=1, le=limits.MAX_HOP_LIMIT)
     # The bot's own share of air time per rolling hour, in percent; None: half the region's.
     airtime_budget_percent: float | None = Field(default=None, gt=0, le=100)
+    # Put at the start of every text the bot sends, inside the byte budget: says "a machine wrote this",
+    # and lets other bots' loop guards know. "" turns it off.
+    ai_tag: str = "🤖 "
+
+    @field_validator("ai_tag")
+    @classmethod
+    def _short_tag(cls, value: str) -> str:
+        if len(value.encode("utf-8")) > 16 or any(ch in value for ch in "\n\r"):
+            raise ValueError("must be one line of at most 16 UTF-8 bytes")
+        return value
 
     @field_validator("max_fragment_bytes")
     @classmethod
@@ -103,7 +113,12 @@ class ChannelRule(_Section):
 
     index: int = Field(ge=0, le=7)
     triggers: tuple[str, ...] = ("!ai", "@{short_name}")
-    reply: Literal["channel", "dm"] = "channel"
+    reply: Literal["channel", "dm", "off"] = "channel"
+    # After a question from this channel is taken, others from it wait this long (ignored, logged).
+    cooldown_s: float = Field(default=30.0, ge=0)
+    # The mesh's default public channel (named after the preset, default key: LongFast/AQ==) is
+    # answered only when this is true, even if it is listed.
+    public: bool = False
 
 
 class PolicyConfig(_Section):
@@ -171,6 +186,34 @@ class LimitsConfig(_Section):
         for item in value:
             parse_node_id(item)  # raises ValueError naming the bad id
         return value
+
+
+class JoinConfig(_Section):
+    """Multi-part questions: how long the bot waits for the rest of one before answering it."""
+
+    enabled: bool = True
+    # An unmarked message that does not look complete waits this long for a next part.
+    window_s: float = Field(default=8.0, ge=0)
+    # A part that says more follows (1/3, 1/+, or cut off near the cap) waits this long for the next one.
+    part_wait_s: float = Field(default=90.0, ge=0)
+    # At or above this many bytes, a message not ending a sentence counts as cut off, and one that
+    # does is not "well under the cap" (so it waits window_s).
+    long_bytes: int = Field(default=170, ge=1)
+    max_parts: int = Field(default=6, ge=1, le=20)
+
+
+class CommandsConfig(_Section):
+    """Words that run a command instead of asking the model (case-insensitive; in a DM or after a trigger)."""
+
+    help: tuple[str, ...] = ("!help",)
+    ping: tuple[str, ...] = ("!ping",)
+    status: tuple[str, ...] = ("!status",)
+    reset: tuple[str, ...] = ("!reset",)
+    more: tuple[str, ...] = ("more", "!more", "more please", "continue")
+    src: tuple[str, ...] = ("!src",)
+    # Commands have their own allowance, apart from questions: this many at once, refilled per hour.
+    per_node_burst: float = Field(default=6, ge=1)
+    per_node_per_hour: float = Field(default=60, ge=0)
 
 
 class LogConfig(_Section):
@@ -270,6 +313,8 @@ class Config(_Section):
     queue: QueueConfig = QueueConfig()
     store: StoreConfig = StoreConfig()
     limits: LimitsConfig = LimitsConfig()
+    join: JoinConfig = JoinConfig()
+    commands: CommandsConfig = CommandsConfig()
     log: LogConfig = LogConfig()
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()

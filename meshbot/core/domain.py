@@ -10,7 +10,7 @@ import enum
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class LocalNode:
     modem_preset: str = "LONG_FAST"
     region: str = "UNSET"
     hop_limit: int = 3
+    # Channel indices that are the mesh's default public channel (named after the preset, default key);
+    # None when the radio did not say (policy then assumes index 0 is).
+    public_channels: frozenset[int] | None = None
 
 
 class RadioEvent(enum.Enum):
@@ -118,6 +121,14 @@ class Radio(Protocol):
 
     def close(self) -> None:
         """Disconnect and release the device, ending any reconnecting; safe twice and from any thread."""
+
+
+@runtime_checkable
+class NodeDirectory(Protocol):
+    """A radio that knows other nodes' names (from their NodeInfo broadcasts)."""
+
+    def short_name_of(self, node: int) -> str | None:
+        """The node's short name as its owner set it (raw, untrusted), or None if unknown."""
 
 
 @dataclass(frozen=True)

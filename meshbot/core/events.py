@@ -39,6 +39,7 @@ class Event(enum.StrEnum):
     IGNORED = "ignored"
     INPUT_CUT = "input-cut"
     QUEUED = "queued"
+    HELD = "held"  # a part of a multi-part question, waiting for the rest
     JOINED = "joined"
     DROPPED = "dropped"
     ADMIN = "admin"
@@ -82,6 +83,8 @@ class Reason(enum.StrEnum):
     TOO_FAR = "too-far"
     DMS_DISABLED = "dms-disabled"
     CHANNEL_DISABLED = "channel-disabled"
+    PUBLIC_CHANNEL = "public-channel"
+    CHANNEL_COOLDOWN = "channel-cooldown"
     NO_TRIGGER = "no-trigger"
     MALFORMED = "malformed"
     # the mqtt transport: packets it cannot open

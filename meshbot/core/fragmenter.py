@@ -15,6 +15,11 @@ Numbering
     * an answer that fits one fragment starting at index 1 carries no numbering at all;
     * a "more" continuation (``start_index > 1``) is always numbered and continues: ``4/+``, ``5/5``.
 
+AI tag
+    With a `tag` (``[mesh] ai_tag``, default ``"🤖 "``) every fragment starts with it: ``"🤖 1/+ body"``.
+    Every fragment, not only the first, so a fragment heard alone still says a machine wrote it and other
+    bots' loop guards can tell. Its bytes come out of the budget before numbering and text.
+
 Cuts
     A fragment ends, in order of preference, at the last sentence end (``.!?…`` then whitespace, or CJK
     ``。！？`` with or without whitespace; not a list number like ``1.`` or an initialism like ``e.g.``) that fills at least `SENTENCE_MIN_FILL` of the room; else at the
@@ -175,16 +180,18 @@ def _split_cluster(buf: str, cluster: _Cluster, room: int) -> int:
 class StreamFragmenter:
     """Incremental: feed model tokens as they arrive, get fragments as soon as each is settled."""
 
-    def __init__(self, budget: int, max_fragments: int, start_index: int = 1) -> None:
+    def __init__(self, budget: int, max_fragments: int, start_index: int = 1, tag: str = "") -> None:
         if max_fragments < 1:
             raise ValueError(f"max_fragments must be at least 1, got {max_fragments}")
         if start_index < 1:
             raise ValueError(f"start_index must be at least 1, got {start_index}")
         last = start_index + max_fragments - 1
-        needed = len(f"{last}/{last} ") + utf8_len(MORE_HINT) + MAX_CODE_POINT_BYTES
+        needed = utf8_len(tag) + len(f"{last}/{last} ") + utf8_len(MORE_HINT) + MAX_CODE_POINT_BYTES
         if budget < needed:
             raise ValueError(f"budget {budget} bytes leaves no room for text (need at least {needed})")
-        self._budget = budget
+        self._tag = tag
+        # The tag rides in front of every fragment, so the room for numbering and text is what it leaves.
+        self._budget = budget - utf8_len(tag)
         self._start_index = start_index
         self._last_index = last
         self._index = start_index
@@ -268,7 +275,7 @@ class StreamFragmenter:
         body = self._buf[start:end]
         self._buf = ""
         self._index += 1
-        return Fragment(k, self._final_prefix(k) + body, body, final=True, capped=False)
+        return Fragment(k, self._tag + self._final_prefix(k) + body, body, final=True, capped=False)
 
     def _emit_cut(self, scan: _Scan, room: int, capping: bool) -> Fragment:
         k = self._index
@@ -280,23 +287,23 @@ class StreamFragmenter:
             self._capped = True
             self._remainder.append(self._buf)
             self._buf = ""
-            return Fragment(k, f"{k}/+ {body}{MORE_HINT}", body, final=False, capped=True)
-        return Fragment(k, f"{k}/+ {body}", body, final=False, capped=False)
+            return Fragment(k, f"{self._tag}{k}/+ {body}{MORE_HINT}", body, final=False, capped=True)
+        return Fragment(k, f"{self._tag}{k}/+ {body}", body, final=False, capped=False)
 
 
-def fragment(text: str, budget: int, max_fragments: int, start_index: int = 1) -> FragmentPlan:
+def fragment(text: str, budget: int, max_fragments: int, start_index: int = 1, tag: str = "") -> FragmentPlan:
     """Split a whole answer at once: the stream fed in one piece (one implementation, two entry points)."""
-    stream = StreamFragmenter(budget, max_fragments, start_index)
+    stream = StreamFragmenter(budget, max_fragments, start_index, tag)
     fragments = stream.feed(text) + stream.finish()
     return FragmentPlan(tuple(fragments), stream.remainder)
 
 
-def is_final_text(index: int, text: str) -> bool:
-    """True when fragment `index`, as it goes on air (`text`), ends its answer: it is not a "k/+" one."""
-    return not text.startswith(f"{index}/+ ")
+def is_final_text(index: int, text: str, tag: str = "") -> bool:
+    """True when fragment `index`, as it goes on air (`text`, after `tag`), ends its answer: not a "k/+" one."""
+    return not text.removeprefix(tag).startswith(f"{index}/+ ")
 
 
-def cut_off_ending(index: int, text: str, budget: int, rewritable: bool) -> tuple[int, str]:
+def cut_off_ending(index: int, text: str, budget: int, rewritable: bool, tag: str = "") -> tuple[int, str]:
     """(index, text) of the fragment that ends an answer cut off after fragment `index` (`text`).
 
     That fragment made final with `CUT_OFF` appended, when it may still be rewritten (not yet
@@ -304,14 +311,16 @@ def cut_off_ending(index: int, text: str, budget: int, rewritable: bool) -> tupl
     """
     if rewritable:
         prefix = "" if index == 1 else f"{index}/{index} "  # as `StreamFragmenter` numbers a final one
-        ended = f"{prefix}{strip_numbering(text)} {CUT_OFF}"
+        ended = f"{tag}{prefix}{strip_numbering(text, tag)} {CUT_OFF}"
         if utf8_len(ended) <= budget:
             return index, ended
-    return index + 1, f"{index + 1}/{index + 1} {CUT_OFF}"
+    return index + 1, f"{tag}{index + 1}/{index + 1} {CUT_OFF}"
 
 
-def strip_numbering(fragment_text: str) -> str:
-    """Inverse of the numbering/hint decoration: returns the body."""
+def strip_numbering(fragment_text: str, tag: str = "") -> str:
+    """Inverse of the tag/numbering/hint decoration: returns the body."""
+    if tag and fragment_text.startswith(tag):
+        fragment_text = fragment_text[len(tag) :]
     match = _NUMBERING.match(fragment_text)
     if match is None:
         return fragment_text
@@ -327,22 +336,41 @@ def looks_like_meshbot_output(text: str, budget: int, tag: str = "") -> bool:
     The rule, and why:
 
     * ``tag`` (when set) leads the text, before or after the numbering: meshbot marks its answers so.
-    * ``"k/+ … [reply "more"]"``: the capped fragment, numbering and hint together.
-    * ``"k/+ body"`` with the body at least `WORD_MIN_FILL` of the room a `budget`-byte fragment leaves:
-      "+" as the total is this module's own invention, and it cuts a continued fragment only once it is
-      that full (a sentence or word end past half the room, else the last grapheme that fits).
+    * the ``[reply "more"]`` invitation ends it: only a capped meshbot fragment does.
+    * with no tag configured only: ``"k/+ body"`` with the body at least `WORD_MIN_FILL` of the room a
+      `budget`-byte fragment leaves: "+" as the total is this module's own invention, and it cuts a continued
+      fragment only once it is that full. With a tag, the tag alone marks meshbot's output, so a person's
+      own long "1/+ …" part (a multi-part question) is never taken for a bot's.
 
     Everything else is admitted, because people number their own multi-part questions: "1/2 what is…",
     "2/2 …and why?", "(1/2)", "[2/2]", and even meshbot's own final "k/k" or unnumbered single packet
     (they carry nothing a person would not type). Known bots are refused by node id (`limits.bots`).
     Pass the smallest budget this bot cuts to, so a same-config meshbot's fragments are all caught.
     """
-    if tag and (text.startswith(tag) or strip_numbering(text).startswith(tag)):
+    if tag and (text.lstrip().startswith(tag) or strip_numbering(text).startswith(tag)):
+        return True
+    if text.rstrip().endswith(MORE_HINT.strip()):
         return True
     match = _NUMBERING.match(text)
-    if match is None or "+" not in match.group():
+    if tag or match is None or "+" not in match.group():
         return False
-    if text.endswith(MORE_HINT):
-        return True
     room = budget - len(match.group())
     return utf8_len(text[match.end() :]) >= WORD_MIN_FILL * room
+
+
+def looks_like_fragment(text: str) -> bool:
+    """True when text carries our numbering ("k/+ " or "k/k "); unnumbered single replies can't be told."""
+    return _NUMBERING.match(text) is not None
+
+
+def labelled(text: str, tag: str, budget: int) -> str:
+    """A one-packet reply (a command's answer, a notice): the tag, then text cut between graphemes to fit."""
+    room = budget - utf8_len(tag)
+    kept, used = [], 0
+    for match in graphemes(text.strip()):
+        size = utf8_len(match.group())
+        if used + size > room:
+            break
+        kept.append(match.group())
+        used += size
+    return tag + "".join(kept).rstrip()

@@ -28,6 +28,24 @@ class Admin(enum.Enum):
     STATS = "!stats"
 
 
+class Spend(enum.Enum):
+    """Which allowance a message spends once it passes the access and loop checks."""
+
+    QUESTION = "question"  # a new question: repeats and the per-node question rate apply
+    COMMAND = "command"  # a command or "more": the separate command allowance
+    NOTHING = "nothing"  # a later part of a question already admitted
+
+
+DEFAULT_AI_TAG = "🤖"
+
+
+def is_bot_text(text: str, tags: tuple[str, ...]) -> bool:
+    """True when a text is another bot's: it starts with an AI tag, or carries the "more" invitation."""
+    # A bare numbering like "2/2 ..." or "1/+ ..." is NOT a bot sign: people number the parts of long
+    # questions. The rule is `looks_like_meshbot_output`'s with a tag: the tag, or the "more" invitation.
+    return any(looks_like_meshbot_output(text, 0, tag) for tag in tags if tag)
+
+
 @dataclass(frozen=True)
 class Refused:
     """Not answered: `reason` for the log, and a one-time `notice` for the node, if any."""
@@ -49,26 +67,26 @@ class Gate:
         self,
         cfg: LimitsConfig,
         recent_text_seen: Callable[[int, str, float], bool],
-        fragment_budget: int,
-        bot_tag: str = "",
+        *,
+        bot_tags: tuple[str, ...] = (DEFAULT_AI_TAG,),
+        command_rate: tuple[float, float] = (6, 60),
     ) -> None:
         self._cfg = cfg
-        # What marks another meshbot's output (see `looks_like_meshbot_output`): its cut size and its tag.
-        self._fragment_budget = fragment_budget
-        self._bot_tag = bot_tag
+        self._bot_tags = tuple(t.strip() for t in bot_tags if t.strip())
+        self._commands = NodeLimiter(*command_rate, cfg.global_burst, cfg.global_per_hour)
         self._recent_text_seen = recent_text_seen  # (node, text, window_s): seen lately, and remember it
         self._access = AccessList(cfg.allow, cfg.deny)
         self._bots = frozenset(parse_node_id(i) for i in cfg.bots)
         self._admins = frozenset(parse_node_id(i) for i in cfg.admins)
         self._limiter = NodeLimiter(cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour)
 
-    def check(self, msg: Inbound, decision: Accept, now: float) -> Refused | Admin | None:
+    def check(
+        self, msg: Inbound, decision: Accept, now: float, spend: Spend = Spend.QUESTION
+    ) -> Refused | Admin | None:
         """None to answer; an Admin command to run; or why it is refused."""
         if not self._access.permits(msg.sender):
             return Refused(Reason.DENIED)
-        if msg.sender in self._bots or looks_like_meshbot_output(
-            decision.question, self._fragment_budget, self._bot_tag
-        ):
+        if msg.sender in self._bots or is_bot_text(decision.question, self._bot_tags):
             return Refused(Reason.OTHER_BOT)
         command = admin_command(decision.question)
         if command is not None:
@@ -76,16 +94,20 @@ class Gate:
             if msg.is_dm and msg.sender in self._admins:
                 return command
             return Refused(Reason.ADMIN_ONLY)
+        if spend is Spend.NOTHING:
+            return None
+        if spend is Spend.COMMAND:
+            return self._rate(self._commands, msg.sender, now)
         if (
             decision.kind is Kind.ASK
             and self._cfg.repeat_window_s > 0
             and self._recent_text_seen(msg.sender, decision.question.casefold(), self._cfg.repeat_window_s)
         ):
             return Refused(Reason.REPEAT)
-        return self._rate(msg.sender, now)
+        return self._rate(self._limiter, msg.sender, now)
 
-    def _rate(self, node: int, now: float) -> Refused | None:
-        verdict = self._limiter.check(node, now)
+    def _rate(self, limiter: NodeLimiter, node: int, now: float) -> Refused | None:
+        verdict = limiter.check(node, now)
         if verdict.allowed:
             return None
         notice = None

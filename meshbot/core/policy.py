@@ -101,9 +101,16 @@ class Policy:
     """Judges inbound packets against the config; holds only the duplicate memory."""
 
     def __init__(
-        self, cfg: PolicyConfig, my_node_num: int, short_name: str, is_new: Callable[[int, int], bool] | None = None
+        self,
+        cfg: PolicyConfig,
+        my_node_num: int,
+        short_name: str,
+        is_new: Callable[[int, int], bool] | None = None,
+        public_channels: frozenset[int] | None = None,
     ) -> None:
         self._cfg = cfg
+        # The mesh's default public channel(s), as the radio reports them; unknown: assume index 0 is.
+        self.public_channels = frozenset({0}) if public_channels is None else public_channels
         self.my_node_num = my_node_num
         self.short_name = cfg.short_name or short_name
         self._channels: dict[int, ChannelRule] = {rule.index: rule for rule in cfg.channels}
@@ -150,13 +157,30 @@ class Policy:
 
     def _judge_channel(self, msg: Inbound, text: str) -> Decision:
         rule = self._channels.get(msg.channel)
-        if rule is None:
+        if rule is None or rule.reply == "off":
             return Ignore(Reason.CHANNEL_DISABLED, f"channel {msg.channel}")
+        if msg.channel in self.public_channels and not rule.public:
+            return Ignore(Reason.PUBLIC_CHANNEL, f"channel {msg.channel}: set public = true to answer it")
         question = match_trigger(text, rule.triggers, self.short_name)
         if question is None:
             return Ignore(Reason.NO_TRIGGER)
         if not question.strip():
             return Ignore(Reason.EMPTY)
+        return self._channel_accept(msg, rule, question)
+
+    def as_part(self, msg: Inbound) -> Accept | None:
+        """A channel message without the trigger, taken as the next part of a question already waiting."""
+        rule = self._channels.get(msg.channel)
+        if msg.is_dm or rule is None or msg.text is None or not msg.text.strip():
+            return None
+        return self._channel_accept(msg, rule, msg.text.strip())
+
+    def cooldown_s(self, channel: int) -> float:
+        """The configured quiet time after a question taken on `channel` (0 for DMs and unknown channels)."""
+        rule = self._channels.get(channel)
+        return rule.cooldown_s if rule is not None else 0.0
+
+    def _channel_accept(self, msg: Inbound, rule: ChannelRule, question: str) -> Accept:
         if rule.reply == "dm":
             return self._accept(question, reply_to=msg.sender, channel=msg.channel, want_ack=True)
         return self._accept(question, reply_to=limits.BROADCAST_NUM, channel=msg.channel, want_ack=False)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import regex
+
 from meshbot.core.config import Config, PersonaConfig
-from meshbot.core.domain import ChatTurn, Generation
+from meshbot.core.domain import Asker, ChatTurn, Generation
 
 # UTF-8 bytes per token we plan for. Measured with SmolLM2's tokenizer: English 4.6,
 # German 2.9, Russian 2.2-2.4, Chinese 1.5. We size for the worst of these so a
@@ -23,6 +25,28 @@ TOKEN_SLACK = 8
 BYTES_PER_WORD = 6
 
 ROLES = ("system", "user", "assistant")
+# A node's name is whatever its owner typed: keep letters, digits, marks, symbols (emoji) and a few joiners,
+# at most this many characters, so it can carry a name but never a sentence of instructions.
+NAME_MAX_CHARS = 12
+_NAME_DROP = regex.compile(r"[^\p{L}\p{M}\p{N}\p{So}\p{Sk} _.\-]+")
+
+
+def clean_name(raw: str | None) -> str | None:
+    """A node name safe to show the model: no controls or punctuation, one line, at most NAME_MAX_CHARS."""
+    if not raw:
+        return None
+    name = " ".join(_NAME_DROP.sub(" ", raw).split())[:NAME_MAX_CHARS].strip()
+    return name or None
+
+
+def asker_line(asker: Asker) -> str:
+    """One bounded line telling the model who asks: a cleaned name, and how many hops away."""
+    name = clean_name(asker.short_name)
+    parts = [f'The person asking is the node "{name}"' if name else "The person asking is a node on the mesh"]
+    if asker.hops is not None:
+        hops = max(0, min(asker.hops, 7))
+        parts.append("in direct radio range" if hops == 0 else f"{hops} hop{'s' if hops != 1 else ''} away")
+    return ", ".join(parts) + "."
 
 
 def numbering_room(max_fragments: int) -> int:
@@ -77,10 +101,15 @@ def build_generation(
     max_fragment_bytes: int,
     max_fragments: int,
     history: Sequence[ChatTurn] = (),
+    *,
+    asker: Asker | None = None,
 ) -> Generation:
-    """The chat for one query: our system prompt, earlier turns, then the question."""
+    """The chat for one query: our system prompt (and who asks), earlier turns, then the question."""
     budget = reply_budget_bytes(max_fragment_bytes, max_fragments)
-    turns = [ChatTurn("system", system_prompt(cfg.persona, budget))]
+    system = system_prompt(cfg.persona, budget)
+    if asker is not None and (asker.short_name or asker.hops is not None):
+        system = f"{system}\n{asker_line(asker)}"
+    turns = [ChatTurn("system", system)]
     for turn in history:
         if turn.role not in ROLES:
             raise ValueError(f"unknown chat role {turn.role!r}")

@@ -168,3 +168,19 @@ class AccessList:
         if node in self._deny:
             return False
         return not self._allow or node in self._allow
+
+
+class ChannelCooldown:
+    """Per-channel quiet time: after a question is taken on a channel, others wait `cooldown_s`."""
+
+    def __init__(self) -> None:
+        self._until: dict[int, float] = {}
+
+    def remaining(self, channel: int, now: float) -> float:
+        """Seconds until the channel takes another question (0: it may now)."""
+        return max(self._until.get(channel, 0.0) - now, 0.0)
+
+    def start(self, channel: int, cooldown_s: float, now: float) -> None:
+        """A question was taken on `channel` now."""
+        if cooldown_s > 0:
+            self._until[channel] = now + cooldown_s

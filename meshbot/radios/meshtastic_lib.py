@@ -41,6 +41,26 @@ TOPIC_ROUTING = "meshtastic.receive.routing"
 HANDLER_TTL_S = 600.0
 
 
+def preset_channel_name(modem_preset: str) -> str:
+    """The name the apps show for a preset's default channel: LONG_FAST -> "LongFast"."""
+    return "".join(word.capitalize() for word in modem_preset.split("_"))
+
+
+def public_channels(channels: Any, modem_preset: str) -> frozenset[int] | None:
+    """Indices of enabled channels that are the mesh's default public one: default key, preset's name."""
+    if not channels:
+        return None  # the node did not send its channels: let policy assume index 0
+    public = set()
+    for chan in channels:
+        if chan.role == 0:  # DISABLED
+            continue
+        settings = chan.settings
+        default_key = bytes(settings.psk) in (b"", b"\x01")  # none, or "AQ==": the key everyone has
+        if default_key and settings.name in ("", preset_channel_name(modem_preset)):
+            public.add(chan.index)
+    return frozenset(public)
+
+
 def detect_serial_ports() -> list[str]:
     """Serial devices that look like Meshtastic radios."""
     return list(meshtastic.util.findPorts(True))
@@ -177,7 +197,9 @@ class MeshtasticRadio:
     def _read_local_node(iface: Any) -> LocalNode:
         lora = iface.localNode.localConfig.lora
         lora_cls = config_pb2.Config.LoRaConfig
+        preset_name = lora_cls.ModemPreset.Name(lora.modem_preset)
         return LocalNode(
+            public_channels=public_channels(getattr(iface.localNode, "channels", None), preset_name),
             node_num=iface.myInfo.my_node_num,
             short_name=iface.getShortName() or "",
             long_name=iface.getLongName() or "",
@@ -185,6 +207,14 @@ class MeshtasticRadio:
             region=lora_cls.RegionCode.Name(lora.region),
             hop_limit=lora.hop_limit or limits.DEFAULT_HOP_LIMIT,
         )
+
+    def short_name_of(self, node: int) -> str | None:
+        """The node's short name from the library's node DB (filled by NodeInfo packets), or None."""
+        iface = self._iface
+        nodes = getattr(iface, "nodesByNum", None) or {}
+        entry = nodes.get(node) or {}
+        name = entry.get("user", {}).get("shortName") if isinstance(entry, dict) else None
+        return name if isinstance(name, str) else None
 
     def local_node(self) -> LocalNode:
         """Our node as read at the last connect."""

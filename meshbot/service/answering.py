@@ -28,13 +28,14 @@ class AnswerStream:
         fragment_bytes: int,
         max_fragments: int,
         should_stop: Callable[[], bool] = lambda: False,
+        tag: str = "",
     ) -> None:
         self.model = model
         self.request = request
         self.stats = GenerationStats()
         self.fragments: list[Fragment] = []
         self._pieces: list[str] = []  # the tidied answer text, for memory and grounding
-        self._fragmenter = StreamFragmenter(fragment_bytes, max_fragments)
+        self._fragmenter = StreamFragmenter(fragment_bytes, max_fragments, tag=tag)
         self._should_stop = should_stop
 
     def __iter__(self) -> Iterator[Fragment]:

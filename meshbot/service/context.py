@@ -7,11 +7,13 @@ them the answer after (`answered`). `app.compose` decides which sources a daemon
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from meshbot.core.domain import Context
+from meshbot.core.domain import Asker, Context
+from meshbot.core.prompting import clean_name
 from meshbot.service.queueing import Query
 
 log = logging.getLogger(__name__)
@@ -50,3 +52,18 @@ class Contexts:
                 source.answered(query, question, answer)
             except Exception:
                 log.exception("context source %s failed after q%d", type(source).__name__, query.query_id)
+
+
+class AskerSource:
+    """Who asks: the hops the question travelled, and the node's short name if the radio knows it."""
+
+    def __init__(self, short_name_of: Callable[[int], str | None] | None = None) -> None:
+        self._short_name_of = short_name_of
+
+    def gather(self, query: Query, context: Context) -> Context:
+        """Add the cleaned, bounded name and the hop count."""
+        raw = self._short_name_of(query.node) if self._short_name_of is not None else None
+        return dataclasses.replace(context, asker=Asker(clean_name(raw), query.inbound.hops))
+
+    def answered(self, query: Query, question: str, answer: str) -> None:
+        """Nothing to learn."""

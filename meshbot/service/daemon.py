@@ -13,7 +13,6 @@ import queue
 import threading
 import time
 
-from meshbot.core import limits
 from meshbot.core.airtime import preset
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, Inbound, LocalNode, Model, Radio, RadioEvent
@@ -22,8 +21,10 @@ from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
+from meshbot.service.commands import CommandHooks, StandardCommands
 from meshbot.service.context import Contexts
 from meshbot.service.intake import Intake
+from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import FairQueue, Query, QueryQueue
 from meshbot.service.resume import Housekeeper
@@ -70,6 +71,7 @@ class Daemon:
         inbox: Inbox,
         contexts: Contexts | None = None,
         query_queue: QueryQueue | None = None,
+        hooks: CommandHooks | None = None,
     ) -> None:
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
         self.inbox = inbox
@@ -83,14 +85,37 @@ class Daemon:
             hourly_budget_s(node.region, cfg.mesh.airtime_budget_percent),
             region_limit_s(node.region),
         )
-        self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen)
+        self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen, node.public_channels)
         self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store)
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
-        # The smallest size this bot cuts fragments to (a DM's), so another meshbot's like ours are all caught.
-        own_budget = min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
-        gate = Gate(cfg.limits, store.recent_text_seen, own_budget)
-        self.intake = Intake(cfg, self.policy, gate, self.ledger, self.queue, self.sender, clock, self.paused)
+        gate = Gate(
+            cfg.limits,
+            store.recent_text_seen,
+            bot_tags=(cfg.mesh.ai_tag, "🤖"),
+            command_rate=(cfg.commands.per_node_burst, cfg.commands.per_node_per_hour),
+        )
+        hooks = hooks or CommandHooks()
+        commands = StandardCommands(
+            cfg,
+            clock=clock,
+            model_name=model.name,
+            queue_depth=self.queue.depth,
+            forget=hooks.forget,
+            last_source=hooks.last_source,
+        )
+        self.intake = Intake(
+            cfg,
+            self.policy,
+            gate,
+            self.ledger,
+            self.queue,
+            self.sender,
+            clock,
+            self.paused,
+            desk=JoinDesk(cfg.join, self.ledger, clock, cfg.model.seed),
+            commands=commands.table(),
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._working = threading.Event()  # set while the worker handles a query
@@ -107,6 +132,8 @@ class Daemon:
         self._beat()
         self.sender.start()
         self.housekeeper.resume(self.clock.now())
+        for query in self.intake.desk.restore(self.store.joining()):
+            self.intake.enqueue(query)
         for name, target in (("intake", self._intake_loop), ("worker", self._worker_loop)):
             thread = threading.Thread(target=target, name=f"meshbot-{name}", daemon=True)
             thread.start()
@@ -130,6 +157,7 @@ class Daemon:
             try:
                 item = items.get(timeout=_POLL_S)
             except queue.Empty:
+                self._tick()
                 self._housekeep()
                 continue
             try:
@@ -141,9 +169,16 @@ class Daemon:
             except Exception:  # one bad packet must never stop the intake
                 log.exception("intake failed on %r", item)
             finally:
+                self._tick()
                 items.task_done()
             if self.clock.now() >= self._next_beat:
                 self._housekeep()
+
+    def _tick(self) -> None:
+        try:
+            self.intake.tick()  # multi-part questions whose parts stopped arriving
+        except Exception:  # the parts stay stored (JOINING) and are held again at the next start
+            log.exception("joining failed")
 
     def _housekeep(self) -> None:
         try:
@@ -197,6 +232,7 @@ class Daemon:
         """True when nothing is waiting, generating or being sent."""
         return (
             self.inbox.items.unfinished_tasks == 0
+            and self.intake.desk.pending() == 0
             and self.queue.depth() == 0
             and not self._working.is_set()
             and self.sender.idle()

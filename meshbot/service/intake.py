@@ -1,19 +1,27 @@
-"""Intake: judge each packet (policy, then gate), then queue it, run an admin command, or log why not.
+"""Intake: judge each packet (policy, then gate), then queue it, run a command, or log why not.
 
-Runs on the daemon's intake thread; the radio's own thread only drops packets in the inbox.
+Runs on the daemon's intake thread; the radio's own thread only drops packets in the inbox. Questions go
+through the join desk (service/joining.py), which holds the parts of a multi-part question; commands
+(service/commands.py) and "more" spend their own allowance, never the asker's question allowance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
+from meshbot.core import limits
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, Inbound, Outbound
-from meshbot.core.events import Event
-from meshbot.core.gate import Admin, Gate, Refused
+from meshbot.core.events import Event, Reason
+from meshbot.core.fragmenter import labelled
+from meshbot.core.gate import Admin, Gate, Refused, Spend
 from meshbot.core.ids import node_id
-from meshbot.core.policy import Accept, Ignore, Policy
+from meshbot.core.policy import Accept, Ignore, Kind, Policy
+from meshbot.core.ratelimit import ChannelCooldown
+from meshbot.service.commands import CommandRequest, CommandTable
+from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import Admission, Query, QueryQueue
 from meshbot.service.sender import Sender, SendJob
@@ -35,6 +43,9 @@ class Intake:
         sender: Sender,
         clock: Clock,
         paused: threading.Event,
+        *,
+        desk: JoinDesk,
+        commands: CommandTable,
     ) -> None:
         self.cfg = cfg
         self.policy = policy
@@ -46,6 +57,14 @@ class Intake:
         self.clock = clock
         self.paused = paused
         self._busy_told: set[int] = set()  # nodes told "busy" since their last accepted query
+        self.desk = desk
+        self.commands = commands
+        self._cooldown = ChannelCooldown()
+
+    def tick(self) -> None:
+        """Queue the multi-part questions whose parts stopped arriving (called often by the intake loop)."""
+        for query in self.desk.due():
+            self.enqueue(query)
 
     def admit(self, msg: Inbound) -> None:
         """Judge one inbound packet: queue it, run an admin command, or log why not."""
@@ -68,27 +87,74 @@ class Intake:
         )
         if msg.is_dm:
             self.sender.pacer.on_dm_received(self.clock.now())
-        decision = self.policy.judge(msg)
-        if isinstance(decision, Ignore):
-            self._log_ignored(msg, decision.reason, decision.detail)
+        decision = self._judge(msg)
+        if decision is None:
             return
-        verdict = self.gate.check(msg, decision, self.clock.now())
+        command = "more" if decision.kind is Kind.MORE else self.commands.match(decision.question)
+        continuing = command is None and self.desk.waiting(msg)
+        spend = Spend.COMMAND if command else Spend.NOTHING if continuing else Spend.QUESTION
+        now = self.clock.now()
+        if spend is Spend.QUESTION and not msg.is_dm and self._cooling(msg, now):
+            return
+        verdict = self.gate.check(msg, decision, now, spend)
         if isinstance(verdict, Admin):
             self._admin(verdict, decision)
         elif isinstance(verdict, Refused):
             self._log_ignored(msg, verdict.reason)
             if verdict.notice:
                 self._reply(decision, verdict.notice, "notice")
+        elif command is not None:
+            self._command(command, msg, decision)
         else:
-            if decision.cut_bytes:
-                log.warning(
-                    "input from %s cut by %d B to max_input_bytes=%d",
-                    node_id(msg.sender),
-                    decision.cut_bytes,
-                    self.cfg.policy.max_input_bytes,
-                    extra={"event": Event.INPUT_CUT},
-                )
-            self._enqueue(self.ledger.accept(msg, decision, self.clock.now(), self.cfg.model.seed))
+            if spend is Spend.QUESTION and not msg.is_dm:
+                self._cooldown.start(msg.channel, self.policy.cooldown_s(msg.channel), now)
+            self._question(msg, decision)
+        self.tick()
+
+    def _judge(self, msg: Inbound) -> Accept | None:
+        """Policy's decision; a channel message without the trigger still counts as a waiting question's part."""
+        decision = self.policy.judge(msg)
+        if isinstance(decision, Ignore):
+            part = self.policy.as_part(msg) if decision.reason is Reason.NO_TRIGGER and self.desk.waiting(msg) else None
+            if part is None:
+                self._log_ignored(msg, decision.reason, decision.detail)
+            return part
+        return decision
+
+    def _cooling(self, msg: Inbound, now: float) -> bool:
+        left = self._cooldown.remaining(msg.channel, now)
+        if left > 0:
+            self._log_ignored(msg, Reason.CHANNEL_COOLDOWN, f"{left:.0f}s left on channel {msg.channel}")
+        return left > 0
+
+    def _question(self, msg: Inbound, decision: Accept) -> None:
+        if decision.cut_bytes:
+            log.warning(
+                "input from %s cut by %d B to max_input_bytes=%d",
+                node_id(msg.sender),
+                decision.cut_bytes,
+                self.cfg.policy.max_input_bytes,
+                extra={"event": Event.INPUT_CUT},
+            )
+        query = self.desk.offer(msg, decision)
+        if query is not None:
+            self.enqueue(query)
+
+    def _command(self, name: str, msg: Inbound, decision: Accept) -> None:
+        if name == "more":
+            # Answered by the worker from the stored remainder, in order after the answer it continues.
+            more = dataclasses.replace(decision, kind=Kind.MORE)
+            self.enqueue(self.ledger.accept(msg, more, self.clock.now(), self.cfg.model.seed))
+            return
+        text = self.commands.run(CommandRequest(name, msg, decision))
+        log.info(
+            "command %s from %s: %s",
+            name,
+            node_id(msg.sender),
+            text,
+            extra={"event": Event.COMMAND, "command": name, "packet_id": msg.packet_id},
+        )
+        self._reply(decision, text, f"command {name}", reply_id=msg.packet_id)
 
     def _log_ignored(self, msg: Inbound, reason: str, detail: str = "") -> None:
         log.info(
@@ -100,7 +166,8 @@ class Intake:
             extra={"event": Event.IGNORED, "reason": reason, "packet_id": msg.packet_id},
         )
 
-    def _enqueue(self, query: Query) -> None:
+    def enqueue(self, query: Query) -> None:
+        """Put an accepted question in the queue, or drop it (and say busy once) when full."""
         admission = self.queue.put(query)
         node = query.node
         if admission is Admission.ACCEPTED:
@@ -127,8 +194,11 @@ class Intake:
             self._busy_told.add(node)
             self._reply(query.decision, self.cfg.queue.busy_message, "busy")
 
-    def _reply(self, decision: Accept, text: str, label: str) -> None:
-        out = Outbound(text, decision.reply_to, decision.reply_channel, decision.want_ack)
+    def _reply(self, decision: Accept, text: str, label: str, reply_id: int | None = None) -> None:
+        dm = decision.reply_to != limits.BROADCAST_NUM
+        ceiling = limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID if dm else limits.MAX_TEXT_BYTES_CHANNEL_WITH_REPLY_ID
+        text = labelled(text, self.cfg.mesh.ai_tag, min(self.cfg.mesh.max_fragment_bytes, ceiling))
+        out = Outbound(text, decision.reply_to, decision.reply_channel, decision.want_ack, reply_id=reply_id)
         self.sender.submit(SendJob(out, label))
 
     def _admin(self, command: Admin, decision: Accept) -> None:

@@ -6,6 +6,7 @@ done or failed once its last fragment has an outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 
@@ -33,6 +34,20 @@ class Ledger:
             seed = random.getrandbits(31)
         query_id = self.store.add_query(msg, decision, seed)
         return Query(msg, decision, now, query_id=query_id, seed=seed)
+
+    def hold(self, msg: Inbound, decision: Accept, now: float, seed: int) -> Query:
+        """Write a part of a multi-part question as JOINING: durable before the rest arrives."""
+        if seed < 0:
+            seed = random.getrandbits(31)
+        query_id = self.store.add_query(msg, decision, seed, QueryState.JOINING)
+        return Query(msg, decision, now, query_id=query_id, seed=seed)
+
+    def joined(self, parts: list[Query], question: str) -> Query:
+        """Turn waiting parts into one queued question: the last part's row, packet and seed."""
+        self.store.join_parts(tuple(p.query_id for p in parts), question)
+        last = parts[-1]
+        decision = dataclasses.replace(last.decision, question=question)
+        return Query(last.inbound, decision, parts[0].accepted_at, query_id=last.query_id, seed=last.seed)
 
     def generating(self, query: Query) -> None:
         """The worker took the query."""

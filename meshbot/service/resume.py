@@ -13,7 +13,7 @@ import logging
 from meshbot.core.config import Config
 from meshbot.core.domain import Outbound
 from meshbot.core.events import Event, Reason
-from meshbot.core.fragmenter import cut_off_ending, is_final_text
+from meshbot.core.fragmenter import cut_off_ending, is_final_text, labelled
 from meshbot.core.ids import node_id
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
@@ -64,9 +64,10 @@ class Housekeeper:
         """Finish from the stored fragments alone: a new generation would not match what was sent."""
         last = stored.fragments[-1]
         ending = None  # a final fragment was stored: only the "generation finished" mark was lost
-        if not is_final_text(last.index, last.text):
+        tag = self._cfg.mesh.ai_tag
+        if not is_final_text(last.index, last.text, tag):
             budget = fragment_budget(self._cfg, resumed_query(stored, now))
-            ending = cut_off_ending(last.index, last.text, budget, last.state is FragmentState.PENDING)
+            ending = cut_off_ending(last.index, last.text, budget, last.state is FragmentState.PENDING, tag)
         log.warning(
             "resuming q%d for %s: its answer was cut short and the model cannot write the same text again; "
             "sending the %d stored fragment(s)%s",
@@ -129,7 +130,8 @@ class Housekeeper:
                 extra={"event": Event.DROPPED, "reason": Reason.STALE},
             )
             if stale.is_dm:
-                out = Outbound(APOLOGY, stale.sender, stale.reply_channel, want_ack=True)
+                text = labelled(APOLOGY, self._cfg.mesh.ai_tag, self._cfg.mesh.max_fragment_bytes)
+                out = Outbound(text, stale.sender, stale.reply_channel, want_ack=True)
                 self._sender.submit(SendJob(out, f"q{stale.query_id} apology"))
 
     def tick(self, now: float) -> None:

@@ -10,7 +10,7 @@ from meshbot.core import limits
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, GenerationStats, Model, Outbound
 from meshbot.core.events import Event, Reason
-from meshbot.core.fragmenter import Fragment, fragment
+from meshbot.core.fragmenter import Fragment, fragment, labelled
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
@@ -98,9 +98,9 @@ class Worker:
             return
         question = query.decision.question
         context = self._contexts.gather(query)
-        request = build_generation(question, self._cfg, budget, allowed, context.history)
+        request = build_generation(question, self._cfg, budget, allowed, context.history, asker=context.asker)
         request = dataclasses.replace(request, seed=query.seed)
-        answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set)
+        answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set, tag=self._cfg.mesh.ai_tag)
         started = self._clock.now()
         sent: list[Fragment] = []
         try:
@@ -117,7 +117,7 @@ class Worker:
             return
         if not sent:
             log.warning("model gave q%d an empty answer", query.query_id, extra={"event": Event.EMPTY_ANSWER})
-            self._submit_one(query, 1, NO_ANSWER, "empty")
+            self._submit_one(query, 1, labelled(NO_ANSWER, self._cfg.mesh.ai_tag, budget), "empty")
         if answer.capped:
             self._store.put_remainder(query.node, answer.remainder, answer.next_index)
         self._ledger.generated(query)
@@ -128,11 +128,12 @@ class Worker:
         budget = fragment_budget(self._cfg, query)
         kept = self._store.take_remainder(query.node, REMAINDER_TTL_S)
         if kept is None or not kept[0].strip():
-            self._submit_one(query, 1, NOTHING_MORE, "more: none")
+            self._submit_one(query, 1, labelled(NOTHING_MORE, self._cfg.mesh.ai_tag, budget), "more: none")
             self._ledger.generated(query)
             return
         text, next_index = kept
-        plan = fragment(text, budget, self._fragments_allowed(query, budget) or 1, next_index)
+        allowed = self._fragments_allowed(query, budget) or 1
+        plan = fragment(text, budget, allowed, next_index, tag=self._cfg.mesh.ai_tag)
         sent: list[Fragment] = []
         self._submit(query, list(plan.fragments), sent, self._clock.now())
         if plan.remainder.strip() and plan.fragments:

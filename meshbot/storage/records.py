@@ -16,6 +16,8 @@ class QueryState(enum.Enum):
     DONE = "done"
     FAILED = "failed"
     DROPPED = "dropped"
+    JOINING = "joining"  # a part of a multi-part question, waiting for the rest (core/joiner.py)
+    JOINED = "joined"  # a part whose text went into a later part's row, which is answered instead
 
 
 class FragmentState(enum.Enum):
@@ -28,7 +30,7 @@ class FragmentState(enum.Enum):
 
 
 UNFINISHED = (QueryState.QUEUED, QueryState.GENERATING, QueryState.SENDING)
-TERMINAL = (QueryState.DONE, QueryState.FAILED, QueryState.DROPPED)
+TERMINAL = (QueryState.DONE, QueryState.FAILED, QueryState.DROPPED, QueryState.JOINED)
 # Entering a terminal state records this health event, in the same transaction (see `Store.set_state`).
 TERMINAL_EVENT = {QueryState.DONE: "answered", QueryState.FAILED: "failed", QueryState.DROPPED: "dropped"}
 OUTCOMES = tuple(TERMINAL_EVENT.values())

@@ -166,8 +166,8 @@ class Store:
 
     # -- query lifecycle -----------------------------------------------------------------------
 
-    def add_query(self, inbound: Inbound, decision: Accept, seed: int) -> int:
-        """Persist an accepted query as QUEUED and return its id."""
+    def add_query(self, inbound: Inbound, decision: Accept, seed: int, state: QueryState = QueryState.QUEUED) -> int:
+        """Persist an accepted query as QUEUED (or a waiting part as JOINING) and return its id."""
         now = self._wall()
         with self._tx() as conn:
             cur = conn.execute(
@@ -182,7 +182,7 @@ class Store:
                     int(decision.want_ack),
                     int(inbound.is_dm),
                     now,
-                    QueryState.QUEUED.value,
+                    state.value,
                     seed,
                     now,
                 ),
@@ -249,6 +249,19 @@ class Store:
         cur = conn.execute(f"UPDATE queries SET {extra}updated_at = ? WHERE query_id = ?", (self._wall(), query_id))
         if cur.rowcount == 0:
             raise KeyError(f"no query {query_id}")
+
+    def join_parts(self, part_ids: tuple[int, ...], question: str) -> None:
+        """End a join in one transaction: the last part becomes QUEUED with the joined question, the rest JOINED."""
+        *earlier, last = part_ids
+        with self._tx() as conn:
+            for query_id in earlier:
+                self._set_state(conn, query_id, QueryState.JOINED, f"joined into q{last}")
+            conn.execute("UPDATE queries SET question = ? WHERE query_id = ?", (question, last))
+            self._set_state(conn, last, QueryState.QUEUED, "")
+
+    def joining(self) -> list[StoredQuery]:
+        """Parts of multi-part questions still waiting for the rest, oldest first."""
+        return self._load("state = ?", (QueryState.JOINING.value,))
 
     def get(self, query_id: int) -> StoredQuery | None:
         """One query with its fragments, or None."""
