@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.prompts import PROMPTS
 from meshbot.app.compose import build_daemon
-from meshbot.models.base import BaseModel
 from meshbot.core.clock import ScaledClock
 from meshbot.core.config import load_config
 from meshbot.core.domain import Generation, GenerationStats
+from meshbot.models.base import BaseModel
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.topology import parse_topology
 

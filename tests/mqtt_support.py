@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,7 @@ class Handset:
         self.bot_num: int | None = None
         self.heard: list[Heard] = []
         self.dropped: list[str] = []
+        self.packets_from: Counter[int] = Counter()  # every envelope seen, by sender
         self._seen: set[tuple[int, int]] = set()  # the firmware drops a packet id it has seen
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"handset-{num:08x}", protocol=paho.MQTTv5)
@@ -177,6 +179,7 @@ class Handset:
             self.dropped.append(drop.detail)
             return
         sender = codec.sender_of(packet)
+        self.packets_from[sender] += 1
         if sender == self.num or (sender, packet.id) in self._seen:
             return
         pki = codec.is_pki(packet, channel_id)
@@ -193,8 +196,8 @@ class Handset:
         self._seen.add((sender, packet.id))
         if data.portnum == portnums_pb2.NODEINFO_APP:
             user = codec.parse_user(data)
-            if user is not None and user.public_key:
-                self.bot_key, self.bot_num = bytes(user.public_key), sender
+            if user is not None and user.public_key and self.bot_num in (None, sender):
+                self.bot_key, self.bot_num = bytes(user.public_key), sender  # the first node heard is the bot
             if data.want_response and packet.to == self.num and self.answers_nodeinfo:
                 self._announce_async()
             return
