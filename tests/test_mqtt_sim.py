@@ -103,7 +103,7 @@ def test_the_official_cli_asks_a_bot_with_no_radio_through_a_virtual_gateway(bro
             f"{len(texts)}/{len(texts)}"
         ]
         for h in heard():
-            assert h.to == ALICE and len(h.payload) <= APP_TEXT_LIMIT_BYTES
+            assert h.to == ALICE and h.pki and len(h.payload) <= APP_TEXT_LIMIT_BYTES  # PKI, end to end
         assert len(model.requests) == 1  # Alice's retries and the gateway's copies reach the daemon once
     finally:
         daemon.stop(grace_s=2.0)

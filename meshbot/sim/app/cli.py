@@ -112,14 +112,22 @@ def describe_mesh(mesh: VirtualMesh) -> str:
             f"  {spec.name:<14} {node_id(spec.node_num)}  {spec.role:<8} 127.0.0.1:{node.port}"
             f"  neighbours: {', '.join(sorted(_neighbours(mesh, spec.name))) or '-'}"
         )
-    bot = mesh.bot
     handset = next((s for s in mesh.topology.nodes if s.role == "handset"), None)
-    lines.append(f"bot: meshbot run --host 127.0.0.1:{bot.port}")
+    broker = m.mqtt
+    if mesh.bot_num is None and broker is not None:  # no radio for the bot: it joins through the gateways
+        lines.append(
+            f"bot: MESHBOT_RADIO_TRANSPORT=mqtt MESHBOT_MQTT_HOST={broker.host} MESHBOT_MQTT_PORT={broker.port} "
+            f"MESHBOT_MQTT_ROOT={broker.root} MESHBOT_MQTT_CHANNEL={broker.channel} meshbot run"
+        )
+        dest = "<the bot's node id, logged at its start>"
+    else:
+        lines.append(f"bot: meshbot run --host 127.0.0.1:{mesh.bot.port}")
+        dest = node_id(mesh.bot.node_num)
     if handset is not None:
         port = mesh.node(handset.name).port
         lines.append(
             f"talk: meshtastic --host 127.0.0.1:{port} --sendtext 'what is lora?' "
-            f"--dest '{node_id(bot.node_num)}'   (and --nodes to list the mesh)"
+            f"--dest '{dest}'   (and --nodes to list the mesh)"
         )
     return "\n".join(lines)
 
@@ -166,10 +174,24 @@ def _start_bot(mesh: VirtualMesh, out: TextIO) -> Any:
     from meshbot.core.config import load_config
 
     path = os.environ.get("MESHBOT_CONFIG")
-    cfg = load_config(Path(path) if path else None, overrides={"radio.host": f"127.0.0.1:{mesh.bot.port}"})
+    broker = mesh.topology.mesh.mqtt
+    if mesh.bot_num is None and broker is not None:  # a bot with no radio: through the gateways' broker
+        overrides: dict[str, Any] = {
+            "radio.transport": "mqtt",
+            "mqtt.host": broker.host,
+            "mqtt.port": broker.port,
+            "mqtt.root": broker.root,
+            "mqtt.channel": broker.channel,
+            "mqtt.psk": broker.psk,
+        }
+    else:
+        overrides = {"radio.host": f"127.0.0.1:{mesh.bot.port}"}
+    cfg = load_config(Path(path) if path else None, overrides=overrides)
     out.write("loading the model and starting the bot...\n")
     out.flush()
     daemon = build_daemon(cfg, clock=mesh.clock)
     daemon.start()
-    out.write("bot up\n")
+    if mesh.bot_num is None:
+        mesh.remote_bot = daemon.node.node_num
+    out.write(f"bot up as {node_id(daemon.node.node_num)}\n")
     return daemon

@@ -81,6 +81,7 @@ class VirtualMesh:
             for spec in topology.nodes
         }
         self.gateways = self._make_gateways()
+        self.remote_bot: int | None = None  # a bot with no radio here (it joins through a gateway's broker)
         self._names = {spec.node_num: spec.name for spec in topology.nodes}
         self._announced = threading.Event()
         self._pending_announcements: list[VirtualNode] = []
@@ -165,6 +166,13 @@ class VirtualMesh:
 
     def __iter__(self) -> Iterator[VirtualNode]:
         return iter(self._nodes.values())
+
+    @property
+    def bot_num(self) -> int | None:
+        """The bot's node number: its radio's here, else the remote bot's once known."""
+        if any(spec.role == "bot" for spec in self.topology.nodes):
+            return self.topology.bot.node_num
+        return self.remote_bot
 
     def node(self, name: str) -> VirtualNode:
         """The node called `name` (KeyError with the known names if none)."""
