@@ -18,12 +18,12 @@ import paho.mqtt.client as paho
 from meshtastic.protobuf import mesh_pb2
 from paho.mqtt.enums import CallbackAPIVersion
 
+from meshbot.core.ids import node_id
 from meshbot.core.keytext import parse_psk_bytes
 from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import PKI_CHANNEL, Channel, Dropped
 from meshbot.sim.app.topology import BrokerSpec, GatewaySpec
 from meshbot.sim.node.node import VirtualNode
-from meshbot.sim.rules.firmware import node_id
 from meshbot.sim.rules.handshake import sim_private_key
 
 logger = logging.getLogger(__name__)
