@@ -74,8 +74,8 @@ class Bots:
         self.port, self.db = port, db
         self.running: list[Daemon] = []
 
-    def __call__(self, **overrides: object) -> tuple[Daemon, FakeModel]:
-        model = FakeModel()
+    def __call__(self, *answers: str, **overrides: object) -> tuple[Daemon, FakeModel]:
+        model = FakeModel().queue(*answers)  # queued before start: a backlog may be answered at once
         daemon = build_daemon(mqtt_config(self.port, **overrides), model=model, store=Store(self.db))
         daemon.start()
         self.running.append(daemon)
@@ -190,8 +190,7 @@ def test_a_question_sent_while_the_bot_is_away_is_answered_when_it_returns(bot, 
     wait_until(lambda: any(getattr(r, "event", "") == "key-learnt" for r in caplog.records), timeout=10)
     bot.stop(daemon)  # the broker keeps the bot's session: its subscriptions and a QoS 1 backlog
     alice.dm("anyone home?")
-    _, model = bot()  # same store: same node id and client id, so the same session
-    model.queue("Back now.")
+    bot("Back now.")  # same store: same node id and client id, so the same session
     wait_until(lambda: alice.texts(dm=True) == ["Back now."], timeout=20)
     assert any("session resumed" in r.getMessage() for r in caplog.records)
 
