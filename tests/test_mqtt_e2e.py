@@ -294,3 +294,18 @@ def test_a_pki_dm_from_an_unknown_sender_is_held_until_their_nodeinfo_arrives(bo
     model.queue("Held, then answered.")
     frank.dm("did you get this?")  # the bot cannot open it yet: it holds it and asks for frank's NodeInfo
     wait_until(lambda: frank.texts(dm=True) == ["Held, then answered."], timeout=20)
+
+
+def test_the_bot_keeps_trying_until_the_broker_is_there(bot, handsets, broker, caplog) -> None:
+    import threading
+
+    caplog.set_level(logging.INFO, logger="meshbot")
+    broker.stop()
+    started: list[Daemon] = []
+    starter = threading.Thread(target=lambda: started.append(bot(**{"mqtt.max_backoff_s": 1.0})[0]), daemon=True)
+    starter.start()
+    wait_until(lambda: sum(getattr(r, "event", "") == "radio-retry" for r in caplog.records) >= 2, timeout=20)
+    assert not started  # still connecting, not failed
+    broker.start()
+    starter.join(timeout=20)
+    assert started, "the bot never connected once the broker came up"
