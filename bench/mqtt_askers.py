@@ -6,7 +6,7 @@ asker announces its NodeInfo (a fresh X25519 key) and DMs the bot PKI-encrypted;
 Askers arrive evenly over the run. Prints the child's RSS over time and the growth over the second half.
 Not a test; run it once.
 
-    .venv/bin/python bench/mqtt_askers.py [--askers 2000] [--minutes 20]
+    .venv/bin/python bench/mqtt_askers.py [--askers 2000] [--minutes 20] [--tail-minutes 20]
 """
 
 from __future__ import annotations
@@ -133,8 +133,10 @@ def play(args: argparse.Namespace, pid: int, listener: Handset) -> int:
 
     bot_key, bot_num = listener.bot_key, listener.bot_num
     assert bot_key is not None and bot_num is not None
-    total_s = args.minutes * 60
-    gap = total_s / args.askers
+    arrive_s = args.minutes * 60
+    total_s = arrive_s + args.tail_minutes * 60  # the tail: only askers already seen ask again
+    gap = arrive_s / args.askers
+    keys: list[tuple[int, bytes]] = []
     start = time.monotonic()
     samples: list[tuple[float, float]] = [(0.0, rss_mb(pid))]
     print(f"{'minute':>7} {'askers':>7} {'RSS MB':>8}")
@@ -142,10 +144,12 @@ def play(args: argparse.Namespace, pid: int, listener: Handset) -> int:
     rng = random.Random(2)
     asked = 0
     next_sample = args.every
+    next_repeat = 0.0
     while (now := time.monotonic() - start) < total_s:
         if asked < args.askers and now >= asked * gap:
             num = 0x20000000 + asked
             private = crypto.generate_private_key()
+            keys.append((num, private))
             user = codec.mesh_pb2.User(id=f"!{num:08x}", long_name=f"Asker {asked}", short_name="ASK")
             user.public_key = crypto.public_key_of(private)
             info = codec.nodeinfo_data(user, want_response=False, ok_to_mqtt=True)
@@ -156,17 +160,28 @@ def play(args: argparse.Namespace, pid: int, listener: Handset) -> int:
                 listener.publish(codec.seal_pki(head, text, private, bot_key), "PKI")
             asked += 1
             continue
+        if asked >= args.askers and now >= next_repeat:
+            num, private = rng.choice(keys)  # an asker seen before asks again: no new node
+            text = codec.text_data(f"again {rng.random():.6f}", None, ok_to_mqtt=True)
+            head = Header(num, bot_num, new_id(), 3, want_ack=True)
+            listener.publish(codec.seal_pki(head, text, private, bot_key), "PKI")
+            next_repeat = now + gap
+            continue
         if now >= next_sample:
             samples.append((now, rss_mb(pid)))
             print(f"{now / 60:7.1f} {asked:7d} {samples[-1][1]:8.1f}", flush=True)
             next_sample += args.every
         time.sleep(0.01)
     half = [s for s in samples if s[0] >= total_s / 2]
+    tail = [s for s in samples if s[0] >= arrive_s]
     print(
         f"\nRSS {samples[0][1]:.1f} MB at start, {samples[-1][1]:.1f} MB at the end, peak {max(m for _, m in samples):.1f}"
     )
     print(f"growth over the second half: {slope_mb_per_hour(half):+.1f} MB/hour (target <= 5)")
     print(f"growth over the whole run:   {slope_mb_per_hour(samples):+.1f} MB/hour")
+    if args.tail_minutes:
+        print(f"growth in the tail (no new askers): {slope_mb_per_hour(tail):+.1f} MB/hour")
+    print(f"per new asker: {(samples[-1][1] - samples[0][1]) * 1024 / max(asked, 1):.1f} KB")
     print(f"packets the bot published: {listener.packets_from[bot_num]}")
     return 0
 
@@ -177,6 +192,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--askers", type=int, default=2000)
     parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--tail-minutes", type=float, default=0.0, help="then only known askers, this long")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between RSS samples")
     return run(parser.parse_args())
 
