@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,27 @@ ALICE, GW = 0x0A11CE00, 0x6A7E0001
 TEXT = "TEXT_MESSAGE_APP"
 
 
-def topology(port: int, *, alice_ok_to_mqtt: bool = True, alice_ignores_mqtt: bool = False) -> dict:
+def topology(
+    port: int,
+    *,
+    alice_ok_to_mqtt: bool = True,
+    alice_ignores_mqtt: bool = False,
+    relay_ignores_mqtt: bool | None = None,
+) -> dict:
+    alice_to = "Gateway" if relay_ignores_mqtt is None else "Relay"
+    relay = (
+        [
+            {
+                "name": "Relay",
+                "num": 0x0E1A0001,
+                "role": "relay",
+                "neighbours": ["Alice", "Gateway"],
+                "ignore_mqtt": relay_ignores_mqtt,
+            }
+        ]
+        if relay_ignores_mqtt is not None
+        else []
+    )
     return {
         "mesh": {
             "seed": 3,
@@ -38,11 +59,12 @@ def topology(port: int, *, alice_ok_to_mqtt: bool = True, alice_ignores_mqtt: bo
                 "name": "Alice",
                 "num": ALICE,
                 "role": "handset",
-                "neighbours": ["Gateway"],
+                "neighbours": [alice_to],
                 "ok_to_mqtt": alice_ok_to_mqtt,
                 "ignore_mqtt": alice_ignores_mqtt,
             },
             {"name": "Gateway", "num": GW, "role": "relay", "mqtt": {"uplink": True, "downlink": True}},
+            *relay,
         ],
     }
 
@@ -117,6 +139,27 @@ def test_a_handset_that_ignores_mqtt_never_hears_the_bot(broker, tmp_path) -> No
         bot_num = daemon.node.node_num
         wait_until(lambda: any(i.num == bot_num for i in gateway.known_nodes()), timeout=20)  # downlinked
         assert not any(i.num == bot_num for i in mesh.node("Alice").known_nodes())  # but dropped: via_mqtt
+    finally:
+        daemon.stop(grace_s=2.0)
+        mesh.stop()
+
+
+@pytest.mark.parametrize("ignores", [True, False])
+def test_a_relay_that_ignores_mqtt_neither_shows_nor_relays_the_bot(broker, tmp_path, ignores: bool) -> None:
+    mesh, daemon, _ = start(broker, tmp_path, relay_ignores_mqtt=ignores)
+    try:
+        bot_num = daemon.node.node_num
+        wait_until(lambda: any(i.num == bot_num for i in mesh.node("Gateway").known_nodes()), timeout=20)
+
+        def reached() -> bool:
+            return any(i.num == bot_num for i in mesh.node("Alice").known_nodes())
+
+        if ignores:
+            time.sleep(3.0)  # the relay would have passed it on by now (SHORT_FAST, real time)
+            assert not reached()
+            assert not any(i.num == bot_num for i in mesh.node("Relay").known_nodes())
+        else:
+            wait_until(reached, timeout=20)  # the control: the same chain without ignore_mqtt carries it
     finally:
         daemon.stop(grace_s=2.0)
         mesh.stop()

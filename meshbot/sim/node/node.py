@@ -270,7 +270,7 @@ class VirtualNode(PhoneApi):
             if self._history.seen((sender, packet.id)):
                 return  # flooded duplicate
             if packet.via_mqtt and self.ignore_mqtt:
-                return  # Router: ignore_mqtt drops what came through a broker
+                return  # Router::perhapsHandleReceived: ignore_mqtt drops what came through a broker
             self._learn(packet)
             answer = fw.routing_error_of(packet)
             if answer is not None and self._reliable.destination(packet.decoded.request_id) == sender:
