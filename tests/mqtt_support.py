@@ -16,6 +16,7 @@ import paho.mqtt.client as paho
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 from paho.mqtt.enums import CallbackAPIVersion
 
+from meshbot.core.config import Config, load_config
 from meshbot.radios.mqtt import codec, crypto
 from meshbot.radios.mqtt.codec import BROADCAST, Channel, Dropped, Header
 
@@ -221,3 +222,19 @@ class Handset:
 
 def new_id() -> int:
     return 1 + int.from_bytes(crypto.generate_private_key()[:4], "little") % 0xFFFFFFFE
+
+
+def mqtt_config(port: int, **overrides: object) -> Config:
+    """A daemon config on the mqtt transport against the test broker, set through the acceptance env names."""
+    base: dict[str, object] = {
+        "radio.transport": "mqtt",
+        "mqtt.port": port,
+        "mesh.min_gap_s": 2.0,
+        "mesh.ack_timeout_s": 10.0,
+        "mqtt.key_wait_s": 2.0,
+    }
+    base.update(overrides)
+    return load_config(
+        overrides=base,
+        environ={"MESHBOT_MQTT_HOST": "127.0.0.1", "MESHBOT_MQTT_ROOT": ROOT, "MESHBOT_MQTT_CHANNEL": "LongFast"},
+    )

@@ -19,7 +19,7 @@ from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.fakes import FakeModel
-from tests.mqtt_support import ROOT, Broker, Handset
+from tests.mqtt_support import ROOT, Broker, Handset, mqtt_config
 
 ALICE, BOB = 0x0A11CE00, 0x0B0B0000
 GW1, GW2 = 0x6A7E0001, 0x6A7E0002
@@ -50,21 +50,6 @@ def handsets(broker: Broker) -> Iterator[Callable[..., Handset]]:
     yield make
     for h in made:
         h.close()
-
-
-def mqtt_config(port: int, **overrides: object) -> Config:
-    base: dict[str, object] = {
-        "radio.transport": "mqtt",
-        "mqtt.port": port,
-        "mesh.min_gap_s": 2.0,
-        "mesh.ack_timeout_s": 10.0,
-        "mqtt.key_wait_s": 2.0,
-    }
-    base.update(overrides)
-    return load_config(
-        overrides=base,
-        environ={"MESHBOT_MQTT_HOST": "127.0.0.1", "MESHBOT_MQTT_ROOT": ROOT, "MESHBOT_MQTT_CHANNEL": "LongFast"},
-    )
 
 
 class Bots:

@@ -19,8 +19,7 @@ from meshbot.sim.app.topology import parse_topology
 from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.fakes import FakeModel
-from tests.mqtt_support import Broker
-from tests.test_mqtt_e2e import mqtt_config
+from tests.mqtt_support import Broker, mqtt_config
 
 ALICE, GW = 0x0A11CE00, 0x6A7E0001
 TEXT = "TEXT_MESSAGE_APP"
