@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import paho.mqtt.client as paho
 from meshtastic.protobuf import mesh_pb2, portnums_pb2
 from paho.mqtt.enums import CallbackAPIVersion
 
+from meshbot.core.config import Config, load_config
 from meshbot.radios.mqtt import codec, crypto
 from meshbot.radios.mqtt.codec import BROADCAST, Channel, Dropped, Header
 from tests.fakes import AI_TAG
@@ -109,6 +111,7 @@ class Handset:
         self.bot_num: int | None = None
         self.heard: list[Heard] = []
         self.dropped: list[str] = []
+        self.packets_from: Counter[int] = Counter()  # every envelope seen, by sender
         self._seen: set[tuple[int, int]] = set()  # the firmware drops a packet id it has seen
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"handset-{num:08x}", protocol=paho.MQTTv5)
@@ -178,6 +181,7 @@ class Handset:
             self.dropped.append(drop.detail)
             return
         sender = codec.sender_of(packet)
+        self.packets_from[sender] += 1
         if sender == self.num or (sender, packet.id) in self._seen:
             return
         pki = codec.is_pki(packet, channel_id)
@@ -194,8 +198,8 @@ class Handset:
         self._seen.add((sender, packet.id))
         if data.portnum == portnums_pb2.NODEINFO_APP:
             user = codec.parse_user(data)
-            if user is not None and user.public_key:
-                self.bot_key, self.bot_num = bytes(user.public_key), sender
+            if user is not None and user.public_key and self.bot_num in (None, sender):
+                self.bot_key, self.bot_num = bytes(user.public_key), sender  # the first node heard is the bot
             if data.want_response and packet.to == self.num and self.answers_nodeinfo:
                 self._announce_async()
             return
@@ -219,3 +223,21 @@ class Handset:
 
 def new_id() -> int:
     return 1 + int.from_bytes(crypto.generate_private_key()[:4], "little") % 0xFFFFFFFE
+
+
+def mqtt_config(port: int, **overrides: object) -> Config:
+    """A daemon config on the mqtt transport against the test broker, set through the acceptance env names."""
+    base: dict[str, object] = {
+        "radio.transport": "mqtt",
+        "mqtt.port": port,
+        "mesh.min_gap_s": 2.0,
+        "mesh.ack_timeout_s": 10.0,
+        "mqtt.key_wait_s": 2.0,
+        # The bot sits on LongFast with the default key: the mesh's public channel, answered only when enabled.
+        "policy.channels": [{"index": 0, "public": True}],
+    }
+    base.update(overrides)
+    return load_config(
+        overrides=base,
+        environ={"MESHBOT_MQTT_HOST": "127.0.0.1", "MESHBOT_MQTT_ROOT": ROOT, "MESHBOT_MQTT_CHANNEL": "LongFast"},
+    )

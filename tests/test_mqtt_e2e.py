@@ -20,7 +20,7 @@ from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.fakes import AI_TAG, FakeModel
-from tests.mqtt_support import ROOT, Broker, Handset
+from tests.mqtt_support import ROOT, Broker, Handset, mqtt_config
 
 ALICE, BOB = 0x0A11CE00, 0x0B0B0000
 GW1, GW2 = 0x6A7E0001, 0x6A7E0002
@@ -53,23 +53,6 @@ def handsets(broker: Broker) -> Iterator[Callable[..., Handset]]:
         h.close()
 
 
-def mqtt_config(port: int, **overrides: object) -> Config:
-    base: dict[str, object] = {
-        "radio.transport": "mqtt",
-        "mqtt.port": port,
-        "mesh.min_gap_s": 2.0,
-        "mesh.ack_timeout_s": 10.0,
-        "mqtt.key_wait_s": 2.0,
-        # The bot sits on LongFast with the default key: the mesh's public channel, answered only when enabled.
-        "policy.channels": [{"index": 0, "public": True}],
-    }
-    base.update(overrides)
-    return load_config(
-        overrides=base,
-        environ={"MESHBOT_MQTT_HOST": "127.0.0.1", "MESHBOT_MQTT_ROOT": ROOT, "MESHBOT_MQTT_CHANNEL": "LongFast"},
-    )
-
-
 class Bots:
     """Daemons on the mqtt transport, each with a FakeModel, sharing one store file (one identity)."""
 
@@ -77,8 +60,8 @@ class Bots:
         self.port, self.db = port, db
         self.running: list[Daemon] = []
 
-    def __call__(self, **overrides: object) -> tuple[Daemon, FakeModel]:
-        model = FakeModel()
+    def __call__(self, *answers: str, **overrides: object) -> tuple[Daemon, FakeModel]:
+        model = FakeModel().queue(*answers)  # queued before start: a backlog may be answered at once
         daemon = build_daemon(mqtt_config(self.port, **overrides), model=model, store=Store(self.db))
         daemon.start()
         self.running.append(daemon)
@@ -194,8 +177,7 @@ def test_a_question_sent_while_the_bot_is_away_is_answered_when_it_returns(bot, 
     wait_until(lambda: any(getattr(r, "event", "") == "key-learnt" for r in caplog.records), timeout=10)
     bot.stop(daemon)  # the broker keeps the bot's session: its subscriptions and a QoS 1 backlog
     alice.dm("anyone home?")
-    _, model = bot()  # same store: same node id and client id, so the same session
-    model.queue("Back now.")
+    bot("Back now.")  # same store: same node id and client id, so the same session
     wait_until(lambda: alice.texts(dm=True) == ["Back now."], timeout=20)
     assert any("session resumed" in r.getMessage() for r in caplog.records)
 
@@ -299,3 +281,18 @@ def test_a_pki_dm_from_an_unknown_sender_is_held_until_their_nodeinfo_arrives(bo
     model.queue("Held, then answered.")
     frank.dm("did you get this?")  # the bot cannot open it yet: it holds it and asks for frank's NodeInfo
     wait_until(lambda: frank.texts(dm=True) == ["Held, then answered."], timeout=20)
+
+
+def test_the_bot_keeps_trying_until_the_broker_is_there(bot, handsets, broker, caplog) -> None:
+    import threading
+
+    caplog.set_level(logging.INFO, logger="meshbot")
+    broker.stop()
+    started: list[Daemon] = []
+    starter = threading.Thread(target=lambda: started.append(bot(**{"mqtt.max_backoff_s": 1.0})[0]), daemon=True)
+    starter.start()
+    wait_until(lambda: sum(getattr(r, "event", "") == "radio-retry" for r in caplog.records) >= 2, timeout=20)
+    assert not started  # still connecting, not failed
+    broker.start()
+    starter.join(timeout=20)
+    assert started, "the bot never connected once the broker came up"

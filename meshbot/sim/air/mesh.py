@@ -319,6 +319,8 @@ class MeshAir:
         num = radio.node.node_num
         key = (getattr(heard, "from"), heard.id)
         radio.stats.decoded += 1
+        if heard.via_mqtt and getattr(radio.node, "ignore_mqtt", False):
+            return False, False  # Router::perhapsHandleReceived: neither shown nor relayed
         if key[0] == num:
             return True, False  # our own packet relayed: the node takes it as an implicit ACK
         if radio.history.seen(key):

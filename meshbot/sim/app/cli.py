@@ -116,14 +116,22 @@ def describe_mesh(mesh: VirtualMesh) -> str:
             f"  {spec.name:<14} {node_id(spec.node_num)}  {spec.role:<8} 127.0.0.1:{node.port}"
             f"  neighbours: {', '.join(sorted(_neighbours(mesh, spec.name))) or '-'}"
         )
-    bot = mesh.bot
     handset = next((s for s in mesh.topology.nodes if s.role == "handset"), None)
-    lines.append(f"bot: meshbot run --host 127.0.0.1:{bot.port}")
+    broker = m.mqtt
+    if mesh.bot_num is None and broker is not None:  # no radio for the bot: it joins through the gateways
+        lines.append(
+            f"bot: MESHBOT_RADIO_TRANSPORT=mqtt MESHBOT_MQTT_HOST={broker.host} MESHBOT_MQTT_PORT={broker.port} "
+            f"MESHBOT_MQTT_ROOT={broker.root} MESHBOT_MQTT_CHANNEL={broker.channel} meshbot run"
+        )
+        dest = "<the bot's node id, logged at its start>"
+    else:
+        lines.append(f"bot: meshbot run --host 127.0.0.1:{mesh.bot.port}")
+        dest = node_id(mesh.bot.node_num)
     if handset is not None:
         port = mesh.node(handset.name).port
         lines.append(
             f"talk: meshtastic --host 127.0.0.1:{port} --sendtext 'what is lora?' "
-            f"--dest '{node_id(bot.node_num)}'   (and --nodes to list the mesh)"
+            f"--dest '{dest}'   (and --nodes to list the mesh)"
         )
     return "\n".join(lines)
 
@@ -165,8 +173,21 @@ def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO, stop: threading.Even
     from meshbot.app.compose import build_daemon
     from meshbot.app.runner import STARTUP_ERRORS
 
-    radio = cfg.radio.model_copy(update={"host": f"127.0.0.1:{mesh.bot.port}", "port": None, "ble": None})
-    cfg = cfg.model_copy(update={"radio": radio})
+    broker = mesh.topology.mesh.mqtt
+    if mesh.bot_num is None and broker is not None:  # a bot with no radio: through the gateways' broker
+        mqtt = cfg.mqtt.model_copy(
+            update={
+                "host": broker.host,
+                "port": broker.port,
+                "root": broker.root,
+                "channel": broker.channel,
+                "psk": broker.psk,
+            }
+        )
+        cfg = cfg.model_copy(update={"radio": cfg.radio.model_copy(update={"transport": "mqtt"}), "mqtt": mqtt})
+    else:
+        radio = cfg.radio.model_copy(update={"host": f"127.0.0.1:{mesh.bot.port}", "port": None, "ble": None})
+        cfg = cfg.model_copy(update={"radio": radio})
     out.write("loading the model and starting the bot...\n")
     out.flush()
     try:
@@ -177,5 +198,7 @@ def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO, stop: threading.Even
         out.write(f"meshbot sim: the bot cannot start: {exc}\n")
         return None, 1
     daemon.start()
-    out.write("bot up\n")
+    if mesh.bot_num is None:
+        mesh.remote_bot = daemon.node.node_num
+    out.write(f"bot up as {node_id(daemon.node.node_num)}\n")
     return daemon, 0

@@ -100,7 +100,12 @@ class HandsetConsole:
         if not line:
             return True
         if not line.startswith("/"):
-            self.send(line, to=self.mesh.bot.node_num)
+            bot = self.mesh.bot_num
+            if bot is None:
+                self._out.write("the bot is not up yet\n")
+                self._out.flush()
+                return True
+            self.send(line, to=bot)
             return True
         command, _, rest = line.partition(" ")
         if command == "/quit":

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from meshbot.core.clock import ScaledClock, VirtualClock
 from meshbot.core.domain import Clock
@@ -22,6 +23,9 @@ from meshbot.sim.app.report import MeshReport, build_report
 from meshbot.sim.app.topology import Topology
 from meshbot.sim.node.node import VirtualNode
 from meshbot.sim.rules import firmware as fw
+
+if TYPE_CHECKING:
+    from meshbot.sim.node.mqtt_gateway import MqttGateway
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +74,13 @@ class VirtualMesh:
                 air=self.air,
                 wall_clock=wall_clock,
                 scheduler=self.scheduler,
+                ignore_mqtt=spec.ignore_mqtt,
+                ok_to_mqtt=spec.ok_to_mqtt,
             )
             for spec in topology.nodes
         }
+        self.gateways = self._make_gateways()
+        self.remote_bot: int | None = None  # a bot with no radio here (it joins through a gateway's broker)
         self._names = {spec.node_num: spec.name for spec in topology.nodes}
         self._announced = threading.Event()
         self._pending_announcements: list[VirtualNode] = []
@@ -85,6 +93,14 @@ class VirtualMesh:
 
     # ----- lifecycle -------------------------------------------------------------------------
 
+    def _make_gateways(self) -> list[MqttGateway]:
+        broker = self.topology.mesh.mqtt
+        if broker is None:
+            return []
+        from meshbot.sim.node.mqtt_gateway import MqttGateway  # paho and the packet crypto: only when used
+
+        return [MqttGateway(self._nodes[spec.name], broker, spec.mqtt) for spec in self.topology.nodes if spec.mqtt]
+
     def start(self, *, announce: bool = True) -> None:
         """Open every node's port, start the clock's timers and (by default) the NodeInfo floods."""
         self._started_sim = self.clock.now()
@@ -94,6 +110,8 @@ class VirtualMesh:
         self.scheduler.start()
         for node in self._nodes.values():
             node.start()
+        for gateway in self.gateways:
+            gateway.start()
         self._running = True
         if announce:
             self._schedule_announcements()
@@ -125,6 +143,8 @@ class VirtualMesh:
         if not self._running:
             return
         self._running = False
+        for gateway in self.gateways:
+            gateway.stop()
         for node in self._nodes.values():
             node.stop()
         self.scheduler.close()
@@ -145,6 +165,13 @@ class VirtualMesh:
 
     def __iter__(self) -> Iterator[VirtualNode]:
         return iter(self._nodes.values())
+
+    @property
+    def bot_num(self) -> int | None:
+        """The bot's node number: its radio's here, else the remote bot's once known."""
+        if any(spec.role == "bot" for spec in self.topology.nodes):
+            return self.topology.bot.node_num
+        return self.remote_bot
 
     def node(self, name: str) -> VirtualNode:
         """The node called `name` (KeyError with the known names if none)."""

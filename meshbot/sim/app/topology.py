@@ -56,6 +56,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class BrokerSpec(_Strict):
+    """The MQTT broker that gateway nodes uplink to and downlink from (firmware module config mqtt)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    root: str = "msh/US"
+    channel: str = "LongFast"  # the primary channel's name, as in the topic and the channel hash
+    psk: str = "AQ=="
+
+
+class GatewaySpec(_Strict):
+    """A node that is an MQTT gateway: channel settings uplink_enabled / downlink_enabled."""
+
+    uplink: bool = True
+    downlink: bool = True
+
+
 class MeshSection(_Strict):
     """Settings every node of the mesh shares."""
 
@@ -65,6 +82,7 @@ class MeshSection(_Strict):
     region: str = "US"
     hop_limit: int = Field(default=limits.DEFAULT_HOP_LIMIT, ge=1, le=limits.MAX_HOP_LIMIT)
     channels: tuple[str, ...] = Field(default=("",), min_length=1, max_length=MAX_NUM_CHANNELS)
+    mqtt: BrokerSpec | None = None  # needed when a node is a gateway
 
     @field_validator("modem_preset", "region", mode="before")
     @classmethod
@@ -98,6 +116,9 @@ class NodeSpec(_Strict):
     port: int = Field(default=0, ge=0, le=65535)
     position: tuple[float, float] | None = None
     neighbours: tuple[str, ...] = ()
+    mqtt: GatewaySpec | None = None  # an MQTT gateway node
+    ignore_mqtt: bool = False  # lora.ignore_mqtt: drop packets that came through a broker
+    ok_to_mqtt: bool = False  # lora.config_ok_to_mqtt: let gateways uplink this node's packets
 
     @model_validator(mode="after")
     def _one_number(self) -> NodeSpec:
@@ -151,8 +172,14 @@ class Topology(_Strict):
         _no_duplicates("node number", [f"!{n.node_num:08x}" for n in self.nodes])
         _no_duplicates("port", [str(n.port) for n in self.nodes if n.port])
         bots = [n.name for n in self.nodes if n.role == "bot"]
-        if len(bots) != 1:
-            raise ValueError(f"exactly one node must have role 'bot' (found {len(bots)})")
+        gateways = [n.name for n in self.nodes if n.mqtt is not None]
+        if gateways and self.mesh.mqtt is None:
+            raise ValueError(f"gateway {gateways[0]!r} needs a [mesh.mqtt] broker")
+        if len(bots) != 1 and not (gateways and not bots):
+            raise ValueError(
+                f"exactly one node must have role 'bot', or none when the bot joins through a gateway "
+                f"(found {len(bots)})"
+            )
         known = set(names)
         for node in self.nodes:
             for other in node.neighbours:
@@ -179,8 +206,11 @@ class Topology(_Strict):
 
     @property
     def bot(self) -> NodeSpec:
-        """The bot's radio."""
-        return next(n for n in self.nodes if n.role == "bot")
+        """The bot's radio (KeyError when the bot has none and joins through an MQTT gateway)."""
+        for node in self.nodes:
+            if node.role == "bot":
+                return node
+        raise KeyError("bot")
 
     def link_table(self) -> dict[int, dict[int, Link]]:
         """For each node number, the nodes that hear it and how: explicit link, else positions, else defaults."""

@@ -63,6 +63,8 @@ class VirtualNode(PhoneApi):
         retransmit_s: float | None = None,
         wall_clock: Callable[[], float] = time.time,
         scheduler: Scheduler | None = None,
+        ignore_mqtt: bool = False,
+        ok_to_mqtt: bool = False,
     ) -> None:
         if node_num in (0, limits.BROADCAST_NUM) or not 0 < node_num <= 0xFFFFFFFF:
             raise ValueError(f"node_num {node_num:#x} is not a usable node number")
@@ -98,6 +100,9 @@ class VirtualNode(PhoneApi):
             finish=self._finish,
         )
         self._history = fw.RecentKeys(fw.PACKET_HISTORY_LEN)
+        self.ignore_mqtt = ignore_mqtt  # lora.ignore_mqtt: packets marked via_mqtt are dropped
+        self.ok_to_mqtt = ok_to_mqtt  # lora.config_ok_to_mqtt: our packets carry the OK-to-MQTT bit
+        self.on_heard: Callable[[mesh_pb2.MeshPacket], None] | None = None  # an MQTT gateway's uplink
         self._server = StreamServer(self, host=host, port=port, name=f"node-{node_num:08x}")
 
     # ----- lifecycle -------------------------------------------------------------------------
@@ -244,6 +249,8 @@ class VirtualNode(PhoneApi):
                 user=self._own.user(),
                 hop_limit=self._radio.hop_limit,
             )
+            if self.ok_to_mqtt:
+                packet.decoded.bitfield |= 1
         self.air.transmit(self, packet)
 
     # ----- the air side ----------------------------------------------------------------------
@@ -258,6 +265,8 @@ class VirtualNode(PhoneApi):
                 return
             if self._history.seen((sender, packet.id)):
                 return  # flooded duplicate
+            if packet.via_mqtt and self.ignore_mqtt:
+                return  # Router::perhapsHandleReceived: ignore_mqtt drops what came through a broker
             self._learn(packet)
             answer = fw.routing_error_of(packet)
             if answer is not None and self._reliable.destination(packet.decoded.request_id) == sender:
@@ -270,8 +279,36 @@ class VirtualNode(PhoneApi):
                 self._to_client(heard, airtime_s=self._airtime_of(heard))
             if packet.to == self.node_num and packet.want_ack and answer is None:
                 ack = self._ack_for(packet)
+            reply = self._nodeinfo_reply(packet)
         if ack is not None:
             self.air.transmit(self, ack)
+        if reply is not None:
+            self.air.transmit(self, reply)
+        if self.on_heard is not None and not packet.via_mqtt:
+            self.on_heard(packet)
+
+    def _nodeinfo_reply(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket | None:
+        """NodeInfoModule::allocReply: a NodeInfo request to us is answered with our User, to the asker."""
+        decoded = packet.decoded
+        if packet.to != self.node_num or decoded.portnum != portnums_pb2.NODEINFO_APP or not decoded.want_response:
+            return None
+        reply = fw.node_info_packet(
+            sender=self.node_num, packet_id=self._ids.next(), user=self._own.user(), hop_limit=self._radio.hop_limit
+        )
+        reply.to = getattr(packet, "from")
+        if self.ok_to_mqtt:
+            reply.decoded.bitfield |= 1
+        return reply
+
+    def receive_from_mqtt(self, packet: mesh_pb2.MeshPacket) -> None:
+        """A packet a gateway downlinked (MQTT::onReceiveProto): handled as received, then flooded on air."""
+        self.receive_from_air(packet)
+        if packet.to != self.node_num and packet.hop_limit > 0:
+            relay = mesh_pb2.MeshPacket()
+            relay.CopyFrom(packet)
+            relay.hop_limit = packet.hop_limit - 1
+            relay.relay_node = self.node_num & 0xFF
+            self.air.transmit(self, relay)
 
     def acknowledge(self, packet: mesh_pb2.MeshPacket) -> None:
         """ACK a want_ack packet to us again: its sender retried it, so our first ACK was lost."""
@@ -286,7 +323,7 @@ class VirtualNode(PhoneApi):
     def _ack_for(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket:
         """ReliableRouter::sniffReceived: an ACK with just enough hops to get back (RoutingModule)."""
         hops = response_hop_limit(packet.hop_start, packet.hop_limit, self._radio.hop_limit)
-        return fw.routing_packet(
+        ack = fw.routing_packet(
             sender=self.node_num,
             to=getattr(packet, "from"),
             packet_id=self._ids.next(),
@@ -295,6 +332,9 @@ class VirtualNode(PhoneApi):
             hop_limit=hops,
             hop_start=hops,
         )
+        if self.ok_to_mqtt:
+            ack.decoded.bitfield |= 1
+        return ack
 
     def _learn(self, packet: mesh_pb2.MeshPacket) -> None:
         """NodeDB::updateFrom: remember when and how we heard a node, and its names from NodeInfo."""

@@ -81,6 +81,8 @@ class PhoneApi:
         if admitted is None:
             return
         index, on_air = admitted
+        if getattr(self, "ok_to_mqtt", False):
+            on_air.decoded.bitfield |= 1  # Router::send: BITFIELD_OK_TO_MQTT from lora.config_ok_to_mqtt
         error = self.air.transmit(self, on_air)  # type: ignore[arg-type]  # a VirtualNode is an AirNode
         if error is not None:
             with self._lock:

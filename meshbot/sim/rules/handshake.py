@@ -28,9 +28,16 @@ DEFAULT_PSK = b"\x01"
 PUBLIC_KEY_LEN = 32
 
 
-def sim_public_key(num: int) -> bytes:
-    """A stable 32-byte stand-in for a node's Curve25519 public key (never used to encrypt)."""
+def sim_private_key(num: int) -> bytes:
+    """A virtual node's X25519 private key, derived from its number: stable across runs, known to the simulator."""
     return hashlib.sha256(b"meshbot-sim-key:%d" % num).digest()[:PUBLIC_KEY_LEN]
+
+
+def sim_public_key(num: int) -> bytes:
+    """A virtual node's real X25519 public key (MQTT gateways encrypt PKI DMs with the pair, as the node would)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.from_private_bytes(sim_private_key(num)).public_key().public_bytes_raw()
 
 
 @dataclass(frozen=True)
