@@ -33,6 +33,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.core.airtime import preset as modem_preset
 from meshbot.core.airtime import time_on_air_s
 from meshbot.core.config import load_config
+from meshbot.core.events import Event
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.limits import text_frame_len
 from meshbot.core.prompting import build_generation
@@ -149,7 +150,7 @@ class AnsweredLog(logging.Handler):
         self.answered: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "event", None) == "answered":
+        if getattr(record, "event", None) == Event.ANSWERED:
             self.answered.append(record)
 
 

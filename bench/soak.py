@@ -29,6 +29,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.core.clock import ScaledClock
 from meshbot.core.config import load_config
 from meshbot.core.domain import Generation, GenerationStats
+from meshbot.core.events import Event
 from meshbot.models.base import BaseModel
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.topology import parse_topology
@@ -93,7 +94,7 @@ class Events(logging.Handler):
         event = getattr(record, "event", None)
         if event:
             reason = getattr(record, "reason", None)
-            self.counts[f"{event}:{reason}" if reason and event in ("dropped", "fragment-nak") else event] += 1
+            self.counts[f"{event}:{reason}" if reason and event in (Event.DROPPED, Event.FRAGMENT_NAK) else event] += 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     rows += [
         (f"daemon events: {k}", v)
         for k, v in sorted(events.counts.items())
-        if k.split(":")[0] in ("queued", "answered", "dropped", "shortened", "fragment-nak", "retry")
+        if k.split(":")[0]
+        in (Event.QUEUED, Event.ANSWERED, Event.DROPPED, Event.SHORTENED, Event.FRAGMENT_NAK, Event.RETRY)
     ]
     bot_row = next(r for r in report.nodes if r.role == "bot")
     rows += [

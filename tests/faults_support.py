@@ -17,6 +17,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.core.clock import ScaledClock
 from meshbot.core.config import Config, load_config
 from meshbot.core.domain import Generation, GenerationStats
+from meshbot.core.events import Event
 from meshbot.radios.meshtastic_lib import MeshtasticRadio
 from meshbot.service.daemon import Daemon
 from meshbot.sim.node.node import VirtualNode
@@ -102,9 +103,9 @@ def log_order_knowledge(sent: list[SentPacket], records: list[logging.LogRecord]
     sent_at: dict[int, int] = {}
     for pos, record in enumerate(records):
         event, packet_id = getattr(record, "event", None), getattr(record, "packet_id", None)
-        if event == "fragment-acked":
+        if event == Event.FRAGMENT_ACKED:
             acked_at.setdefault(packet_id, pos)
-        elif event == "fragment-sent":
+        elif event == Event.FRAGMENT_SENT:
             sent_at.setdefault(packet_id, pos)
 
     def knew(i: int, j: int) -> bool:
