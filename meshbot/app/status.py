@@ -49,14 +49,36 @@ def render(status: dict[str, Any], cfg: Config, out: TextIO) -> None:
     out.write("\n".join(lines) + "\n")
 
 
+def model_status(cfg: Config, store: Store) -> dict[str, Any]:
+    """The backend, its server, and whether the last call to it worked (events the worker records)."""
+    last = store.last_event("model-ok", "model-error")
+    return {
+        "backend": cfg.model.backend,
+        "server": cfg.model.base_url if cfg.model.backend == "openai" else None,
+        "last_call_ok": None if last is None else last[0] == "model-ok",
+        "last_call_at": None if last is None else last[1],
+    }
+
+
+def _model_line(model: dict[str, Any], now: float) -> str:
+    where = f" at {model['server']}" if model["server"] else ""
+    if model["last_call_ok"] is None:
+        return f"model: {model['backend']}{where}, no call recorded yet\n"
+    verdict = "succeeded" if model["last_call_ok"] else "FAILED"
+    return f"model: {model['backend']}{where}, last call {verdict} {_ago(now, model['last_call_at'])}\n"
+
+
 def run_status(cfg: Config, out: TextIO, as_json: bool = False) -> int:
     """Print the status; exit 0 when healthy, 1 when not (for HEALTHCHECK and watchdogs)."""
     with Store(cfg.store.path) as store:
         status = store.status()
+        model = model_status(cfg, store)
     problems = health(status, cfg)
     if as_json:
-        out.write(json.dumps({**status, "healthy": not problems, "problems": problems}, default=str) + "\n")
+        out.write(json.dumps({**status, "model": model, "healthy": not problems, "problems": problems}, default=str))
+        out.write("\n")
     else:
         render(status, cfg, out)
+        out.write(_model_line(model, status["now"]))
         out.write("healthy\n" if not problems else "UNHEALTHY: " + "; ".join(problems) + "\n")
     return 0 if not problems else 1

@@ -46,6 +46,9 @@ class Event(enum.StrEnum):
     SKIPPED_DELIVERED = "skipped-delivered"
     MODEL_RETRY = "model-retry"
     MODEL_ERROR = "model-error"
+    MODEL_BACK = "model-back"
+    MODEL_CHOSEN = "model-chosen"
+    CUT_OFF = "cut-off"
     # sending
     FRAGMENT_SENT = "fragment-sent"
     FRAGMENT_ACKED = "fragment-acked"

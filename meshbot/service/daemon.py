@@ -206,6 +206,7 @@ class Daemon:
             extra={"event": Event.STOPPING},
         )
         self._stop.set()
+        self.worker.stopping.set()  # a question waiting for an absent model server stays stored
         self.queue.close()
         deadline = self.clock.now() + grace_s
         for thread in self._threads:
