@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 NOTHING_MORE = "Nothing more to send."
 NO_ANSWER = "Sorry, I have no answer to that."
 MODEL_APOLOGY = "Sorry, my AI server is not reachable right now. Please ask again later."
-# Ends an answer whose stream stopped after fragments went on air (fits any fragment budget).
-CUT_MARKER = " [cut off]"
+# Ends an answer whose stream stopped after fragments went on air. One word, so the fragmenter never splits it
+# across two fragments (the space before it is always a better cut).
+CUT_MARKER = " [cut-off]"
 # A remainder kept for "more" expires: an old half-answer is worse than none.
 REMAINDER_TTL_S = 3600.0
 
