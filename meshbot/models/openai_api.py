@@ -143,7 +143,9 @@ class OpenAIModel(BaseModel):
                 retryable=False,
             ) from exc
 
-    def _pieces(self, events: Iterator[Any], stats: GenerationStats, started: float, progress: _Progress):
+    def _pieces(
+        self, events: Iterator[Any], stats: GenerationStats, started: float, progress: _Progress
+    ) -> Iterator[str]:
         finish: str | None = None
         for sse in events:
             if sse.data.strip() == "[DONE]":
