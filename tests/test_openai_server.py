@@ -3,7 +3,8 @@ llama-cpp-python's own OpenAI-compatible server (`python -m llama_cpp.server`) o
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,3 +138,19 @@ def test_a_killed_server_costs_one_apology_per_question_and_answers_resume_when_
     assert all(p.text != MODEL_APOLOGY and len(p.payload) <= 200 for p in answer)
     assert len(answer) == 1 or all(looks_like_fragment(p.text) for p in answer)
     assert daemon.store.last_event("model-ok", "model-error")[0] == "model-ok"
+
+
+def meshbot_ask(*args: str) -> subprocess.CompletedProcess[str]:
+    root = str(Path(__file__).resolve().parents[1])
+    env = {"PYTHONPATH": root, "PATH": "/usr/bin:/bin", "HOME": root}
+    return subprocess.run(
+        [sys.executable, "-m", "meshbot", "ask", *args], capture_output=True, text=True, timeout=120, env=env, cwd=root
+    )
+
+
+def test_meshbot_ask_tries_a_server_before_the_bot_is_pointed_at_it(llama_server: LlamaServer) -> None:
+    run = meshbot_ask("--backend", "openai", "--base-url", llama_server.url, "What is LoRa?")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("[1] ") and lines[-1].startswith("-- ") and "tokens/s" in lines[-1]
+    assert all(int(line.split()[1]) <= 200 for line in lines[:-1])

@@ -126,3 +126,18 @@ def test_a_daemon_on_the_openai_backend_never_imports_llama_cpp() -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result == {"llama": [], "sent": [MODEL_APOLOGY]}
+
+
+def test_meshbot_ask_on_a_server_that_is_not_there_says_what_to_fix() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    run = subprocess.run(
+        [sys.executable, "-m", "meshbot", "ask", "--backend", "openai", "--base-url", url, "hello?"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+        env={"PYTHONPATH": REPO_ROOT, "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 2
+    assert run.stdout.startswith(f"error: the model server at {url}: cannot connect")
+    assert "Traceback" not in run.stderr

@@ -319,3 +319,32 @@ def test_shutdown_during_the_wait_keeps_the_question_stored(server_model, radio,
     assert radio.texts() == []  # no apology: the question is not given up, it waits for the next start
     with Store(path) as store:
         assert [q.question for q in store.unfinished()] == ["are you there?"]
+
+
+def test_status_shows_the_backend_the_server_and_the_last_call(tmp_path) -> None:
+    import io
+
+    from meshbot.app.status import run_status
+    from meshbot.storage.store import Store
+
+    path = tmp_path / "meshbot.db"
+    cfg = load_config(
+        environ={"MESHBOT_MODEL_BACKEND": "openai", "MESHBOT_MODEL_BASE_URL": URL, "MESHBOT_STORE_PATH": str(path)}
+    )
+    out = io.StringIO()
+    run_status(cfg, out)
+    assert f"model: openai at {URL}, no call recorded yet" in out.getvalue()
+    with Store(path) as store:
+        store.record_event("model-ok")
+        store.record_event("model-error")
+    out = io.StringIO()
+    run_status(cfg, out)
+    assert f"model: openai at {URL}, last call FAILED" in out.getvalue()
+    out = io.StringIO()
+    run_status(cfg, out, as_json=True)
+    assert json.loads(out.getvalue())["model"] | {"last_call_at": 0} == {
+        "backend": "openai",
+        "server": URL,
+        "last_call_ok": False,
+        "last_call_at": 0,
+    }
