@@ -20,6 +20,7 @@ from meshbot.core.domain import (
     RadioUnavailable,
     SendResult,
 )
+from meshbot.models.base import ModelUnavailable
 
 AI_TAG = "🤖 "  # [mesh] ai_tag's default
 BOT_NUM = 0x0BB0_0001
@@ -185,3 +186,30 @@ def broadcast(text: str, *, sender: int = ALICE, packet_id: int = 1, channel: in
     )
     fields.update(kw)
     return Inbound(**fields)
+
+
+class FlakyServerModel(FakeModel):
+    """A FakeModel standing for a model server: each stream first takes the next scripted failure.
+
+    `failures` holds, per stream call, None (answer normally), a ModelUnavailable (raised before any text)
+    or a ModelStalled (raised after `stall_after` pieces of the answer). Empty: answer normally.
+    """
+
+    name = "fake-server"
+    deterministic = False
+
+    def __init__(self, clock: VirtualClock | None = None, stall_after: int = 40) -> None:
+        super().__init__(clock)
+        self.failures: deque[Exception | None] = deque()
+        self.stall_after = stall_after
+        self.calls = 0
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        self.calls += 1
+        failure = self.failures.popleft() if self.failures else None
+        if isinstance(failure, ModelUnavailable):
+            raise failure
+        for i, piece in enumerate(super().stream(request, stats)):
+            if failure is not None and i == self.stall_after:
+                raise failure
+            yield piece

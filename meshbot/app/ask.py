@@ -63,7 +63,11 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
     request = build_generation(question, cfg, budget, cfg.mesh.max_fragments)
     answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments, tag=cfg.mesh.ai_tag)
     # Read the whole answer, as the daemon does: what does not fit is kept for "more".
-    count = sum(_show(out, [frag]) for frag in answer)
+    try:
+        count = sum(_show(out, [frag]) for frag in answer)
+    except ModelError as exc:  # a model server that is away or refuses: say what to fix, no traceback
+        out.write(f"error: {exc}\n")
+        return 2
     out.write(_summary(answer.stats, count, answer.remainder, answer.capped))
     if count == 0:
         log.warning("the model gave no answer to %r", question)

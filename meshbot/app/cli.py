@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="ask the local model; print the fragments that would go on air")
     _add_common(ask)
+    ask.add_argument("--backend", help='model backend: "llama_cpp" (local GGUF) or "openai" (a model server)')
+    ask.add_argument(
+        "--base-url", dest="base_url", help="openai backend: the server's API root, e.g. http://HOST:8080/v1"
+    )
+    ask.add_argument("--api-model", dest="api_model", help="openai backend: model name (default: the first listed)")
     ask.add_argument("question", help="the question, as a handset user would type it")
 
     from meshbot.sim.app.cli import register as register_sim
@@ -72,6 +77,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "log.level": "log_level",
         "log.format": "log_format",
         "model.path": "model_path",
+        "model.backend": "backend",
+        "model.base_url": "base_url",
+        "model.api_model": "api_model",
     }
     return {key: getattr(args, attr, None) for key, attr in pairs.items()}
 

@@ -51,3 +51,6 @@ def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = No
     root.setLevel(level.upper())
     # The meshtastic library logs every frame at DEBUG and some noise at INFO.
     logging.getLogger("meshtastic").setLevel(max(logging.WARNING, root.level))
+    # httpx (the openai backend) logs every request at INFO; meshbot logs what an operator needs itself.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

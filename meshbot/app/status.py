@@ -92,13 +92,32 @@ def render(status: dict[str, Any], cfg: Config, out: TextIO) -> None:
     out.write("\n".join(lines) + "\n")
 
 
+def model_status(cfg: Config, store: Store) -> dict[str, Any]:
+    """The backend, its server, and whether the last call to it worked (events the worker records)."""
+    last = store.last_event("model-ok", "model-error")
+    return {
+        "backend": cfg.model.backend,
+        "server": cfg.model.base_url if cfg.model.backend == "openai" else None,
+        "last_call_ok": None if last is None else last[0] == "model-ok",
+        "last_call_at": None if last is None else last[1],
+    }
+
+
+def _model_line(model: dict[str, Any], now: float) -> str:
+    where = f" at {model['server']}" if model["server"] else ""
+    if model["last_call_ok"] is None:
+        return f"model: {model['backend']}{where}, no call recorded yet\n"
+    verdict = "succeeded" if model["last_call_ok"] else "FAILED"
+    return f"model: {model['backend']}{where}, last call {verdict} {_ago(now, model['last_call_at'])}\n"
+
+
 def read_status(cfg: Config) -> dict[str, Any]:
     """The store's figures and the daemon's liveness; raises StoreError (missing file, unreadable, other schema)."""
     if cfg.store.path == ":memory:":
         raise StoreError("store.path is ':memory:': a daemon keeps nothing there to read")
     with Store.open_read_only(cfg.store.path) as store:
         status = store.status()
-        return {**status, **liveness(store.last_heartbeat(), status["now"])}
+        return {**status, **liveness(store.last_heartbeat(), status["now"]), "model": model_status(cfg, store)}
 
 
 def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: bool = False) -> int:
@@ -114,8 +133,10 @@ def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: boo
         return 1
     problems = health(status, cfg)
     if as_json:
-        out.write(json.dumps({**status, "healthy": not problems, "problems": problems}, default=str) + "\n")
+        out.write(json.dumps({**status, "healthy": not problems, "problems": problems}, default=str))
+        out.write("\n")
     else:
         render(status, cfg, out)
+        out.write(_model_line(status["model"], status["now"]))
         out.write("healthy\n" if not problems else "UNHEALTHY: " + "; ".join(problems) + "\n")
     return 0 if not problems else 1

@@ -69,6 +69,30 @@ class ModelConfig(_Section):
     repeat_penalty: float = Field(default=1.15, ge=0.5, le=2.0)
     seed: int = -1  # -1: random
     max_tokens_cap: int = Field(default=384, ge=16)
+    # openai: a server speaking the OpenAI chat API (llama-server, llama_cpp.server, Ollama, vLLM)
+    base_url: str | None = None  # e.g. http://10.0.0.5:8080/v1
+    api_model: str | None = None  # None: the first model the server lists at /v1/models
+    api_key: SecretStr | None = None  # never logged; or name a variable in api_key_env
+    api_key_env: str | None = None  # an environment variable that holds the key
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    chunk_timeout_s: float = Field(default=60.0, gt=0)  # longest silence between streamed chunks
+    # A server that is away: each question is retried with backoff this long, then the asker gets an apology.
+    retry_for_s: float = Field(default=120.0, ge=0)
+    retry_backoff_s: float = Field(default=2.0, gt=0)  # the first wait; doubles up to retry_max_backoff_s
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://10.0.0.5:8080/v1")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> ModelConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError('base_url is required with backend = "openai" (e.g. http://10.0.0.5:8080/v1)')
+        return self
 
 
 class PersonaConfig(_Section):

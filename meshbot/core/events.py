@@ -57,6 +57,8 @@ class Event(enum.StrEnum):
     SKIPPED_DELIVERED = "skipped-delivered"
     MODEL_RETRY = "model-retry"
     MODEL_ERROR = "model-error"
+    MODEL_BACK = "model-back"
+    MODEL_CHOSEN = "model-chosen"
     # sending
     FRAGMENT_SENT = "fragment-sent"
     FRAGMENT_ACKED = "fragment-acked"

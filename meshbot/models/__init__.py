@@ -18,6 +18,7 @@ BACKENDS = Registry(
     "model.backend",
     {
         "llama_cpp": "meshbot.models.llama:load_model",
+        "openai": "meshbot.models.openai_api:load_model",
     },
 )
 

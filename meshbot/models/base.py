@@ -14,6 +14,22 @@ class ModelError(RuntimeError):
     """The model cannot be used (file, engine or server); the message says how to fix it."""
 
 
+class ModelUnavailable(ModelError):
+    """No answer came (server down, refused, timed out, HTTP error) before any text; the message says what to fix.
+
+    `retryable` is False when waiting will not help (a wrong key or model name): the operator must act.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+class ModelStalled(ModelError):
+    """The stream stopped in the middle of an answer (silence past the chunk timeout, or the link dropped)."""
+
+
 class BaseModel:
     """Defaults: answers are not reproducible, and work runs on the caller's thread."""
 

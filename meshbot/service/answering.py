@@ -48,6 +48,11 @@ class AnswerStream:
             yield from self._keep(self._fragmenter.feed(piece))
         yield from self._keep(self._fragmenter.finish())
 
+    def cut_off(self, marker: str) -> list[Fragment]:
+        """End an answer whose stream stopped: what is held back, then `marker`, as the last fragment(s)."""
+        # The marker is not part of the answer text (history, memory): only of what goes on air.
+        return list(self._keep(self._fragmenter.feed(marker) + self._fragmenter.finish()))
+
     def _keep(self, fragments: list[Fragment]) -> Iterator[Fragment]:
         for frag in fragments:
             self.fragments.append(frag)

@@ -253,6 +253,7 @@ class Daemon:
         # Real time, whatever the daemon's clock: the grace is a promise to systemd and docker (10 s to SIGKILL).
         deadline = time.monotonic() + grace_s
         self._stop.set()
+        self.worker.stopping.set()  # a question waiting for an absent model server stays stored
         self.queue.close()
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.1))

@@ -8,16 +8,18 @@ import threading
 
 from meshbot.core import limits
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, GenerationStats, Model, Outbound
+from meshbot.core.domain import Clock, Generation, GenerationStats, Model, Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import Fragment, fragment, labelled
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.prompting import build_generation
+from meshbot.models.base import ModelStalled, ModelUnavailable
 from meshbot.service.answering import Abandoned, AnswerStream
 from meshbot.service.context import Contexts
 from meshbot.service.ledger import Ledger
+from meshbot.service.outage import Outage
 from meshbot.service.queueing import Query
 from meshbot.service.sender import Sender, SendJob
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 NOTHING_MORE = "Nothing more to send."
 NO_ANSWER = "Sorry, I have no answer to that."
+MODEL_APOLOGY = "Sorry, my AI server is not reachable right now. Please ask again later."
+# Ends an answer whose stream stopped after fragments went on air. One word, so the fragmenter never splits it
+# across two fragments (the space before it is always a better cut).
+CUT_MARKER = " [cut-off]"
 # A remainder kept for "more" expires: an old half-answer is worse than none.
 REMAINDER_TTL_S = 3600.0
 
@@ -58,6 +64,8 @@ class Worker:
         self._ledger = ledger
         self._store = ledger.store
         self.abandon = threading.Event()  # set at shutdown: stop generating mid-reply
+        self.stopping = threading.Event()  # set at shutdown: stop waiting for a model server that is away
+        self._outage = Outage(cfg.model, clock, self._store, self.stopping)
 
     def handle(self, query: Query) -> None:
         """Answer one query: a fresh question or a "more"."""
@@ -100,21 +108,11 @@ class Worker:
         context = self._contexts.gather(query)
         request = build_generation(question, self._cfg, budget, allowed, context.history, asker=context.asker)
         request = dataclasses.replace(request, seed=query.seed)
-        answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set, tag=self._cfg.mesh.ai_tag)
         started = self._clock.now()
-        sent: list[Fragment] = []
-        try:
-            for frag in answer:
-                self._submit(query, [frag], sent, started)
-        except Abandoned:
-            log.warning(
-                "abandoned q%d mid-reply: shutting down (%d fragment(s) handed over); "
-                "it stays stored and resumes at the next start",
-                query.query_id,
-                len(sent),
-                extra={"event": Event.ABANDONED, "reason": Reason.SHUTDOWN, "query_id": query.query_id},
-            )
+        answered = self._generate(query, request, budget, allowed, started)
+        if answered is None:
             return
+        answer, sent = answered
         if not sent:
             log.warning("model gave q%d an empty answer", query.query_id, extra={"event": Event.EMPTY_ANSWER})
             self._submit_one(query, 1, labelled(NO_ANSWER, self._cfg.mesh.ai_tag, budget), "empty")
@@ -123,6 +121,72 @@ class Worker:
         self._ledger.generated(query)
         self._contexts.answered(query, question, answer.text)
         self._log_answered(query, answer.stats, sent, started, answer.capped)
+
+    def _generate(
+        self, query: Query, request: Generation, budget: int, allowed: int, started: float
+    ) -> tuple[AnswerStream, list[Fragment]] | None:
+        """Stream one answer on air, trying again while the model server is away; None: nothing more to do."""
+        while True:
+            answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set, tag=self._cfg.mesh.ai_tag)
+            sent: list[Fragment] = []
+            try:
+                for frag in answer:
+                    self._submit(query, [frag], sent, started)
+            except Abandoned:
+                self._log_abandoned(query, sent)
+                return None
+            except (ModelUnavailable, ModelStalled) as exc:
+                if sent:  # on air already: end it visibly, never re-send or splice another generation
+                    self._cut_off(query, answer, sent, started, exc)
+                    return answer, sent
+                # Nothing went on air: a stall before fragment 1 is one more failed try.
+                failure = exc if isinstance(exc, ModelUnavailable) else ModelUnavailable(str(exc))
+                if self._outage.failed(query.query_id, failure):
+                    continue
+                if self.stopping.is_set():
+                    self._log_abandoned(query, sent)
+                else:
+                    self._give_up(query)
+                return None
+            self._outage.succeeded()
+            return answer, sent
+
+    def _log_abandoned(self, query: Query, sent: list[Fragment]) -> None:
+        log.warning(
+            "abandoned q%d mid-reply: shutting down (%d fragment(s) handed over); "
+            "it stays stored and resumes at the next start",
+            query.query_id,
+            len(sent),
+            extra={"event": Event.ABANDONED, "reason": Reason.SHUTDOWN, "query_id": query.query_id},
+        )
+
+    def _cut_off(
+        self, query: Query, answer: AnswerStream, sent: list[Fragment], started: float, exc: Exception
+    ) -> None:
+        self._outage.stalled(exc)
+        log.warning(
+            "q%d cut off after %d fragment(s): %s",
+            query.query_id,
+            len(sent),
+            exc,
+            extra={"event": Event.CUT_OFF, "query_id": query.query_id, "fragments": len(sent)},
+        )
+        for frag in answer.cut_off(CUT_MARKER):
+            self._submit(query, [frag], sent, started)
+
+    def _give_up(self, query: Query) -> None:
+        """One short apology to the asker; the question is recorded failed (it is not queued again)."""
+        log.warning(
+            "q%d from %s failed: the model server stayed unavailable; the asker gets an apology",
+            query.query_id,
+            node_id(query.node),
+            extra={"event": Event.FAILED, "reason": Reason.MODEL_UNAVAILABLE, "query_id": query.query_id},
+        )
+        self._ledger.failed(query.query_id, Reason.MODEL_UNAVAILABLE)
+        decision = query.decision
+        apology = labelled(MODEL_APOLOGY, self._cfg.mesh.ai_tag, fragment_budget(self._cfg, query))
+        out = Outbound(apology, decision.reply_to, decision.reply_channel, decision.want_ack, query.inbound.packet_id)
+        self._sender.submit(SendJob(out, f"q{query.query_id} apology"))
 
     def _more(self, query: Query) -> None:
         budget = fragment_budget(self._cfg, query)

@@ -332,6 +332,15 @@ class Store:
         with self._tx() as conn:
             conn.execute("INSERT INTO events (kind, value, at) VALUES (?, ?, ?)", (kind, value, self._wall()))
 
+    def last_event(self, *kinds: str) -> tuple[str, float] | None:
+        """The newest event of one of `kinds`, as (kind, at), or None."""
+        marks = ", ".join("?" * len(kinds))
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT kind, at FROM events WHERE kind IN ({marks}) ORDER BY at DESC, id DESC LIMIT 1", kinds
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def heartbeat(self, pid: int, queue_depth: int, paused: bool) -> None:
         """Say that daemon `pid` on this host is alive now."""
         with self._tx() as conn:
