@@ -20,6 +20,8 @@ from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.context import Contexts, ContextSource
 from meshbot.service.daemon import Daemon, Inbox
+from meshbot.service.memory import ConversationMemory
+from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
 
 
@@ -39,9 +41,17 @@ def open_store(cfg: Config) -> Store:
     return Store(cfg.store.path)
 
 
-def context_sources(cfg: Config, store: Store) -> list[ContextSource]:
+def conversation_memory(cfg: Config, store: Store, model: Model | None = None) -> ConversationMemory:
+    """Per-node memory in `store`, counting tokens with the model's own tokenizer when it has one."""
+    count_tokens = getattr(model, "count_tokens", None)
+    return ConversationMemory(MemoryTable(store), cfg, count_tokens if callable(count_tokens) else None)
+
+
+def context_sources(cfg: Config, store: Store, memory: ConversationMemory | None = None) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
     sources: list[ContextSource] = []
+    if cfg.memory.enabled:
+        sources.append(memory or conversation_memory(cfg, store))
     return sources
 
 
@@ -98,7 +108,9 @@ def build_daemon(
             radio.start(inbox.put_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
-        contexts = Contexts(context_sources(cfg, store))
+        # `memory.forget` is what `!reset` calls.
+        memory = conversation_memory(cfg, store, model)
+        contexts = Contexts(context_sources(cfg, store, memory))
         return Daemon(
             cfg, radio=radio, model=model, clock=clock, store=store, node=node, inbox=inbox, contexts=contexts
         )

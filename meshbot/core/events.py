@@ -46,6 +46,9 @@ class Event(enum.StrEnum):
     SKIPPED_DELIVERED = "skipped-delivered"
     MODEL_RETRY = "model-retry"
     MODEL_ERROR = "model-error"
+    # conversation memory
+    MEMORY_FORGOTTEN = "memory-forgotten"
+    MEMORY_EXPIRED = "memory-expired"
     # sending
     FRAGMENT_SENT = "fragment-sent"
     FRAGMENT_ACKED = "fragment-acked"

@@ -26,10 +26,11 @@ from typing import Any
 
 from meshbot.core.domain import Inbound
 from meshbot.core.policy import Accept
+from meshbot.storage import memory
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HOUR_S = 3600.0
 DAY_S = 86400.0
 
@@ -131,7 +132,8 @@ _SCHEMA_V2 = (
     """CREATE TABLE heartbeats (pid INTEGER PRIMARY KEY, host TEXT NOT NULL, beat_at REAL NOT NULL,
         queue_depth INTEGER NOT NULL, paused INTEGER NOT NULL, stopped INTEGER NOT NULL DEFAULT 0)""",
 )
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# v3: conversation memory (storage/memory.py owns its tables and queries).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: memory.SCHEMA}
 
 _INSERT_COLS = (
     "sender, packet_id, question, kind, reply_to, reply_channel, want_ack, is_dm, "
@@ -473,7 +475,7 @@ class Store:
         }
 
     def prune(self, keep_days: float = 7.0) -> int:
-        """Delete finished queries, seen packets, texts, remainders and events older than `keep_days`."""
+        """Delete finished queries, seen packets, texts, remainders and events older than `keep_days`; idle memory."""
         cutoff = self._wall() - keep_days * DAY_S
         marks, values = _placeholders(TERMINAL)
         old_done = f"SELECT query_id FROM queries WHERE state IN ({marks}) AND updated_at < ?"
@@ -489,6 +491,7 @@ class Store:
                 "WHERE kind IN ('radio-up', 'radio-down') GROUP BY kind)",
                 (cutoff,),
             ),
+            *memory.prune_statements(self._wall(), [s.value for s in UNFINISHED]),
         )
         with self._tx() as conn:
             deleted = sum(conn.execute(sql, params).rowcount for sql, params in statements)
