@@ -125,9 +125,7 @@ def test_the_token_bound_leaves_out_the_oldest_exchanges_first(
     answer = "word " * 11 + "end."  # 60 bytes
     model.queue(*[answer] * 4)
     # Without a tokenizer an exchange is counted by bytes: 14 + 40 + 12 = 66 tokens; 140 leaves room for two.
-    daemon = start(
-        radio, model, clock, Store(":memory:"), **{"memory.max_history_tokens": 140, "memory.turns": 10}
-    )
+    daemon = start(radio, model, clock, Store(":memory:"), **{"memory.max_history_tokens": 140, "memory.turns": 10})
     for n in range(1, 5):
         last = ask(daemon, radio, model, dm(f"question {n:02d}", packet_id=n))
     daemon.stop(grace_s=1)
