@@ -60,11 +60,20 @@ def test_a_follow_up_reuses_its_conversations_state_after_another_conversation(b
     first, first_stats = ask(bundled_model, "What is LoRa?", [])
     ask(bundled_model, "How do I boil an egg?", [])  # someone else's question in between
     history = [ChatTurn("user", "What is LoRa?"), ChatTurn("assistant", first)]
-    _, follow_up = ask(bundled_model, "How far can it reach?", history)
+    answer, follow_up = ask(bundled_model, "How far can it reach?", history)
     _, cold = ask(bundled_model, "How far can it reach?", [])
+    bundled_model.kv_cache.clear()
+    bundled_model.on_engine(lambda llm: llm.reset())
+    from_scratch, _ = ask(bundled_model, "How far can it reach?", history)
+    # The same seed gives the same answer with or without the saved state: a crashed follow-up regenerates
+    # the text whose first fragments were already delivered.
+    assert answer == from_scratch
     assert follow_up.extra["kv_restored"] == 1.0
     # The whole first prompt and its answer came from the saved state: only the new question is evaluated.
     assert follow_up.extra["cached_tokens"] > first_stats.prompt_tokens
     evaluated_follow_up = follow_up.prompt_tokens - follow_up.extra["cached_tokens"]
     evaluated_cold = cold.prompt_tokens - cold.extra["cached_tokens"]
-    assert evaluated_follow_up <= evaluated_cold + 4  # a follow-up costs no more than a fresh question
+    # A follow-up costs about what a fresh question does: its question, the previous answer's closing template
+    # tokens and the few last answer tokens that tidying re-tokenises; not its history (17 vs 11 of 150+ seen).
+    assert evaluated_follow_up <= evaluated_cold + 8
+    assert evaluated_follow_up < follow_up.prompt_tokens / 4

@@ -307,7 +307,7 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            self._save_state()
+            self._save_state(fit.prompt_tokens)
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the
@@ -351,12 +351,13 @@ class LlamaModel(BaseModel):
         llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
         return True
 
-    def _save_state(self) -> None:
-        """Keep the engine's state (this prompt and answer) for the conversation's next turn."""
+    def _save_state(self, prompt_tokens: int) -> None:
+        """Settle the engine's state (this prompt and answer) and keep it for the conversation's next turn."""
         llm = self._llm
-        if self.kv_cache is None or llm.n_tokens == 0:
-            return
         try:
+            self._settle(prompt_tokens)  # also without the cache: the engine's own prefix match reuses it
+            if self.kv_cache is None or llm.n_tokens == 0:
+                return
             ctx = llm._ctx.ctx
             size = self._lib.llama_state_get_size(ctx)
             buffer = (ctypes.c_uint8 * size)()
@@ -364,6 +365,19 @@ class LlamaModel(BaseModel):
             self.kv_cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written))
         except (RuntimeError, ValueError, MemoryError) as exc:  # a lost cache entry only costs time
             log.warning("could not save the KV state for reuse: %s", exc)
+            llm.reset()
+
+    def _settle(self, prompt_tokens: int) -> None:
+        """Evaluate the answer's tokens again, as one batch, the way a fresh prompt holding them would be."""
+        # Sampling evaluated them one at a time, which rounds differently from a batch: a follow-up reusing that
+        # state would not be the answer its seed gives from scratch, and a crashed follow-up, regenerated at the
+        # next start, would not match the fragments already delivered. Off the first fragment's path: the
+        # answer is written; the sender is still pacing it on air.
+        llm = self._llm
+        answer = llm.input_ids[prompt_tokens : llm.n_tokens].tolist()
+        if len(answer) > 1:
+            llm.n_tokens = prompt_tokens
+            llm.eval(answer)
 
 
 def _messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
