@@ -89,9 +89,21 @@ def test_src_says_where_the_notes_came_from_or_that_knowledge_is_off(hooked, rad
 
 
 def test_without_hooks_reset_and_src_say_the_feature_is_off(make_daemon, radio: FakeRadio) -> None:
-    daemon = make_daemon()
+    daemon = make_daemon(**{"memory.enabled": False})
     assert one_reply(daemon, radio, "!src").startswith("Knowledge is off")
     assert one_reply(daemon, radio, "!reset").startswith("Memory is off")
+
+
+def test_reset_forgets_the_conversation_the_composition_root_wires_in(
+    make_daemon, radio: FakeRadio, model: FakeModel
+) -> None:
+    """`!reset` reaches the real conversation memory: the next prompt carries no earlier exchange."""
+    model.queue("Boil it ten minutes.", "Three minutes.")
+    daemon = make_daemon()
+    assert one_reply(daemon, radio, "how do I cook an egg?") == "Boil it ten minutes."
+    assert one_reply(daemon, radio, "!reset").startswith("Forgotten")
+    assert one_reply(daemon, radio, "and a soft one?") == "Three minutes."
+    assert "egg" not in " ".join(turn.content for turn in model.requests[-1].turns[1:])
 
 
 def test_command_words_are_configurable(hooked, radio: FakeRadio, model: FakeModel) -> None:

@@ -21,6 +21,8 @@ from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.commands import CommandHooks
 from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Daemon, Inbox
+from meshbot.service.memory import ConversationMemory
+from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
 
 
@@ -40,17 +42,28 @@ def open_store(cfg: Config) -> Store:
     return Store(cfg.store.path)
 
 
-def context_sources(cfg: Config, store: Store, radio: Radio | None = None) -> list[ContextSource]:
+def conversation_memory(cfg: Config, store: Store, model: Model | None = None) -> ConversationMemory:
+    """Per-node memory in `store`, counting tokens with the model's own tokenizer when it has one."""
+    count_tokens = getattr(model, "count_tokens", None)
+    return ConversationMemory(MemoryTable(store), cfg, count_tokens if callable(count_tokens) else None)
+
+
+def context_sources(
+    cfg: Config, store: Store, radio: Radio | None = None, memory: ConversationMemory | None = None
+) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
     directory: NodeDirectory | None = radio if isinstance(radio, NodeDirectory) else None
     names = directory.short_name_of if directory is not None else None
-    sources: list[ContextSource] = [AskerSource(names)]
+    sources: list[ContextSource] = []
+    if memory is not None:
+        sources.append(memory)
+    sources.append(AskerSource(names))
     return sources
 
 
-def command_hooks(cfg: Config, store: Store) -> CommandHooks:
+def command_hooks(memory: ConversationMemory | None) -> CommandHooks:
     """What !reset and !src call: conversation memory's forget, the knowledge index's last source (None: off)."""
-    return CommandHooks(forget=None, last_source=None)
+    return CommandHooks(forget=memory.forget if memory is not None else None, last_source=None)
 
 
 @contextlib.contextmanager
@@ -107,7 +120,8 @@ def build_daemon(
             radio.start(inbox.put_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
-        contexts = Contexts(context_sources(cfg, store, radio))
+        memory = conversation_memory(cfg, store, model) if cfg.memory.enabled else None
+        contexts = Contexts(context_sources(cfg, store, radio, memory))
         return Daemon(
             cfg,
             radio=radio,
@@ -117,7 +131,7 @@ def build_daemon(
             node=node,
             inbox=inbox,
             contexts=contexts,
-            hooks=hooks or command_hooks(cfg, store),
+            hooks=hooks or command_hooks(memory),
         )
     except BaseException:
         for part in reversed(opened):

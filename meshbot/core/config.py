@@ -69,6 +69,9 @@ class ModelConfig(_Section):
     repeat_penalty: float = Field(default=1.15, ge=0.5, le=2.0)
     seed: int = -1  # -1: random
     max_tokens_cap: int = Field(default=384, ge=16)
+    # llama_cpp: RAM for saved KV states of recent conversations, so a follow-up re-reads only its new turn.
+    # About 23 KB per token with the bundled model (a 4-turn conversation: ~10 MB); 0 turns it off.
+    kv_cache_mb: float = Field(default=128.0, ge=0)
     # openai: a server speaking the OpenAI chat API (llama-server, llama_cpp.server, Ollama, vLLM)
     base_url: str | None = None  # e.g. http://10.0.0.5:8080/v1
     api_model: str | None = None  # None: the first model the server lists at /v1/models
@@ -186,6 +189,16 @@ class StoreConfig(_Section):
     path: str = "meshbot.db"  # relative to the working directory; ":memory:" keeps nothing
     max_age_s: float = Field(default=900.0, gt=0)  # unanswered longer than this: dropped, DM gets an apology
     keep_days: float = Field(default=7.0, gt=0)  # finished queries and events kept for `meshbot status`
+
+
+class MemoryConfig(_Section):
+    """Per-node conversation memory: recent exchanges go back into the prompt, bounded three ways."""
+
+    enabled: bool = True
+    turns: int = Field(default=6, ge=0, le=100)  # question-and-answer exchanges remembered per conversation
+    # Tokens of history at most; also never more than n_ctx leaves after the system prompt, question and reply.
+    max_history_tokens: int = Field(default=1024, ge=0)
+    idle_expiry_s: float = Field(default=1800.0, gt=0)  # a conversation quiet this long is forgotten
 
 
 class LimitsConfig(_Section):
@@ -336,6 +349,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     queue: QueueConfig = QueueConfig()
     store: StoreConfig = StoreConfig()
+    memory: MemoryConfig = MemoryConfig()
     limits: LimitsConfig = LimitsConfig()
     join: JoinConfig = JoinConfig()
     commands: CommandsConfig = CommandsConfig()

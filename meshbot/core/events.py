@@ -59,6 +59,9 @@ class Event(enum.StrEnum):
     MODEL_ERROR = "model-error"
     MODEL_BACK = "model-back"
     MODEL_CHOSEN = "model-chosen"
+    # conversation memory
+    MEMORY_FORGOTTEN = "memory-forgotten"
+    MEMORY_EXPIRED = "memory-expired"
     # sending
     FRAGMENT_SENT = "fragment-sent"
     FRAGMENT_ACKED = "fragment-acked"

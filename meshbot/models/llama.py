@@ -8,6 +8,7 @@ thread) and the exact context fit (prompts cut to `n_ctx` by the model's own tok
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
@@ -22,6 +23,7 @@ from meshbot.core.domain import ChatTurn, Clock, Generation, GenerationStats
 from meshbot.core.fitting import ContextTooSmall, Fit, fit_turns
 from meshbot.models.base import BaseModel, ModelError
 from meshbot.models.engine_thread import EngineThread
+from meshbot.models.prompt_cache import PrefixCache, Saved, common_prefix
 
 T = TypeVar("T")
 
@@ -157,6 +159,10 @@ class LlamaModel(BaseModel):
         self.name = self.path.stem
         self.threads = thread_count(cfg)
         llama_cpp, chat_format = _import_llama()
+        self._lib = llama_cpp
+        # Saved KV states of recent conversations: a follow-up evaluates only what its prompt adds.
+        capacity = int(cfg.kv_cache_mb * 1_000_000)
+        self.kv_cache: PrefixCache | None = PrefixCache(capacity) if capacity > 0 else None
         self._engine = EngineThread("meshbot-llama")
         started = self._clock.now()
         try:
@@ -239,10 +245,13 @@ class LlamaModel(BaseModel):
         return self._engine.call(lambda: self._prompt_tokens(turns))
 
     def _prompt_tokens(self, turns: Sequence[ChatTurn]) -> int:
+        return len(self._prompt_ids(turns))
+
+    def _prompt_ids(self, turns: Sequence[ChatTurn]) -> list[int]:
         rendered = self._formatter(messages=_messages(turns))
         # Same call as llama-cpp-python's chat handler: the template adds specials itself.
-        ids = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
-        return len(ids)
+        ids: list[int] = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
+        return ids
 
     def _fit(self, request: Generation) -> Fit:
         count_text = lambda text: len(self._tokenize(text))
@@ -279,6 +288,7 @@ class LlamaModel(BaseModel):
         # would otherwise derive the same seed every time).
         if seed is None or seed < 0:
             seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
+        self._reuse_state(self._prompt_ids(fit.turns), stats)
         chunks = self._llm.create_chat_completion(
             messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed)
         )
@@ -296,6 +306,7 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
+            self._save_state(fit.prompt_tokens)
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the
@@ -308,6 +319,64 @@ class LlamaModel(BaseModel):
         if stats.completion_tokens > 1 and decode_s > 0:
             stats.extra["tokens_per_s"] = (stats.completion_tokens - 1) / decode_s
         stats.extra["finish_length"] = 1.0 if finish == "length" else 0.0
+
+    # -- KV state reuse across conversations (models/prompt_cache.py) ---------------------------
+
+    def _reuse_state(self, prompt: list[int], stats: GenerationStats) -> None:
+        """Restore the saved state sharing the most of `prompt`, when it beats what the engine holds now."""
+        # The engine itself keeps the longest prefix its live state shares with the prompt (llama-cpp-python's
+        # prefix match); a saved state only helps when another conversation ran in between.
+        llm = self._llm
+        shared = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt)
+        restored = False
+        found = self.kv_cache.best(prompt, better_than=shared) if self.kv_cache is not None else None
+        if found is not None:
+            restored = self._load_state(found[0])
+            shared = found[1] if restored else 0
+        # However much is shared, the engine evaluates the prompt's last token again for fresh logits.
+        stats.extra["cached_tokens"] = float(min(shared, len(prompt) - 1))
+        stats.extra["kv_restored"] = 1.0 if restored else 0.0
+
+    def _load_state(self, saved: Saved) -> bool:
+        llm, size = self._llm, len(saved.data)
+        buffer = (ctypes.c_uint8 * size).from_buffer_copy(saved.data)
+        if self._lib.llama_state_set_data(llm._ctx.ctx, buffer, size) != size:
+            log.warning("could not restore a saved KV state; evaluating the whole prompt")
+            llm.reset()
+            return False
+        n = len(saved.tokens)
+        llm.input_ids[:n] = saved.tokens
+        llm.n_tokens = n
+        llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
+        return True
+
+    def _save_state(self, prompt_tokens: int) -> None:
+        """Settle the engine's state (this prompt and answer) and keep it for the conversation's next turn."""
+        llm = self._llm
+        try:
+            self._settle(prompt_tokens)  # also without the cache: the engine's own prefix match reuses it
+            if self.kv_cache is None or llm.n_tokens == 0:
+                return
+            ctx = llm._ctx.ctx
+            size = self._lib.llama_state_get_size(ctx)
+            buffer = (ctypes.c_uint8 * size)()
+            written = self._lib.llama_state_get_data(ctx, buffer, size)
+            self.kv_cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written))
+        except (RuntimeError, ValueError, MemoryError) as exc:  # a lost cache entry only costs time
+            log.warning("could not save the KV state for reuse: %s", exc)
+            llm.reset()
+
+    def _settle(self, prompt_tokens: int) -> None:
+        """Evaluate the answer's tokens again, as one batch, the way a fresh prompt holding them would be."""
+        # Sampling evaluated them one at a time, which rounds differently from a batch: a follow-up reusing that
+        # state would not be the answer its seed gives from scratch, and a crashed follow-up, regenerated at the
+        # next start, would not match the fragments already delivered. Off the first fragment's path: the
+        # answer is written; the sender is still pacing it on air.
+        llm = self._llm
+        answer = llm.input_ids[prompt_tokens : llm.n_tokens].tolist()
+        if len(answer) > 1:
+            llm.n_tokens = prompt_tokens
+            llm.eval(answer)
 
 
 def _messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:

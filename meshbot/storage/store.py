@@ -27,7 +27,7 @@ from typing import Any
 
 from meshbot.core.domain import Inbound
 from meshbot.core.policy import Accept
-from meshbot.storage import health
+from meshbot.storage import health, memory
 from meshbot.storage.health import DAY_S, HOUR_S
 from meshbot.storage.records import (
     INSERT_COLS,
@@ -367,8 +367,11 @@ class Store:
             return health.status(self._conn, now)
 
     def prune(self, keep_days: float = 7.0) -> int:
-        """Delete finished queries, seen packets, texts, remainders and events older than `keep_days`."""
+        """Delete finished queries, seen packets, texts, remainders and events older than `keep_days`; idle memory."""
+        now = self._wall()
         with self._tx() as conn:
-            deleted = health.prune(conn, self._wall() - keep_days * DAY_S)
+            deleted = health.prune(conn, now - keep_days * DAY_S)
+            for sql, params in memory.prune_statements(now, [s.value for s in UNFINISHED]):
+                deleted += conn.execute(sql, params).rowcount
         log.debug("pruned %d rows older than %.1f days", deleted, keep_days)
         return deleted

@@ -1,0 +1,132 @@
+"""Per-node conversation memory: a `ContextSource` that puts a conversation's recent exchanges into its prompt.
+
+Bounded three ways: the newest `[memory] turns` exchanges; of those, only as many (newest first) as fit in
+`max_history_tokens` and in what `n_ctx` leaves after the system prompt, the question and the reply; and a
+conversation idle for `idle_expiry_s` is forgotten. The history a question starts with is stored with it,
+so a question resumed after a crash is answered with the very same history. `forget` is what `!reset` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+
+from meshbot.core.config import Config
+from meshbot.core.domain import ChatTurn, Context
+from meshbot.core.events import Event
+from meshbot.core.ids import node_id
+from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
+from meshbot.service.queueing import Query
+from meshbot.storage.memory import DM, Exchange, MemoryTable
+
+log = logging.getLogger(__name__)
+
+# Chat-template tokens around one message (ChatML: "<|im_start|>user\n" ... "<|im_end|>\n"), with room to spare.
+MESSAGE_OVERHEAD_TOKENS = 6
+# Tokens a placeholder in the system prompt ({budget_bytes}, {name}) may add once filled in.
+SYSTEM_SLACK_TOKENS = 16
+
+TokenCounter = Callable[[str], int]
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens `text` may take, sized for the densest script we plan for (never an underestimate in practice)."""
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN_PLANNED)
+
+
+def conversation_of(query: Query) -> tuple[int, int | None]:
+    """(node, channel) of a question's conversation: channel None for a DM."""
+    return query.node, None if query.inbound.is_dm else query.inbound.channel
+
+
+def _where(channel: int | None) -> str:
+    return "DM" if channel is None or channel == DM else f"channel {channel}"
+
+
+class ConversationMemory:
+    """Recent exchanges per (node, channel), in the store; a context source for the worker."""
+
+    def __init__(self, table: MemoryTable, cfg: Config, count_tokens: TokenCounter | None = None) -> None:
+        self._table = table
+        self._cfg = cfg
+        self._mem = cfg.memory
+        # The model's own tokenizer when it has one (exact), else a conservative estimate by bytes.
+        self._count = count_tokens or estimate_tokens
+
+    def gather(self, query: Query, context: Context) -> Context:
+        """Add the history this question is asked with: the stored one when it is resumed."""
+        if not self._mem.enabled:
+            return context
+        snapshot = self._table.snapshot(query.query_id)
+        if snapshot is not None:
+            history = list(snapshot.history)
+            log.debug("q%d resumed with the %d exchange(s) it was asked with", query.query_id, len(history))
+        else:
+            node, channel = conversation_of(query)
+            history = self._recall(node, channel, query.decision.question)
+            self._table.save_snapshot(query.query_id, node, channel, history)
+        turns: list[ChatTurn] = []
+        for exchange in history:
+            turns += [ChatTurn("user", exchange.question), ChatTurn("assistant", exchange.answer)]
+        if turns:
+            log.debug("q%d asked with %d earlier exchange(s)", query.query_id, len(history))
+        return dataclasses.replace(context, history=context.history + tuple(turns))
+
+    def answered(self, query: Query, question: str, answer: str) -> None:
+        """Remember the exchange in the conversation the question was asked in."""
+        if not self._mem.enabled or not answer.strip():
+            return
+        snapshot = self._table.snapshot(query.query_id)
+        node, channel = (snapshot.node, snapshot.channel) if snapshot else conversation_of(query)
+        tokens = self._count(question) + self._count(answer) + 2 * MESSAGE_OVERHEAD_TOKENS
+        exchange = Exchange(question, answer, tokens, self._table.now())
+        self._table.add(node, channel, query.query_id, exchange, self._mem.turns, self._mem.idle_expiry_s)
+
+    def forget(self, node: int, channel: int | None) -> None:
+        """Forget the conversation of `node` on `channel` (None: the DM conversation): what `!reset` does."""
+        removed = self._table.forget(node, channel)
+        log.info(
+            "forgot the conversation with %s (%s): %d exchange(s)",
+            node_id(node),
+            _where(channel),
+            removed,
+            extra={"event": Event.MEMORY_FORGOTTEN, "exchanges": removed},
+        )
+
+    def _recall(self, node: int, channel: int | None, question: str) -> list[Exchange]:
+        """The conversation's newest exchanges that fit every bound, oldest first; forgets an idle one."""
+        recent = self._table.recent(node, channel, self._mem.turns)
+        if recent and self._table.now() - recent[-1].at > self._mem.idle_expiry_s:
+            removed = self._table.forget(node, channel)
+            log.info(
+                "conversation with %s (%s) idle for over %.0fs: forgot %d exchange(s)",
+                node_id(node),
+                _where(channel),
+                self._mem.idle_expiry_s,
+                removed,
+                extra={"event": Event.MEMORY_EXPIRED, "exchanges": removed},
+            )
+            return []
+        room = self.history_room(question)
+        kept: list[Exchange] = []
+        used = 0
+        for exchange in reversed(recent):  # newest first: the oldest are the ones left out
+            if used + exchange.tokens > room:
+                break
+            kept.append(exchange)
+            used += exchange.tokens
+        kept.reverse()
+        return kept
+
+    def history_room(self, question: str) -> int:
+        """Tokens history may take for `question`: the configured bound, and what n_ctx leaves over."""
+        fixed = (
+            self._count(self._cfg.persona.system_prompt)
+            + SYSTEM_SLACK_TOKENS
+            + self._count(question)
+            + 2 * MESSAGE_OVERHEAD_TOKENS
+            + self._cfg.model.max_tokens_cap
+        )
+        return max(0, min(self._mem.max_history_tokens, self._cfg.model.n_ctx - fixed))
