@@ -19,7 +19,8 @@ from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.context import Contexts, ContextSource
-from meshbot.service.daemon import Daemon, Inbox
+from meshbot.service.daemon import Companion, Daemon, Inbox
+from meshbot.service.ledger import Ledger
 from meshbot.storage.store import Store
 
 
@@ -43,6 +44,32 @@ def context_sources(cfg: Config, store: Store) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
     sources: list[ContextSource] = []
     return sources
+
+
+class _ClusterParts:
+    """What one worker of several needs (`[cluster] redis_url` set): the shared store and its users."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        from meshbot.cluster.custodian import Custodian
+        from meshbot.cluster.keys import SharedKeys
+        from meshbot.cluster.ledger import ClusterLedger
+        from meshbot.cluster.shared import Shared
+        from meshbot.cluster.worklog import WorkLog
+
+        if cfg.radio.transport != "mqtt":
+            raise ConfigError('cluster.redis_url: several workers need radio.transport = "mqtt"')
+        self.shared = Shared(cfg.cluster)
+        self.shared.check()
+        self.keys = SharedKeys(self.shared)
+        ledger = ClusterLedger(store, WorkLog(self.shared, cfg.cluster.lease_s))
+        self.ledger: Ledger = ledger
+        self.companions: list[Companion] = [Custodian(self.shared, ledger)]
+
+    def radio(self, cfg: Config, store: Store, clock: Clock) -> Radio:
+        """The mqtt transport on a share of the uplinks, with the shared identity and keys."""
+        factory = TRANSPORTS.load(cfg.radio.transport)
+        radio: Radio = factory(cfg, store, clock, cluster=self.shared, keys=self.keys)
+        return radio
 
 
 @contextlib.contextmanager
@@ -86,24 +113,39 @@ def build_daemon(
     clock = clock or SystemClock()
     store = store or open_store(cfg)
     opened: list[Model | Radio] = []
+    cluster: _ClusterParts | None = None
     try:
+        if cfg.cluster.enabled:
+            cluster = _ClusterParts(cfg, store)
         if model is None:
             model = make_model(cfg.model, clock)
             opened.append(model)
         if radio is None:
-            radio = make_radio(cfg, store, clock)
+            radio = cluster.radio(cfg, store, clock) if cluster else make_radio(cfg, store, clock)
         opened.append(radio)
         inbox = Inbox()
         with _closed_on(stop, radio):
-            radio.start(inbox.put_packet, inbox.put_event)
+            on_packet = cluster.shared.claiming(inbox.put_packet) if cluster else inbox.put_packet
+            radio.start(on_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
         contexts = Contexts(context_sources(cfg, store))
         return Daemon(
-            cfg, radio=radio, model=model, clock=clock, store=store, node=node, inbox=inbox, contexts=contexts
+            cfg,
+            radio=radio,
+            model=model,
+            clock=clock,
+            store=store,
+            node=node,
+            inbox=inbox,
+            contexts=contexts,
+            ledger=cluster.ledger if cluster else None,
+            companions=cluster.companions if cluster else (),
         )
     except BaseException:
         for part in reversed(opened):
             part.close()
+        if cluster is not None:
+            cluster.shared.close()
         store.close()
         raise

@@ -11,6 +11,8 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 from meshbot.core import limits
 from meshbot.core.airtime import preset
@@ -34,6 +36,16 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.25  # how often idle threads look at the stop flag
 HEARTBEAT_EVERY_S = 5.0  # `meshbot status` calls a daemon stopped when its heartbeat is 3 of these old
+
+
+class Companion(Protocol):
+    """Something that runs alongside the daemon (the cluster custodian): started first, stopped last."""
+
+    def start(self, daemon: Daemon) -> None:
+        """Before the daemon resumes its own leftovers and starts its threads."""
+
+    def stop(self, daemon: Daemon) -> None:
+        """After the daemon's threads and sender stopped, before the store closes."""
 
 
 class Inbox:
@@ -68,12 +80,15 @@ class Daemon:
         inbox: Inbox,
         contexts: Contexts | None = None,
         query_queue: QueryQueue | None = None,
+        ledger: Ledger | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
         self.inbox = inbox
         self.radio_up = inbox.radio_up
         self.paused = threading.Event()
-        self.ledger = Ledger(store)
+        self.ledger = ledger or Ledger(store)
+        self.companions = tuple(companions)
         self.queue: QueryQueue = query_queue or FairQueue(cfg.queue.max_depth, cfg.queue.max_per_node)
         self.pacer = Pacer(
             preset(node.modem_preset),
@@ -82,7 +97,7 @@ class Daemon:
             region_limit_s(node.region),
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen)
-        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store)
+        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
         # The smallest size this bot cuts fragments to (a DM's), so another meshbot's like ours are all caught.
@@ -104,6 +119,8 @@ class Daemon:
         self.store.record_event("radio-up")
         self._beat()
         self.sender.start()
+        for companion in self.companions:
+            companion.start(self)
         self.housekeeper.resume(self.clock.now())
         for name, target in (("intake", self._intake_loop), ("worker", self._worker_loop)):
             thread = threading.Thread(target=target, name=f"meshbot-{name}", daemon=True)
@@ -218,6 +235,8 @@ class Daemon:
                 thread.join(2.0)
         self.sender.stop(drain_s=max(deadline - self.clock.now(), 1.0))
         self.radio.close()
+        for companion in self.companions:
+            companion.stop(self)
         self.store.stopped(os.getpid())
         self.store.close()
         log.info("stopped; unfinished queries stay stored for the next start", extra={"event": Event.STOPPED})
