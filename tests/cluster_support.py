@@ -109,13 +109,19 @@ def answers_by_question(handset: Handset) -> dict[int, list[str]]:
     return by_question
 
 
-def complete(fragments: list[str]) -> bool:
-    """True when the fragments are one whole numbered answer (each index once, the last k/k)."""
+def complete(fragments: list[str], cap: int | None = None) -> bool:
+    """True when the fragments are one whole numbered answer: 1..n each once, in order, the last `n/n`
+    (or `n/+` with n == `cap`, an answer cut at max_fragments with the rest kept for "more")."""
+    if len(fragments) == 1 and not _NUMBER.match(fragments[0]):
+        return True  # a one-fragment answer is unnumbered
     numbers = [_NUMBER.match(f) for f in fragments]
     if not fragments or not all(numbers):
-        return len(fragments) == 1 and not _NUMBER.match(fragments[0])  # a one-fragment answer is unnumbered
+        return False
+    indices = [int(m.group(1)) for m in numbers if m is not None]
     last = numbers[-1]
-    return last is not None and last.group(2) == last.group(1) and len(fragments) == int(last.group(1))
+    assert last is not None
+    ended = last.group(2) == str(len(fragments)) or (last.group(2) == "+" and len(fragments) == cap)
+    return indices == list(range(1, len(fragments) + 1)) and ended
 
 
 def body(fragments: list[str]) -> str:
