@@ -243,3 +243,44 @@ def test_graceful_stop_hands_queued_questions_to_another_worker(redis_server: Re
     assert radio_a.texts() == []
     assert {s.message.dest for s in radio_b.sent} == {ALICE, BOB, ALICE + 1}
     wait_until(lambda: open_entries(redis_server) == 0, timeout=10)
+
+
+def test_more_is_answered_by_whichever_worker_gets_it(redis_server: RedisServer, workers: Workers) -> None:
+    long_answer = " ".join(f"word{i}" for i in range(80))
+    a, radio_a = workers("a", FakeModel().queue(long_answer), **{"mesh.max_fragments": 1})
+    b, radio_b = workers("b", FakeModel(), **{"mesh.max_fragments": 1})
+    radio_a.receive(dm("tell me everything", 1))
+    wait_until(lambda: len(radio_a.texts()) == 1 and a.idle(), timeout=10)
+    radio_b.receive(dm("more", 2))  # the next DM went to the other worker
+    wait_until(lambda: len(radio_b.texts()) == 1, timeout=10)
+    assert radio_b.texts()[0].startswith("2/")
+    shown = radio_a.texts()[0] + " " + radio_b.texts()[0]
+    assert "word0" in shown and "word30" in shown  # the second worker continued where the first stopped
+
+
+def test_status_on_any_worker_shows_every_live_worker(redis_server: RedisServer, workers: Workers) -> None:
+    import io
+
+    from meshbot.app.status import run_status
+
+    workers("a", FakeModel().queue("Fine."))[1].receive(dm("hello", 1))
+    workers("b", FakeModel())
+    cfg = load_config(overrides={"cluster.redis_url": redis_server.url, "store.path": ":memory:"}, environ={})
+    out = io.StringIO()
+    # This process's own store has no radio (it is not a worker): only the cluster part is looked at.
+    wait_until(lambda: "2 worker(s) alive, 1 answered in the last hour" in _status(cfg), 10)
+    run_status(cfg, out)
+    text = out.getvalue()
+    assert "2 worker(s) alive" in text and "\n  a (" in text and "\n  b (" in text
+    workers.stop(workers.running[0])  # a stops: it says so at once
+    assert "1 worker(s) alive" in _status(cfg) and "\n  a (" not in _status(cfg)
+
+
+def _status(cfg: object) -> str:
+    import io
+
+    from meshbot.app.status import run_status
+
+    out = io.StringIO()
+    run_status(cfg, out)  # type: ignore[arg-type]
+    return out.getvalue()

@@ -61,6 +61,8 @@ class _ClusterParts:
         self.shared = Shared(cfg.cluster)
         self.shared.check()
         self.keys = SharedKeys(self.shared)
+        store.shared_remainders = self.shared
+        # Conversation memory (service/context.py sources) is per worker for now: a shared one plugs in here.
         ledger = ClusterLedger(store, WorkLog(self.shared, cfg.cluster.lease_s))
         self.ledger: Ledger = ledger
         self.companions: list[Companion] = [Custodian(self.shared, ledger)]

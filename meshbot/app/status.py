@@ -54,9 +54,17 @@ def run_status(cfg: Config, out: TextIO, as_json: bool = False) -> int:
     with Store(cfg.store.path) as store:
         status = store.status()
     problems = health(status, cfg)
+    extra: list[str] = []
+    if cfg.cluster.enabled:  # several workers: the whole service is in the shared store
+        from meshbot.cluster.status import cluster_lines, cluster_problems, cluster_status
+
+        status["cluster"] = cluster_status(cfg.cluster)
+        problems += cluster_problems(status["cluster"])
+        extra = cluster_lines(status["cluster"])
     if as_json:
         out.write(json.dumps({**status, "healthy": not problems, "problems": problems}, default=str) + "\n")
     else:
         render(status, cfg, out)
+        out.write("".join(line + "\n" for line in extra))
         out.write("healthy\n" if not problems else "UNHEALTHY: " + "; ".join(problems) + "\n")
     return 0 if not problems else 1

@@ -136,8 +136,11 @@ class Custodian:
     def _beat(self) -> None:
         assert self._daemon is not None
         d = self._daemon
+        hour = d.store.status()["last_hour"]
         self._shared.beat(
             {
+                "answered_last_hour": hour["answered"],
+                "failed_last_hour": hour["failed"],
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "queue": d.queue.depth(),

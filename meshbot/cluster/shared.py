@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,9 @@ from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 
 log = logging.getLogger(__name__)
+
+
+REMAINDER_KEEP_S = 2 * 3600.0  # Redis forgets a remainder no "more" asked for (the worker's own age check is 1 h)
 
 
 class ClusterUnavailable(Exception):
@@ -114,6 +118,20 @@ class Shared:
 
         self._pubsub.subscribe(**{self.key("acks"): handler})
         self._ack_thread = self._pubsub.run_in_thread(sleep_time=0.5, daemon=True)
+
+    # -- "more" remainders (storage.store.RemainderStore) ----------------------------------------------
+    def put_remainder(self, node: int, text: str, next_index: int) -> None:
+        """Keep what did not fit for `node`'s next "more", whichever worker gets it."""
+        body = json.dumps([text, next_index, time.time()])
+        self.r.set(self.key("more", node), body, px=int(REMAINDER_KEEP_S * 1000))
+
+    def take_remainder(self, node: int, max_age_s: float) -> tuple[str, int] | None:
+        """Remove and return (text, next_index), once across all workers (GETDEL is atomic)."""
+        raw = self.r.getdel(self.key("more", node))
+        if raw is None:
+            return None
+        text, next_index, at = json.loads(raw)
+        return None if at < time.time() - max_age_s else (str(text), int(next_index))
 
     # -- which workers are alive ---------------------------------------------------------------------
     def beat(self, info: dict[str, Any]) -> None:
