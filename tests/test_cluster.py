@@ -284,3 +284,27 @@ def _status(cfg: object) -> str:
     out = io.StringIO()
     run_status(cfg, out)  # type: ignore[arg-type]
     return out.getvalue()
+
+
+def test_a_nodes_rate_limit_holds_across_workers(redis_server: RedisServer, workers: Workers) -> None:
+    limits = {"limits.per_node_burst": 2, "limits.per_node_per_hour": 1}
+    a, radio_a = workers("a", FakeModel().queue("one", "three"), **limits)
+    b, radio_b = workers("b", FakeModel().queue("two"), **limits)
+    radio_a.receive(dm("first", 1))
+    radio_b.receive(dm("second", 2))
+    radio_a.receive(dm("third", 3))  # a has seen only two of ALICE's three: the shared bucket is empty
+    wait_until(lambda: len(radio_a.texts()) + len(radio_b.texts()) == 3, timeout=10)
+    assert sorted(radio_a.texts() + radio_b.texts()) == sorted(
+        ["one", "two", "You are sending too fast; please wait 60 min."]
+    )
+
+
+def test_air_time_is_counted_for_the_region_not_the_worker(redis_server: RedisServer) -> None:
+    from meshbot.cluster.budgets import SharedAirtime
+
+    one, two = SharedAirtime(shared(redis_server, "a"), "EU_868"), SharedAirtime(shared(redis_server, "b"), "EU_868")
+    other_region = SharedAirtime(shared(redis_server, "c"), "US")
+    one.record(0.0, 1.5)
+    two.record(0.0, 2.0)
+    assert one.used(0.0) == two.used(0.0) == pytest.approx(3.5)
+    assert other_region.used(0.0) == 0.0

@@ -67,6 +67,13 @@ class _ClusterParts:
         self.ledger: Ledger = ledger
         self.companions: list[Companion] = [Custodian(self.shared, ledger)]
 
+    def share_budgets(self, cfg: Config, daemon: Daemon) -> None:
+        """Rate limits per bot and air time per region, not per worker."""
+        from meshbot.cluster.budgets import SharedAirtime, SharedLimiter
+
+        daemon.intake.gate.share_limits(SharedLimiter(self.shared, cfg.limits))
+        daemon.pacer.ledger = SharedAirtime(self.shared, daemon.node.region)
+
     def radio(self, cfg: Config, store: Store, clock: Clock) -> Radio:
         """The mqtt transport on a share of the uplinks, with the shared identity and keys."""
         factory = TRANSPORTS.load(cfg.radio.transport)
@@ -132,7 +139,7 @@ def build_daemon(
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
         contexts = Contexts(context_sources(cfg, store))
-        return Daemon(
+        daemon = Daemon(
             cfg,
             radio=radio,
             model=model,
@@ -144,6 +151,9 @@ def build_daemon(
             ledger=cluster.ledger if cluster else None,
             companions=cluster.companions if cluster else (),
         )
+        if cluster is not None:
+            cluster.share_budgets(cfg, daemon)
+        return daemon
     except BaseException:
         for part in reversed(opened):
             part.close()

@@ -57,8 +57,9 @@ def run_status(cfg: Config, out: TextIO, as_json: bool = False) -> int:
     extra: list[str] = []
     if cfg.cluster.enabled:  # several workers: the whole service is in the shared store
         from meshbot.cluster.status import cluster_lines, cluster_problems, cluster_status
+        from meshbot.radios.mqtt.transport import region_of
 
-        status["cluster"] = cluster_status(cfg.cluster)
+        status["cluster"] = cluster_status(cfg.cluster, region_of(cfg.mqtt.root))
         problems += cluster_problems(status["cluster"])
         extra = cluster_lines(status["cluster"])
     if as_json:

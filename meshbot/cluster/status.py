@@ -7,12 +7,13 @@ from typing import Any
 
 import redis
 
+from meshbot.cluster.budgets import SharedAirtime
 from meshbot.cluster.shared import Shared
 from meshbot.cluster.worklog import WorkLog
 from meshbot.core.config import ClusterConfig
 
 
-def cluster_status(cfg: ClusterConfig) -> dict[str, Any]:
+def cluster_status(cfg: ClusterConfig, region: str) -> dict[str, Any]:
     """Alive workers (fresh heartbeats), questions held per worker (dead ones' too), handed-back ones."""
     shared = Shared(cfg.model_copy(update={"worker_id": "status"}))
     try:
@@ -26,6 +27,8 @@ def cluster_status(cfg: ClusterConfig) -> dict[str, Any]:
             "held": held,
             "held_by_silent": sum(n for w, n in held.items() if w not in {a["worker"] for a in alive}),
             "handed_back": work.returned(),
+            "region": region,
+            "airtime_last_hour_s": SharedAirtime(shared, region).used(0.0),
             "error": None,
         }
     except redis.RedisError as exc:
@@ -49,6 +52,9 @@ def cluster_lines(status: dict[str, Any]) -> list[str]:
             f"{w['queue']} queued, holds {w['holding']}, "
             f"took over {w['taken_over']}{', paused' if w['paused'] else ''}, beat {now - w['at']:.0f}s ago"
         )
+    lines.append(
+        f"  air time used in {status['region']} (last hour, all workers): {status['airtime_last_hour_s']:.1f}s"
+    )
     if status["held_by_silent"]:
         lines.append(f"  {status['held_by_silent']} question(s) held by silent workers: taken over after the lease")
     if status["handed_back"]:
