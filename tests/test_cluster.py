@@ -308,3 +308,22 @@ def test_air_time_is_counted_for_the_region_not_the_worker(redis_server: RedisSe
     two.record(0.0, 2.0)
     assert one.used(0.0) == two.used(0.0) == pytest.approx(3.5)
     assert other_region.used(0.0) == 0.0
+
+
+def test_a_worker_whose_redis_is_unreachable_does_not_start_and_says_which_key(tmp_path: Path) -> None:
+    from meshbot.cluster.shared import ClusterUnavailable
+    from tests.mqtt_support import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    cfg = load_config(overrides={"radio.transport": "mqtt", "cluster.redis_url": url}, environ={})
+    radio = FakeRadio(VirtualClock())
+    with pytest.raises(ClusterUnavailable, match=r"cluster\.redis_url redis://127\.0\.0\.1:\d+/0"):
+        build_daemon(cfg, radio=radio, model=FakeModel(), store=Store(":memory:"))
+
+
+def test_a_cluster_needs_the_mqtt_transport(redis_server: RedisServer) -> None:
+    from meshbot.core.config import ConfigError
+
+    cfg = load_config(overrides={"cluster.redis_url": redis_server.url}, environ={})
+    with pytest.raises(ConfigError, match="cluster.redis_url"):
+        build_daemon(cfg, radio=FakeRadio(VirtualClock()), model=FakeModel(), store=Store(":memory:"))

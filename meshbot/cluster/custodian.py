@@ -49,6 +49,7 @@ class Custodian:
         self._work = ledger.work
         self._cfg = shared.cfg
         self._stop = threading.Event()
+        self._quiet = threading.Event()  # set when the daemon begins to stop: renew, but take nothing new
         self._thread: threading.Thread | None = None
         self._daemon: Daemon | None = None
         self.taken_over = 0
@@ -59,7 +60,9 @@ class Custodian:
         self._work.ensure_group()
         for stored in daemon.store.unfinished():
             # The shared log holds this question; whoever owns its entry there finishes it, exactly once.
-            daemon.store.set_state(stored.query_id, QueryState.DROPPED, Reason.HANDED_TO_CLUSTER)
+            # One accepted while Redis was away is only here: the daemon's own resume finishes it.
+            if self._work.exists(stored.sender, stored.packet_id):
+                daemon.store.set_state(stored.query_id, QueryState.DROPPED, Reason.HANDED_TO_CLUSTER)
         self._adopt(self._work.take_mine(), "restarted worker")
         self._beat()
         self._thread = threading.Thread(target=self._run, name="meshbot-custodian", daemon=True)
@@ -73,7 +76,7 @@ class Custodian:
                 if now >= next_renew:
                     next_renew = now + self._cfg.lease_s / 4
                     self._renew()
-                if now >= next_take and self._has_room():
+                if now >= next_take and self._has_room() and not self._quiet.is_set():
                     next_take = now + TAKE_EVERY_S
                     self._adopt(self._work.take_returned(TAKE_AT_ONCE), "handed back")
                     self._adopt(self._work.take_dead(TAKE_AT_ONCE), f"silent for {self._cfg.lease_s:.0f}s")
@@ -150,6 +153,10 @@ class Custodian:
                 "at": time.time(),
             }
         )
+
+    def quiesce(self, daemon: Daemon) -> None:
+        """Shutting down: keep renewing what we hold (the reply in progress), take over nothing more."""
+        self._quiet.set()
 
     def stop(self, daemon: Daemon) -> None:
         """Stop renewing; hand every question still held (queued or cut short) to the other workers."""

@@ -101,7 +101,7 @@ class ClusterLedger(Ledger):
         """Keep the fragment in the work log, then locally; refused once the lease is lost."""
         held = self._get(query.query_id)
         if held is not None:
-            self.work.fragment(held, index, text)
+            self._quietly(self.work.fragment, held, index, text)  # Redis away: answer on, unprotected
         super().fragment(query, index, text)
 
     def published(self, job: SendJob, packet_id: int) -> None:
@@ -117,7 +117,7 @@ class ClusterLedger(Ledger):
         """The model finished: say so in the work log, then close locally if all is sent."""
         held = self._get(query.query_id)
         if held is not None:
-            self.work.generated(held)
+            self._quietly(self.work.generated, held)
         super().generated(query)
 
     def ended_without_model(self, query_id: int, ending: tuple[int, str] | None) -> StoredQuery:
@@ -125,8 +125,8 @@ class ClusterLedger(Ledger):
         held = self._get(query_id)
         if held is not None:
             if ending is not None:
-                self.work.fragment(held, *ending)
-            self.work.generated(held)
+                self._quietly(self.work.fragment, held, *ending)
+            self._quietly(self.work.generated, held)
         return super().ended_without_model(query_id, ending)
 
     def dropped(self, query_id: int, reason: str) -> None:

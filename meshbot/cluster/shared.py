@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 REMAINDER_KEEP_S = 2 * 3600.0  # Redis forgets a remainder no "more" asked for (the worker's own age check is 1 h)
 
 
-class ClusterUnavailable(Exception):
-    """The shared store cannot be reached (start-up fails with this message)."""
+class ClusterUnavailable(ConnectionError):
+    """The shared store cannot be reached: `meshbot run` exits with this message (an OSError, like a radio away)."""
 
 
 def default_worker_id() -> str:

@@ -106,6 +106,10 @@ class WorkLog:
         """The hash key of the question (sender, packet id)."""
         return self._shared.key("q", sender, packet_id)
 
+    def exists(self, sender: int, packet_id: int) -> bool:
+        """True while the question (sender, packet id) is open in the work log."""
+        return bool(self._r.exists(self.qkey(sender, packet_id)))
+
     def enqueue(self, qkey: str, fields: dict[str, str]) -> Held:
         """Keep the question and make this worker its owner."""
         flat = [x for kv in fields.items() for x in kv]

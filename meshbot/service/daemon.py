@@ -44,6 +44,9 @@ class Companion(Protocol):
     def start(self, daemon: Daemon) -> None:
         """Before the daemon resumes its own leftovers and starts its threads."""
 
+    def quiesce(self, daemon: Daemon) -> None:
+        """The daemon begins to stop: take on no new work."""
+
     def stop(self, daemon: Daemon) -> None:
         """After the daemon's threads and sender stopped, before the store closes."""
 
@@ -226,6 +229,8 @@ class Daemon:
             extra={"event": Event.STOPPING},
         )
         self._stop.set()
+        for companion in self.companions:
+            companion.quiesce(self)
         self.queue.close()
         deadline = self.clock.now() + grace_s
         for thread in self._threads:
