@@ -13,9 +13,9 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: install run check test bench clean system-deps
 
-# Debian packages the tests start as real servers on 127.0.0.1 (the MQTT broker). Installed with apt-get when
+# Debian packages the tests start as real servers on 127.0.0.1 (the MQTT broker; Redis for several workers). Installed with apt-get when
 # missing; CI runs as root. Not needed to run the bot itself.
-SYSTEM_PACKAGES := mosquitto
+SYSTEM_PACKAGES := mosquitto redis-server
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

@@ -198,8 +198,8 @@ class Handset:
         self._seen.add((sender, packet.id))
         if data.portnum == portnums_pb2.NODEINFO_APP:
             user = codec.parse_user(data)
-            if user is not None and user.public_key and self.bot_num in (None, sender):
-                self.bot_key, self.bot_num = bytes(user.public_key), sender  # the first node heard is the bot
+            if user is not None and user.public_key and user.short_name != "HS":  # the bot, not another handset
+                self.bot_key, self.bot_num = bytes(user.public_key), sender
             if data.want_response and packet.to == self.num and self.answers_nodeinfo:
                 self._announce_async()
             return

@@ -20,7 +20,8 @@ from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.commands import CommandHooks
 from meshbot.service.context import AskerSource, Contexts, ContextSource
-from meshbot.service.daemon import Daemon, Inbox
+from meshbot.service.daemon import Companion, Daemon, Inbox
+from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
@@ -66,6 +67,41 @@ def command_hooks(memory: ConversationMemory | None) -> CommandHooks:
     return CommandHooks(forget=memory.forget if memory is not None else None, last_source=None)
 
 
+class _ClusterParts:
+    """What one worker of several needs (`[cluster] redis_url` set): the shared store and its users."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        from meshbot.cluster.custodian import Custodian
+        from meshbot.cluster.keys import SharedKeys
+        from meshbot.cluster.ledger import ClusterLedger
+        from meshbot.cluster.shared import Shared
+        from meshbot.cluster.worklog import WorkLog
+
+        if cfg.radio.transport != "mqtt":
+            raise ConfigError('cluster.redis_url: several workers need radio.transport = "mqtt"')
+        self.shared = Shared(cfg.cluster)
+        self.shared.check()
+        self.keys = SharedKeys(self.shared)
+        store.shared_remainders = self.shared
+        # Conversation memory (service/context.py sources) is per worker for now: a shared one plugs in here.
+        ledger = ClusterLedger(store, WorkLog(self.shared, cfg.cluster.lease_s))
+        self.ledger: Ledger = ledger
+        self.companions: list[Companion] = [Custodian(self.shared, ledger)]
+
+    def share_budgets(self, cfg: Config, daemon: Daemon) -> None:
+        """Rate limits per bot and air time per region, not per worker."""
+        from meshbot.cluster.budgets import SharedAirtime, SharedLimiter
+
+        daemon.intake.gate.share_limits(SharedLimiter(self.shared, cfg.limits))
+        daemon.pacer.ledger = SharedAirtime(self.shared, daemon.node.region)
+
+    def radio(self, cfg: Config, store: Store, clock: Clock) -> Radio:
+        """The mqtt transport on a share of the uplinks, with the shared identity and keys."""
+        factory = TRANSPORTS.load(cfg.radio.transport)
+        radio: Radio = factory(cfg, store, clock, cluster=self.shared, keys=self.keys)
+        return radio
+
+
 @contextlib.contextmanager
 def _closed_on(stop: threading.Event | None, radio: Radio) -> Iterator[None]:
     """While connecting: a stop closes the radio, which ends its (otherwise endless) connect retries."""
@@ -108,21 +144,25 @@ def build_daemon(
     clock = clock or SystemClock()
     store = store or open_store(cfg)
     opened: list[Model | Radio] = []
+    cluster: _ClusterParts | None = None
     try:
+        if cfg.cluster.enabled:
+            cluster = _ClusterParts(cfg, store)
         if model is None:
             model = make_model(cfg.model, clock)
             opened.append(model)
         if radio is None:
-            radio = make_radio(cfg, store, clock)
+            radio = cluster.radio(cfg, store, clock) if cluster else make_radio(cfg, store, clock)
         opened.append(radio)
         inbox = Inbox()
         with _closed_on(stop, radio):
-            radio.start(inbox.put_packet, inbox.put_event)
+            on_packet = cluster.shared.claiming(inbox.put_packet) if cluster else inbox.put_packet
+            radio.start(on_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
         memory = conversation_memory(cfg, store, model) if cfg.memory.enabled else None
         contexts = Contexts(context_sources(cfg, store, radio, memory))
-        return Daemon(
+        daemon = Daemon(
             cfg,
             radio=radio,
             model=model,
@@ -132,9 +172,16 @@ def build_daemon(
             inbox=inbox,
             contexts=contexts,
             hooks=hooks or command_hooks(memory),
+            ledger=cluster.ledger if cluster else None,
+            companions=cluster.companions if cluster else (),
         )
+        if cluster is not None:
+            cluster.share_budgets(cfg, daemon)
+        return daemon
     except BaseException:
         for part in reversed(opened):
             part.close()
+        if cluster is not None:
+            cluster.shared.close()
         store.close()
         raise

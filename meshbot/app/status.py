@@ -132,11 +132,20 @@ def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: boo
         (err or sys.stderr).write(f"meshbot status: {exc}\n")
         return 1
     problems = health(status, cfg)
+    extra: list[str] = []
+    if cfg.cluster.enabled:  # several workers: the whole service is in the shared store
+        from meshbot.cluster.status import cluster_lines, cluster_problems, cluster_status
+        from meshbot.radios.mqtt.transport import region_of
+
+        status["cluster"] = cluster_status(cfg.cluster, region_of(cfg.mqtt.root))
+        problems += cluster_problems(status["cluster"])
+        extra = cluster_lines(status["cluster"])
     if as_json:
         out.write(json.dumps({**status, "healthy": not problems, "problems": problems}, default=str))
         out.write("\n")
     else:
         render(status, cfg, out)
         out.write(_model_line(status["model"], status["now"]))
+        out.write("".join(line + "\n" for line in extra))
         out.write("healthy\n" if not problems else "UNHEALTHY: " + "; ".join(problems) + "\n")
     return 0 if not problems else 1

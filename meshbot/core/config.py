@@ -339,6 +339,29 @@ class SimConfig(_Section):
     topology: str = Field(default="demo", min_length=1)
 
 
+class ClusterConfig(_Section):
+    """Several workers behind one bot: the shared store (Redis) they claim questions in. Unset: one worker."""
+
+    redis_url: str | None = None  # e.g. redis://10.0.0.5:6379/0; None: a single worker, no shared store
+    worker_id: str | None = None  # None: "<hostname>-<pid>"; a stable id lets a restart take its own work back at once
+    group: str = "meshbot"  # the MQTT shared-subscription group and the Redis key prefix: one per bot
+    lease_s: float = Field(default=60.0, ge=1)  # a silent worker's questions are taken over after this long
+    claim_ttl_s: float = Field(default=900.0, ge=10)  # how long a packet's claim blocks other gateways' copies
+    heartbeat_s: float = Field(default=5.0, gt=0)  # workers say they are alive this often (3 missed: gone)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not value or set("+#/$ ") & set(value):
+            raise ValueError("must be a non-empty name without +, #, /, $ or spaces")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        """True when workers share a store."""
+        return bool(self.redis_url)
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -356,6 +379,7 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

@@ -71,6 +71,13 @@ class Event(enum.StrEnum):
     SEND_ERROR = "send-error"
     WAITING_FOR_RADIO = "waiting-for-radio"
     NODE_RETRIES = "node-retries"
+    # several workers behind one bot (the [cluster] section)
+    CLUSTER_UP = "cluster-up"
+    CLAIMED_ELSEWHERE = "claimed-elsewhere"
+    TAKEN_OVER = "taken-over"
+    HANDED_BACK = "handed-back"
+    LEASE_LOST = "lease-lost"
+    CLUSTER_ERROR = "cluster-error"
 
 
 class Reason(enum.StrEnum):
@@ -113,3 +120,5 @@ class Reason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     WORKER_ERROR = "worker-error"
     MODEL_UNAVAILABLE = "model-unavailable"
+    HANDED_TO_CLUSTER = "handed-to-cluster"  # a local row whose question the shared store now holds
+    LEASE_LOST = "lease-lost"  # another worker took the question over

@@ -10,6 +10,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from meshbot.core.config import LimitsConfig
 from meshbot.core.domain import Inbound
@@ -17,7 +18,7 @@ from meshbot.core.events import Reason
 from meshbot.core.fragmenter import looks_like_meshbot_output
 from meshbot.core.ids import parse_node_id
 from meshbot.core.policy import Accept, Kind
-from meshbot.core.ratelimit import AccessList, NodeLimiter
+from meshbot.core.ratelimit import AccessList, NodeLimiter, Verdict
 
 
 class Admin(enum.Enum):
@@ -60,6 +61,12 @@ def admin_command(text: str) -> Admin | None:
     return next((cmd for cmd in Admin if word == cmd.value), None)
 
 
+class Limiter(Protocol):
+    """Spends one message of a node's (and the global) allowance: core.ratelimit.NodeLimiter or a shared one."""
+
+    def check(self, node: int, now: float) -> Verdict: ...
+
+
 class Gate:
     """Checks run on every accepted question, in the order an operator reads the reasons."""
 
@@ -78,7 +85,13 @@ class Gate:
         self._access = AccessList(cfg.allow, cfg.deny)
         self._bots = frozenset(parse_node_id(i) for i in cfg.bots)
         self._admins = frozenset(parse_node_id(i) for i in cfg.admins)
-        self._limiter = NodeLimiter(cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour)
+        self._limiter: Limiter = NodeLimiter(
+            cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour
+        )
+
+    def share_limits(self, limiter: Limiter) -> None:
+        """Use rate limits shared with other workers of the same bot (meshbot.cluster) instead of our own."""
+        self._limiter = limiter
 
     def check(
         self, msg: Inbound, decision: Accept, now: float, spend: Spend = Spend.QUESTION
@@ -106,7 +119,7 @@ class Gate:
             return Refused(Reason.REPEAT)
         return self._rate(self._limiter, msg.sender, now)
 
-    def _rate(self, limiter: NodeLimiter, node: int, now: float) -> Refused | None:
+    def _rate(self, limiter: Limiter, node: int, now: float) -> Refused | None:
         verdict = limiter.check(node, now)
         if verdict.allowed:
             return None

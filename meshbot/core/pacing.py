@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import deque
+from typing import Protocol
 
 from meshbot.core import limits
 from meshbot.core.airtime import ModemPreset, time_on_air_s
@@ -27,6 +28,13 @@ def hourly_budget_s(region: str, budget_percent: float | None) -> float:
     """Seconds of air time per rolling hour the bot allows itself: default half the region's duty cycle."""
     percent = budget_percent if budget_percent is not None else limits.duty_cycle_percent(region) / 2
     return DUTY_WINDOW_S * percent / 100.0
+
+
+class AirtimeRecorder(Protocol):
+    """What the pacer keeps its own transmissions in: an `AirtimeLedger`, or one shared by several workers."""
+
+    def record(self, now: float, airtime_s: float) -> None: ...
+    def used(self, now: float) -> float: ...
 
 
 class AirtimeLedger:
@@ -60,7 +68,7 @@ class Pacer:
         self.min_gap_s = max(min_gap_s, limits.TEXT_RATE_LIMIT_S + limits.TEXT_RATE_LIMIT_MARGIN_S)
         self.budget_s = budget_s  # our texts' own share
         self.region_s = region_s  # everything the node sends, as the firmware counts it
-        self.ledger = AirtimeLedger()  # our texts
+        self.ledger: AirtimeRecorder = AirtimeLedger()  # our texts
         self.node_ledger = AirtimeLedger()  # what the node sends for us unasked: ACKs of DMs, retries
         self._ack_airtime = time_on_air_s(limits.ROUTING_ACK_FRAME_LEN, modem)
         # Retries may go out at a slower coding rate than the first send: count them at the slowest.

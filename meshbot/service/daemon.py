@@ -12,6 +12,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 from meshbot.core.airtime import preset
 from meshbot.core.config import Config
@@ -37,6 +39,19 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.25  # how often idle threads look at the stop flag
 _ABANDON_WAIT_S = 1.0  # a reply told to stop mid-generation returns at its next token
 HEARTBEAT_EVERY_S = 5.0  # `meshbot status` calls a daemon stopped when its heartbeat is 3 of these old
+
+
+class Companion(Protocol):
+    """Something that runs alongside the daemon (the cluster custodian): started first, stopped last."""
+
+    def start(self, daemon: Daemon) -> None:
+        """Before the daemon resumes its own leftovers and starts its threads."""
+
+    def quiesce(self, daemon: Daemon) -> None:
+        """The daemon begins to stop: take on no new work."""
+
+    def stop(self, daemon: Daemon) -> None:
+        """After the daemon's threads and sender stopped, before the store closes."""
 
 
 class Inbox:
@@ -72,12 +87,15 @@ class Daemon:
         contexts: Contexts | None = None,
         query_queue: QueryQueue | None = None,
         hooks: CommandHooks | None = None,
+        ledger: Ledger | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
         self.inbox = inbox
         self.radio_up = inbox.radio_up
         self.paused = threading.Event()
-        self.ledger = Ledger(store)
+        self.ledger = ledger or Ledger(store)
+        self.companions = tuple(companions)
         self.queue: QueryQueue = query_queue or FairQueue(cfg.queue.max_depth, cfg.queue.max_per_node)
         self.pacer = Pacer(
             preset(node.modem_preset),
@@ -86,7 +104,7 @@ class Daemon:
             region_limit_s(node.region),
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen, node.public_channels)
-        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store)
+        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
         gate = Gate(
@@ -131,6 +149,8 @@ class Daemon:
         self.store.record_event("radio-up")
         self._beat()
         self.sender.start()
+        for companion in self.companions:
+            companion.start(self)
         self.housekeeper.resume(self.clock.now())
         for query in self.intake.desk.restore(self.store.joining()):
             self.intake.enqueue(query)
@@ -254,6 +274,8 @@ class Daemon:
         deadline = time.monotonic() + grace_s
         self._stop.set()
         self.worker.stopping.set()  # a question waiting for an absent model server stays stored
+        for companion in self.companions:
+            companion.quiesce(self)
         self.queue.close()
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0.1))
@@ -262,6 +284,8 @@ class Daemon:
                 thread.join(_ABANDON_WAIT_S)
         self.sender.stop(drain_s=max(deadline - time.monotonic(), 0.0))
         self.radio.close()
+        for companion in self.companions:
+            companion.stop(self)
         self.store.stopped(os.getpid())
         self.store.close()
         log.info("stopped; unfinished queries stay stored for the next start", extra={"event": Event.STOPPED})

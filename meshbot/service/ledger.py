@@ -84,6 +84,9 @@ class Ledger:
         """Answering the query failed."""
         self.store.set_state(query_id, QueryState.FAILED, reason)
 
+    def published(self, job: SendJob, packet_id: int) -> None:
+        """A fragment was handed to the radio (the sender's hook); the local store learns it from on_sent."""
+
     def on_sent(self, job: SendJob, result: SendResult, attempts: int) -> None:
         """The sender's verdict on one fragment (SendJob.on_done)."""
         if job.query_id is None or job.index is None:

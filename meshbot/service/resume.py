@@ -53,12 +53,16 @@ class Housekeeper:
         """Expire what is too old, then answer or finish sending everything else."""
         self.expire()
         for stored in self._store.unfinished():
-            if stored.generation_done and stored.fragments:
-                self._resend(stored)
-            elif stored.fragments and not self._deterministic:
-                self._resend(self._end_cut_off(stored, now))
-            else:
-                self._requeue(stored, now)
+            self.resume_one(stored, now)
+
+    def resume_one(self, stored: StoredQuery, now: float) -> None:
+        """Finish one unfinished question: resend what is written, end it cut off, or queue it again."""
+        if stored.generation_done and stored.fragments:
+            self._resend(stored)
+        elif stored.fragments and not self._deterministic:
+            self._resend(self._end_cut_off(stored, now))
+        else:
+            self._requeue(stored, now)
 
     def _end_cut_off(self, stored: StoredQuery, now: float) -> StoredQuery:
         """Finish from the stored fragments alone: a new generation would not match what was sent."""

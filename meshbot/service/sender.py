@@ -51,8 +51,10 @@ class Sender:
         cfg: MeshConfig,
         radio_up: threading.Event | None = None,
         store: Store | None = None,
+        on_published: Callable[[SendJob, int], None] | None = None,
     ) -> None:
         self._radio = radio
+        self._on_published = on_published  # told as soon as a fragment left, before any ACK wait
         self._radio_up = radio_up
         self._store = store
         self._pacer = pacer
@@ -218,6 +220,11 @@ class Sender:
         except Exception as exc:  # a library refusal: report, let the caller retry
             log.error("send of %s failed: %s", job.label, exc, extra={"event": Event.SEND_ERROR})
             return SendResult(0, AckStatus.FAILED, "SEND_ERROR")
+        if self._on_published is not None and job.query_id is not None and job.index is not None:
+            try:
+                self._on_published(job, packet_id)
+            except Exception as exc:  # bookkeeping must not make a sent text look unsent
+                log.error("recording %s as sent failed: %s", job.label, exc, extra={"event": Event.SEND_ERROR})
         # Stamp after the write: the gap that matters is the one the node sees.
         self._pacer.on_sent(self._clock.now(), airtime)
         if self._store is not None:

@@ -66,6 +66,12 @@ class KeyStore:
             ).fetchall()
         return [(int(n), bytes(k), float(at)) for n, k, at in rows]
 
+    def lookup(self, node: int) -> tuple[bytes, float] | None:
+        """`node`'s stored key and when it was heard, if any."""
+        with self._store._tx() as conn:
+            row = conn.execute("SELECT public_key, heard_at FROM node_keys WHERE node = ?", (node,)).fetchone()
+        return None if row is None else (bytes(row[0]), float(row[1]))
+
     def count(self) -> int:
         """Keys stored."""
         with self._store._tx() as conn:

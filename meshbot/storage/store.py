@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from meshbot.core.domain import Inbound
 from meshbot.core.policy import Accept
@@ -65,6 +65,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+class RemainderStore(Protocol):
+    """Where "more" remainders are kept when several workers share them (meshbot.cluster.shared)."""
+
+    def put_remainder(self, node: int, text: str, next_index: int) -> None: ...
+    def take_remainder(self, node: int, max_age_s: float) -> tuple[str, int] | None: ...
+
+
 def _text_digest(text: str) -> str:
     # "What is LoRa?" and "what is  lora?" are the same question typed twice.
     folded = " ".join(text.casefold().split())
@@ -88,6 +95,8 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the state database: {exc}") from exc
         self._closed = False
+        # Several workers: "more" remainders live in the shared store, so any worker can answer a "more".
+        self.shared_remainders: RemainderStore | None = None
         log.info("state database %s ready (schema v%d)", self.path, SCHEMA_VERSION)
 
     @classmethod
@@ -308,6 +317,9 @@ class Store:
 
     def put_remainder(self, node: int, text: str, next_index: int) -> None:
         """Keep what did not fit for `node`'s next "more" (replaces any older one)."""
+        if self.shared_remainders is not None:
+            self.shared_remainders.put_remainder(node, text, next_index)
+            return
         with self._tx() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO remainders (node, text, next_index, at) VALUES (?, ?, ?, ?)",
@@ -316,6 +328,8 @@ class Store:
 
     def take_remainder(self, node: int, max_age_s: float) -> tuple[str, int] | None:
         """Remove and return (text, next_index) for `node`, or None if absent or older than `max_age_s`."""
+        if self.shared_remainders is not None:
+            return self.shared_remainders.take_remainder(node, max_age_s)
         now = self._wall()
         with self._tx() as conn:
             row = conn.execute("SELECT text, next_index, at FROM remainders WHERE node = ?", (node,)).fetchone()

@@ -7,6 +7,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from meshbot.core.config import MqttConfig
 from meshbot.core.events import Event
@@ -14,7 +15,17 @@ from meshbot.core.ids import node_id, parse_node_id
 from meshbot.core.keytext import parse_key_bytes
 from meshbot.radios.mqtt import crypto
 from meshbot.radios.mqtt.state import BoundedTTL
-from meshbot.storage.keys import KeyStore
+
+
+class KeyBackend(Protocol):
+    """Where the identity and learnt keys are kept: the local store (storage.keys) or the shared one (cluster.keys)."""
+
+    def identity(self) -> tuple[int, bytes] | None: ...
+    def keep_identity(self, node: int, private_key: bytes, now: float) -> tuple[int, bytes]: ...
+    def remember(self, node: int, public_key: bytes, now: float, max_rows: int) -> None: ...
+    def recent(self, now: float, max_age_s: float, limit: int) -> list[tuple[int, bytes, float]]: ...
+    def lookup(self, node: int) -> tuple[bytes, float] | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +46,7 @@ class Identity:
         return f"Identity({node_id(self.node_num)}, public {self.public_key[:4].hex()}...)"
 
 
-def resolve_identity(cfg: MqttConfig, keys: KeyStore, wall: Callable[[], float]) -> Identity:
+def resolve_identity(cfg: MqttConfig, keys: KeyBackend, wall: Callable[[], float]) -> Identity:
     """The configured identity, else the one kept in the store, else a new one (kept for next time)."""
     stored = keys.identity()
     node = parse_node_id(cfg.node_id) if cfg.node_id else None
@@ -68,7 +79,7 @@ class Keyring:
     """Askers' public keys: a bounded, expiring memory in front of the store's bounded, expiring table."""
 
     def __init__(
-        self, keys: KeyStore, max_nodes: int, ttl_s: float, clock: Callable[[], float], wall: Callable[[], float]
+        self, keys: KeyBackend, max_nodes: int, ttl_s: float, clock: Callable[[], float], wall: Callable[[], float]
     ) -> None:
         self._store = keys
         self._max = max_nodes
@@ -81,9 +92,15 @@ class Keyring:
             self._mem.put(node, (key, at))
 
     def get(self, node: int) -> bytes | None:
-        """The public key heard from `node`, if still remembered."""
+        """The public key heard from `node`, if still remembered (here, or in the store by another worker)."""
         known = self._mem.get(node)
-        return None if known is None else known[0]
+        if known is None:
+            stored = self._store.lookup(node)
+            if stored is None or self._wall() - stored[1] > self._ttl:
+                return None
+            known = stored
+            self._mem.put(node, known)
+        return known[0]
 
     def learn(self, node: int, public_key: bytes) -> bool:
         """Remember `node`'s key from its NodeInfo; True when it is new or changed."""

@@ -123,7 +123,10 @@ class InboundHandler:
             log.debug("ACK to %s not sent: %s", node_id(sender), exc)
 
     def expire_held(self) -> None:
-        """Drop, with a log line each, PKI DMs whose sender's key never came."""
+        """Open held DMs whose sender's key has come (maybe learnt by another worker); drop those that never will."""
+        for sender in {key[0] for key, _ in self._held.snapshot()}:
+            if self._radio.keyring.get(sender) is not None:
+                self._retry_held(sender)
         self._held.expire()
 
 

@@ -11,7 +11,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -36,7 +36,7 @@ from meshbot.core.ids import node_id
 from meshbot.core.keytext import parse_psk_bytes
 from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import BROADCAST, PKI_CHANNEL, Channel, Header
-from meshbot.radios.mqtt.identity import Identity, Keyring, key_ttl_s, resolve_identity
+from meshbot.radios.mqtt.identity import Identity, KeyBackend, Keyring, key_ttl_s, resolve_identity
 from meshbot.radios.mqtt.inbound import InboundHandler
 from meshbot.radios.mqtt.state import BoundedTTL
 from meshbot.radios.protobufs import config_pb2, mesh_pb2
@@ -49,6 +49,15 @@ _TICK_S = 0.25  # housekeeping: ACK waits, held DMs, NodeInfo announcements
 _REGIONS = frozenset(config_pb2.Config.LoRaConfig.RegionCode.keys())
 
 
+class ClusterLink(Protocol):
+    """What the transport needs from the shared store when several workers are one bot (meshbot.cluster)."""
+
+    worker_id: str
+
+    def forward_ack(self, request_id: int, error: str, sender: int) -> None: ...
+    def listen_acks(self, on_ack: Callable[[int, str, int], None]) -> None: ...
+
+
 def region_of(root: str) -> str:
     """The LoRa region a topic root names (msh/EU_868 -> EU_868), for the air-time budget; UNSET if none."""
     parts = root.split("/")
@@ -58,10 +67,22 @@ def region_of(root: str) -> str:
 class MqttRadio:
     """A `Radio` over an MQTT broker, speaking as one Meshtastic node with its own PKI key pair."""
 
-    def __init__(self, cfg: Config, store: Store, clock: Clock, wall: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        clock: Clock,
+        wall: Callable[[], float] | None = None,
+        cluster: ClusterLink | None = None,
+        keys: KeyBackend | None = None,
+    ) -> None:
         import time
 
         self._cfg = cfg.mqtt
+        # Several workers: each gets a share of the uplinks (MQTT 5 shared subscription), ACKs for a sibling's
+        # packets are forwarded to it, and identity and learnt keys come from the shared store.
+        self._cluster = cluster
+        self._share = f"$share/{cfg.cluster.group}/" if cluster is not None else ""
         self._clock = clock
         self._hop_limit = cfg.mesh.hop_limit or limits.DEFAULT_HOP_LIMIT
         # An answer's ACK through some gateway, if it comes, comes well inside the sender's own timeout.
@@ -70,7 +91,7 @@ class MqttRadio:
         self._long_name = self._cfg.long_name or cfg.persona.bot_name
         self.channel = Channel.from_psk(self._cfg.channel, parse_psk_bytes(self._cfg.psk))
         wall = wall or time.time
-        keys = KeyStore(store)
+        keys = keys or KeyStore(store)
         self.identity: Identity = resolve_identity(self._cfg, keys, wall)
         self.keyring = Keyring(keys, self._cfg.max_nodes, key_ttl_s(self._cfg), clock.now, wall)
         # packet id -> on_result: answered by an ACK/NAK, or "handed over" when none comes in time
@@ -91,6 +112,8 @@ class MqttRadio:
     # -- the MQTT client ------------------------------------------------------------------------------
     def _make_client(self) -> paho.Client:
         client_id = self._cfg.client_id or f"meshbot-{node_id(self.identity.node_num)[1:]}"
+        if self._cluster is not None:  # one bot, several clients: each needs its own id, or they kick each other
+            client_id = f"{client_id}-{self._cluster.worker_id}"
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         if self._cfg.username:
             password = self._cfg.password.get_secret_value() if self._cfg.password else None
@@ -113,10 +136,18 @@ class MqttRadio:
         """Connect (retrying forever, until close()) and begin delivering packets."""
         self._inbound.on_packet, self._on_event = on_packet, on_event
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._cfg.session_expiry_s
+        # A worker of several keeps no session: a dead worker's share of the uplinks must go to the live ones
+        # at once, not wait in its session. One worker alone keeps its session (questions asked while away).
+        props.SessionExpiryInterval = 0 if self._cluster is not None else self._cfg.session_expiry_s
+        if self._cluster is not None:
+            self._cluster.listen_acks(self._resolve_forwarded)
         log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
         self._client.connect_async(
-            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, clean_start=False, properties=props
+            self._cfg.host,
+            self._cfg.port,
+            keepalive=self._cfg.keepalive_s,
+            clean_start=self._cluster is not None,
+            properties=props,
         )
         self._client.loop_start()  # paho's thread reconnects forever, waits doubling up to max_backoff_s
         while not self._up.wait(0.2):
@@ -129,8 +160,11 @@ class MqttRadio:
         if reason.is_failure:
             self._on_connect_fail(client, None, str(reason))
             return
-        opts = SubscribeOptions(qos=1, noLocal=True)  # our own publishes need not come back
-        client.subscribe([(t, opts) for t in codec.subscriptions(self._cfg.root, self._cfg.channel)])
+        # Our own publishes need not come back; MQTT 5 forbids noLocal on a shared subscription, and the
+        # inbound handler drops our echoes anyway.
+        opts = SubscribeOptions(qos=1, noLocal=self._cluster is None)
+        topics = codec.subscriptions(self._cfg.root, self._cfg.channel)
+        client.subscribe([(self._share + t, opts) for t in topics])
         self._up.set()
         log.info(
             "radio connected: %s as %s (%s), session %s",
@@ -178,6 +212,8 @@ class MqttRadio:
         """An ACK or NAK arrived for one of our sends."""
         on_result = self._pending.pop(request_id)
         if on_result is None:
+            if self._cluster is not None:  # the broker gave a sibling's ACK to us: pass it on
+                self._cluster.forward_ack(request_id, error, sender)
             return
         if error == "NONE":
             on_result(SendResult(request_id, AckStatus.ACKED))
@@ -185,6 +221,11 @@ class MqttRadio:
             on_result(SendResult(request_id, AckStatus.NAKED, error))
             if error == "PKI_UNKNOWN_PUBKEY":  # they lack our key: tell them again
                 self.send_nodeinfo(sender, want_response=False)
+
+    def _resolve_forwarded(self, request_id: int, error: str, sender: int) -> None:
+        """An ACK another worker heard: ours only if we are waiting for it (never forwarded again)."""
+        if request_id in dict(self._pending.snapshot()):
+            self.resolve(request_id, error, sender)
 
     def publish_data(self, dest: int, data: mesh_pb2.Data, want_ack: bool = False, pki: bool = False) -> int:
         """Publish one packet from us; PKI-encrypted to `dest`'s known key when `pki`. Returns its id."""
@@ -328,6 +369,8 @@ def _handed_over(packet_id: int, on_result: Callable[[SendResult], None]) -> Non
     on_result(SendResult(packet_id, AckStatus.IMPLICIT, "NO_ACK_THROUGH_MQTT"))
 
 
-def from_config(cfg: Config, store: Store, clock: Clock) -> MqttRadio:
-    """The registry's factory: a radio on the broker that `[mqtt]` names."""
-    return MqttRadio(cfg, store, clock)
+def from_config(
+    cfg: Config, store: Store, clock: Clock, cluster: ClusterLink | None = None, keys: KeyBackend | None = None
+) -> MqttRadio:
+    """The registry's factory: a radio on the broker that `[mqtt]` names (one worker of several with `cluster`)."""
+    return MqttRadio(cfg, store, clock, cluster=cluster, keys=keys)

@@ -1,0 +1,144 @@
+"""Questions per minute with 1, 2 and 4 workers behind one bot, all sharing ONE model, and what limited it.
+
+Real parts: mosquitto and redis-server on 127.0.0.1 (started here), the workers' real MQTT transport with
+the cluster on, handsets that uplink every DM through two gateways, and the bundled SmolLM2 GGUF through
+llama.cpp. The workers run in this process and share one loaded model, whose engine thread serializes every
+generation exactly as one model server would (until the openai backend lands: then point the workers at one
+`python -m llama_cpp.server` instead, see tests/cluster_support.worker_config).
+
+    .venv/bin/python bench/cluster_throughput.py [--questions 24] [--workers 1,2,4]
+
+Not a test: the figures depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.prompts import PROMPTS
+from meshbot.app.compose import build_daemon
+from meshbot.core.config import ModelConfig
+from meshbot.models.llama import load_model
+from meshbot.storage.store import Store
+from tests.cluster_support import EchoModel, answers_by_question, complete, worker_config
+from tests.mqtt_support import Broker, Handset
+from tests.redis_support import RedisServer
+
+T = TypeVar("T")
+GATEWAYS = (0x6A7E0001, 0x6A7E0002)
+MAX_FRAGMENTS = 3
+
+
+class TimedModel:
+    """The shared model, timing how long it is busy (its engine thread runs one job at a time)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.name, self.deterministic = model.name, model.deterministic
+        self.busy_s = 0.0
+        self._lock = threading.Lock()
+
+    def run(self, job: Callable[[], T]) -> T:
+        def timed() -> T:
+            started = time.monotonic()
+            try:
+                return job()
+            finally:
+                with self._lock:
+                    self.busy_s += time.monotonic() - started
+
+        return self._model.run(timed)  # type: ignore[no-any-return]
+
+    def stream(self, request: Any, stats: Any) -> Any:
+        return self._model.stream(request, stats)
+
+    def close(self) -> None:
+        """The shared model outlives each run."""
+
+
+def one_run(n_workers: int, n_questions: int, model: Any, tmp: Path) -> dict[str, float]:
+    broker, redis = Broker(tmp), RedisServer(tmp)
+    broker.start()
+    redis.start()
+    timed = TimedModel(model)
+    daemons = []
+    handsets = [Handset(broker.port, 0x0C000001 + i, gateways=GATEWAYS) for i in range(6)]
+    try:
+        for i in range(n_workers):
+            cfg = worker_config(broker.port, redis, f"w{i}", **{"mesh.max_fragments": MAX_FRAGMENTS})
+            daemon = build_daemon(cfg, model=timed, store=Store(tmp / f"w{i}.db"))
+            daemon.start()
+            daemons.append(daemon)
+        for h in handsets:
+            while h.bot_key is None:
+                time.sleep(0.05)
+            h.announce()
+        time.sleep(1.0)
+        started = time.monotonic()
+        asked = [(h := handsets[i % len(handsets)], h.dm(PROMPTS[i % 10])) for i in range(n_questions)]
+        while not all(complete(answers_by_question(h).get(pid, []), MAX_FRAGMENTS) for h, pid in asked):
+            time.sleep(0.1)
+            if time.monotonic() - started > 900:
+                raise SystemExit("not all answered in 15 min")
+        wall = time.monotonic() - started
+        fragments = sum(len(answers_by_question(h).get(pid, [])) for h, pid in asked)
+        per_worker = [d.store.status()["last_hour"]["answered"] for d in daemons]
+        gap = daemons[0].pacer.min_gap_s
+        return {
+            "workers": n_workers,
+            "wall_s": wall,
+            "per_min": n_questions / wall * 60,
+            "model_busy": timed.busy_s / wall,
+            "fragments": fragments,
+            # What pacing alone forces: each worker's fragments at least min_gap_s apart.
+            "pacing_s": max(per_worker) / max(sum(per_worker), 1) * fragments * gap,
+            "split": "/".join(str(n) for n in per_worker),
+        }
+    finally:
+        for d in daemons:
+            d.stop(grace_s=2.0)
+        for h in handsets:
+            h.close()
+        broker.stop()
+        redis.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=24)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--model", choices=("llama", "echo"), default="llama", help="echo: an instant fake, to see pacing alone"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    model = load_model(ModelConfig(seed=42, threads=2)) if args.model == "llama" else EchoModel()
+    rows = []
+    for n in (int(x) for x in args.workers.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(one_run(n, args.questions, model, Path(tmp)))
+    what = "one shared SmolLM2-135M" if args.model == "llama" else "an instant fake model"
+    print(f"\n{args.questions} DMs (each uplinked by 2 gateways), {what}, max {MAX_FRAGMENTS} fragments")
+
+    print("| workers | wall s | questions/min | model busy | fragments | pacing floor s | answered per worker |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['workers']} | {r['wall_s']:.1f} | {r['per_min']:.1f} | {r['model_busy']:.0%} | {r['fragments']} "
+            f"| {r['pacing_s']:.0f} | {r['split']} |"
+        )
+    model.close()
+
+
+if __name__ == "__main__":
+    main()

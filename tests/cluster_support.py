@@ -1,0 +1,132 @@
+"""Two or more meshbot workers behind one bot on a real mosquitto and a real redis-server (fixtures' helpers)."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from meshbot.app.compose import build_daemon
+from meshbot.core.config import Config, load_config
+from meshbot.core.domain import Generation, GenerationStats
+from meshbot.core.fragmenter import strip_numbering
+from meshbot.service.daemon import Daemon
+from meshbot.storage.store import Store
+from tests.mqtt_support import ROOT, Handset
+from tests.redis_support import RedisServer
+
+FILLER = (
+    "LoRa spreads each symbol over a wide chirp so a receiver can pick it out below the noise floor, and "
+    "Meshtastic relays short texts from handset to handset until the hop limit runs out."
+)
+
+
+class EchoModel:
+    """A fake model whose answer names the question, so a test can tell which answer went to which DM.
+
+    Stands in for the `openai` backend on a `llama_cpp.server` until that backend lands (see worker_config).
+    """
+
+    name = "echo-model"
+    deterministic = False  # as a sampling server: a takeover ends cut off instead of writing again
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self._lock = threading.Lock()
+
+    def run(self, job):  # type: ignore[no-untyped-def]
+        return job()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def stream(self, request: Generation, stats: GenerationStats) -> Iterator[str]:
+        question = request.turns[-1].content
+        with self._lock:
+            self.asked.append(question)
+        for i, word in enumerate(f"About {question}: {FILLER}".split(" ")):
+            stats.completion_tokens += 1
+            yield word if i == 0 else " " + word
+
+
+def worker_config(broker_port: int, redis: RedisServer, worker: str, **overrides: object) -> Config:
+    """One worker's config: the mqtt transport, the cluster on, limits wide enough for a burst of DMs.
+
+    For the openai backend (issue 12), add "model.backend": "openai" and its base_url here, and build the
+    worker with model=None.
+    """
+    settings: dict[str, object] = {
+        "radio.transport": "mqtt",
+        "mqtt.port": broker_port,
+        "mqtt.key_wait_s": 2.0,
+        "mesh.min_gap_s": 2.0,
+        "mesh.ack_timeout_s": 10.0,
+        "limits.per_node_burst": 10,
+        "limits.global_burst": 40,
+        "queue.max_per_node": 10,
+        "cluster.redis_url": redis.url,
+        "cluster.worker_id": worker,
+        "cluster.lease_s": 3.0,
+        "cluster.heartbeat_s": 1.0,
+        "join.window_s": 0,  # one-line test questions are answered at once, not held for a second part
+        # The bot sits on LongFast with the default key: the mesh's public channel, answered only when enabled.
+        "policy.channels": [{"index": 0, "public": True}],
+    }
+    settings.update(overrides)
+    return load_config(
+        overrides=settings,
+        environ={"MESHBOT_MQTT_HOST": "127.0.0.1", "MESHBOT_MQTT_ROOT": ROOT, "MESHBOT_MQTT_CHANNEL": "LongFast"},
+    )
+
+
+class Workers:
+    """In-process workers, each with its own SQLite store, sharing the broker and Redis."""
+
+    def __init__(self, broker_port: int, redis: RedisServer, tmp: Path) -> None:
+        self.broker_port, self.redis, self.tmp = broker_port, redis, tmp
+        self.running: dict[str, Daemon] = {}
+
+    def start(self, worker: str, **overrides: object) -> Daemon:
+        cfg = worker_config(self.broker_port, self.redis, worker, **overrides)
+        daemon = build_daemon(cfg, model=EchoModel(), store=Store(self.tmp / f"{worker}.db"))
+        daemon.start()
+        self.running[worker] = daemon
+        return daemon
+
+    def stop_all(self) -> None:
+        for daemon in self.running.values():
+            daemon.stop(grace_s=2.0)
+        self.running.clear()
+
+
+_NUMBER = re.compile(r"^(\d+)/(\d+|\+) ")
+
+
+def answers_by_question(handset: Handset) -> dict[int, list[str]]:
+    """The PKI-encrypted DM fragments the handset decrypted, grouped by the packet id they reply to."""
+    by_question: dict[int, list[str]] = {}
+    for heard in list(handset.heard):
+        if heard.pki and heard.data.reply_id:
+            by_question.setdefault(heard.data.reply_id, []).append(heard.text)
+    return by_question
+
+
+def complete(fragments: list[str], cap: int | None = None) -> bool:
+    """True when the fragments are one whole numbered answer: 1..n each once, in order, the last `n/n`
+    (or `n/+` with n == `cap`, an answer cut at max_fragments with the rest kept for "more")."""
+    if len(fragments) == 1 and not _NUMBER.match(fragments[0]):
+        return True  # a one-fragment answer is unnumbered
+    numbers = [_NUMBER.match(f) for f in fragments]
+    if not fragments or not all(numbers):
+        return False
+    indices = [int(m.group(1)) for m in numbers if m is not None]
+    last = numbers[-1]
+    assert last is not None
+    ended = last.group(2) == str(len(fragments)) or (last.group(2) == "+" and len(fragments) == cap)
+    return indices == list(range(1, len(fragments) + 1)) and ended
+
+
+def body(fragments: list[str]) -> str:
+    """The answer's text without its numbering."""
+    return " ".join(strip_numbering(f) for f in fragments)

@@ -1,0 +1,82 @@
+"""Two workers behind one bot, end to end: a real mosquitto, a real redis-server, real MQTT clients.
+
+A publisher plays two gateways that both hear the same 20 DMs from 5 handsets: each DM reaches the broker
+twice, and the shared subscription can hand the two copies to different workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_support import Workers, answers_by_question, body, complete
+from tests.conftest import wait_until
+from tests.mqtt_support import Broker, Handset
+from tests.redis_support import RedisServer
+
+GW1, GW2 = 0x6A7E0001, 0x6A7E0002
+HANDSETS = [0x0A000001 + i for i in range(5)]
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(broker: Broker, redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    made = Workers(broker.port, redis_server, tmp_path)
+    yield made
+    made.stop_all()
+
+
+@pytest.fixture
+def handsets(broker: Broker) -> Iterator[list[Handset]]:
+    made = [Handset(broker.port, num, gateways=(GW1, GW2)) for num in HANDSETS]
+    yield made
+    for h in made:
+        h.close()
+
+
+def test_two_workers_answer_20_dms_heard_by_two_gateways_each_exactly_once(
+    workers: Workers, handsets: list[Handset]
+) -> None:
+    a, b = workers.start("a"), workers.start("b")
+    assert a.node.node_num == b.node.node_num  # one bot identity
+    for h in handsets:
+        wait_until(lambda h=h: h.bot_key is not None, timeout=10)
+        h.announce()  # its NodeInfo reaches one worker; the other learns the key through Redis
+    asked: dict[tuple[int, int], str] = {}
+    for round_ in range(4):
+        for h in handsets:
+            question = f"question {round_} from {h.num:x}"
+            asked[(h.num, h.dm(question))] = question  # published by GW1 and by GW2
+    by_handset = {h.num: h for h in handsets}
+
+    def all_answered() -> bool:
+        return all(complete(answers_by_question(by_handset[n]).get(pid, [])) for n, pid in asked)
+
+    wait_until(all_answered, timeout=120)
+    for (num, pid), question in asked.items():
+        fragments = answers_by_question(by_handset[num])[pid]
+        assert complete(fragments), fragments  # each index once: no fragment, no answer sent twice
+        assert body(fragments).startswith(f"About {question}:")
+    for h in handsets:
+        assert set(answers_by_question(h)) == {pid for n, pid in asked if n == h.num}  # nothing else by DM
+        assert not h.dropped  # every fragment opened with the bot's key: valid PKI
+    answered = {w: d.store.status()["last_day"]["answered"] for w, d in workers.running.items()}
+    assert sum(answered.values()) == 20
+    assert all(n > 0 for n in answered.values()), answered  # both workers took a share
