@@ -13,6 +13,7 @@ from meshbot.core.prompting import build_generation
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
 from meshbot.service.answering import AnswerStream
+from meshbot.service.knowledge import knowledge_now
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,15 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
             out.write(f"error: {exc}\n")
             return 2
     budget = ask_budget(cfg)
-    request = build_generation(question, cfg, budget, cfg.mesh.max_fragments)
+    source = knowledge_now(cfg.knowledge)
+    notes = source.notes_for(question) if source is not None else None
+    if source is not None:
+        source.close()
+    request = build_generation(question, cfg, budget, cfg.mesh.max_fragments, notes=notes)
     answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments)
     # Read the whole answer, as the daemon does: what does not fit is kept for "more".
+    for note in notes or ():
+        out.write(f"-- note: {note.title}\n")
     count = sum(_show(out, [frag]) for frag in answer)
     out.write(_summary(answer.stats, count, answer.remainder, answer.capped))
     if count == 0:

@@ -20,6 +20,8 @@ from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.context import Contexts, ContextSource
 from meshbot.service.daemon import Daemon, Inbox
+from meshbot.service.knowledge import KnowledgeSource
+from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.store import Store
 
 
@@ -39,9 +41,32 @@ def open_store(cfg: Config) -> Store:
     return Store(cfg.store.path)
 
 
+def knowledge_index_path(cfg: Config) -> str:
+    """Where the knowledge index lives: `[knowledge] index_path`, else next to the store."""
+    if cfg.knowledge.index_path:
+        path = Path(cfg.knowledge.index_path).expanduser()
+    elif cfg.store.path == ":memory:":
+        return ":memory:"
+    else:
+        store = Path(cfg.store.path).expanduser()
+        path = store.with_name(f"{store.stem}.knowledge.db")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def open_knowledge(cfg: Config) -> KnowledgeSource:
+    """The knowledge source for `[knowledge]`, its background indexer started."""
+    index = KnowledgeIndex(knowledge_index_path(cfg), cfg.knowledge.passage_bytes)
+    source = KnowledgeSource(index, cfg.knowledge)
+    source.start()
+    return source
+
+
 def context_sources(cfg: Config, store: Store) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
     sources: list[ContextSource] = []
+    if cfg.knowledge.active:
+        sources.append(open_knowledge(cfg))
     return sources
 
 

@@ -46,6 +46,9 @@ class Event(enum.StrEnum):
     SKIPPED_DELIVERED = "skipped-delivered"
     MODEL_RETRY = "model-retry"
     MODEL_ERROR = "model-error"
+    # knowledge (the operator's notes)
+    KNOWLEDGE_INDEXED = "knowledge-indexed"
+    KNOWLEDGE_ERROR = "knowledge-error"
     # sending
     FRAGMENT_SENT = "fragment-sent"
     FRAGMENT_ACKED = "fragment-acked"

@@ -98,7 +98,7 @@ class Worker:
             return
         question = query.decision.question
         context = self._contexts.gather(query)
-        request = build_generation(question, self._cfg, budget, allowed, context.history)
+        request = build_generation(question, self._cfg, budget, allowed, context.history, notes=context.notes)
         request = dataclasses.replace(request, seed=query.seed)
         answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set)
         started = self._clock.now()
