@@ -41,22 +41,22 @@ def open_store(cfg: Config) -> Store:
     return Store(cfg.store.path)
 
 
-def knowledge_index_path(cfg: Config) -> str:
-    """Where the knowledge index lives: `[knowledge] index_path`, else next to the store."""
+def knowledge_index_path(cfg: Config, store_path: str) -> str:
+    """Where the knowledge index lives: `[knowledge] index_path`, else next to the store (in memory with it)."""
     if cfg.knowledge.index_path:
         path = Path(cfg.knowledge.index_path).expanduser()
-    elif cfg.store.path == ":memory:":
+    elif store_path == ":memory:":
         return ":memory:"
     else:
-        store = Path(cfg.store.path).expanduser()
+        store = Path(store_path).expanduser()
         path = store.with_name(f"{store.stem}.knowledge.db")
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
 
 
-def open_knowledge(cfg: Config) -> KnowledgeSource:
+def open_knowledge(cfg: Config, store_path: str) -> KnowledgeSource:
     """The knowledge source for `[knowledge]`, its background indexer started."""
-    index = KnowledgeIndex(knowledge_index_path(cfg), cfg.knowledge.passage_bytes)
+    index = KnowledgeIndex(knowledge_index_path(cfg, store_path), cfg.knowledge.passage_bytes)
     source = KnowledgeSource(index, cfg.knowledge)
     source.start()
     return source
@@ -66,7 +66,7 @@ def context_sources(cfg: Config, store: Store) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
     sources: list[ContextSource] = []
     if cfg.knowledge.active:
-        sources.append(open_knowledge(cfg))
+        sources.append(open_knowledge(cfg, store.path))
     return sources
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshbot.core.domain import Note
-from meshbot.core.passages import Passage, split_passages
+from meshbot.core.passages import TITLE_SEPARATOR, Passage, split_passages
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,23 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 24
 
+# The index is a cache of the files: a file of another layout is emptied and rebuilt, never migrated.
+SCHEMA_VERSION = 2
+_DROP = "DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS passages; DROP TABLE IF EXISTS last_source;"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
-    title, body, path UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
+    heading, body, title UNINDEXED, path UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS last_source (
     node INTEGER NOT NULL, channel INTEGER NOT NULL, titles TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (node, channel)
 );
 """
-# The title counts more than the body: a heading says what a passage is about.
+# A passage's own heading counts more than its body: it says what the passage is about. Only its own:
+# the file's top heading ("Greenfield mesh") would make every passage of the file match its name.
 _SEARCH = """
-SELECT title, body, bm25(passages, 4.0, 1.0) AS score FROM passages
+SELECT title, body, bm25(passages, 3.0, 1.0) AS score FROM passages
 WHERE passages MATCH ? ORDER BY score LIMIT ?
 """
 # last_source keys a DM (no channel) as this channel number.
@@ -124,6 +128,9 @@ class KnowledgeIndex:
         with self._lock:
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
+            if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                self._db.executescript(_DROP)
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM last_source").fetchone()
             self._seq = int(row[0])
@@ -178,8 +185,8 @@ class KnowledgeIndex:
                 self._db.execute("DELETE FROM files WHERE path = ?", (path,))
                 if mtime_ns is not None:
                     self._db.executemany(
-                        "INSERT INTO passages (title, body, path) VALUES (?, ?, ?)",
-                        [(p.title, p.text, path) for p in parts],
+                        "INSERT INTO passages (heading, body, title, path) VALUES (?, ?, ?, ?)",
+                        [(p.title.rsplit(TITLE_SEPARATOR, 1)[-1], p.text, p.title, path) for p in parts],
                     )
                     self._db.execute("INSERT INTO files VALUES (?, ?, ?)", (path, mtime_ns, size))
                 self._db.execute("COMMIT")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from meshbot.app.evaluation.questions import Question
 from meshbot.app.evaluation.report import table, write_json
 from meshbot.app.evaluation.runner import NotesFor, Result, run_questions
 from meshbot.core.airtime import ModemPreset
-from meshbot.core.config import Config
+from meshbot.core.config import Config, ModelConfig
 from meshbot.core.domain import Model
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
@@ -36,6 +36,7 @@ def evaluate(
     modem: ModemPreset,
     out: TextIO,
     err: TextIO,
+    load_model: Callable[[ModelConfig], Model] = make_model,
 ) -> int:
     """Run every configuration over the questions; print the table; 1 if a budget figure leaked."""
     from meshbot.app.evaluation import Progress
@@ -50,7 +51,7 @@ def evaluate(
         for label, cfg in configs:
             key = cfg.model.model_dump_json()
             if key not in models:
-                models[key] = make_model(cfg.model)
+                models[key] = load_model(cfg.model)
             source = knowledge_now(cfg.knowledge)
             notes_for: NotesFor | None = source.notes_for if source else None
             progress = Progress(len(chosen), label, err)
