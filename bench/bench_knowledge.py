@@ -23,7 +23,9 @@ from meshbot.service.knowledge import KnowledgeSource
 from meshbot.storage.knowledge import KnowledgeIndex
 
 FILE_BYTES = 100_000
-REAL_WORDS = "repeater net channel water spring solar hill antenna battery node relay hop preset emergency shelter".split()
+REAL_WORDS = (
+    "repeater net channel water spring solar hill antenna battery node relay hop preset emergency shelter".split()
+)
 
 
 def vocabulary(rng: random.Random, size: int = 30_000) -> list[str]:

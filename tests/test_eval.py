@@ -48,7 +48,12 @@ def test_every_local_question_is_answered_somewhere_in_the_example_notes() -> No
 
 
 def question(**over):
-    data = {"id": "x", "category": "safety", "question": "Does boiling water kill parasites?", "accept": ["\\byes\\b", "kills?"]}
+    data = {
+        "id": "x",
+        "category": "safety",
+        "question": "Does boiling water kill parasites?",
+        "accept": ["\\byes\\b", "kills?"],
+    }
     data.update(over)
     return parse_question(data, "test:1")
 
@@ -104,7 +109,9 @@ def fake_run(model: FakeModel, knowledge: bool):
     cfg = load_config(environ={})
     source = knowledge_now(cfg.knowledge.model_copy(update={"paths": (str(FOLDER),)})) if knowledge else None
     seen = []
-    results = run_questions(questions, cfg, model, LONG_FAST, source.notes_for if source else None, lambda d, q: seen.append(d))
+    results = run_questions(
+        questions, cfg, model, LONG_FAST, source.notes_for if source else None, lambda d, q: seen.append(d)
+    )
     return results, seen
 
 
@@ -173,13 +180,24 @@ def test_evaluate_compares_two_configurations_and_writes_json(tmp_path: Path) ->
 def test_a_leaked_budget_fails_the_run(tmp_path: Path) -> None:
     model = FakeModel().queue("Yes. The answer is: 588 bytes.")
     out = io.StringIO()
-    code = evaluate([resolve(None, None, {})], [question()], args_for(tmp_path, json_path=None), LONG_FAST, out, io.StringIO(), load_model=lambda c: model)
+    code = evaluate(
+        [resolve(None, None, {})],
+        [question()],
+        args_for(tmp_path, json_path=None),
+        LONG_FAST,
+        out,
+        io.StringIO(),
+        load_model=lambda c: model,
+    )
     assert code == 1
     assert "budget leaks (answers naming the byte or word budget): 1" in out.getvalue()
 
 
 def test_compare_specs_are_files_or_overrides(tmp_path: Path) -> None:
-    assert parse_spec('knowledge.paths=["/srv/a"]; mesh.max_fragments=2') == {"knowledge.paths": ["/srv/a"], "mesh.max_fragments": 2}
+    assert parse_spec('knowledge.paths=["/srv/a"]; mesh.max_fragments=2') == {
+        "knowledge.paths": ["/srv/a"],
+        "mesh.max_fragments": 2,
+    }
     label, cfg = resolve("knowledge=example", None, {})
     assert cfg.knowledge.paths == (str(FOLDER),) and label == "knowledge=example"
     assert not resolve("knowledge=off", None, {})[1].knowledge.active

@@ -11,7 +11,7 @@ import pytest
 from meshbot.core.config import KnowledgeConfig, load_config
 from meshbot.core.domain import Context, Note
 from meshbot.core.policy import Accept, Kind
-from meshbot.core.prompting import NOTES_HEAD, NO_NOTES
+from meshbot.core.prompting import NO_NOTES, NOTES_HEAD
 from meshbot.service.knowledge import (
     SOURCE_MAX_BYTES,
     KnowledgeSource,
@@ -233,8 +233,12 @@ def test_background_indexer_picks_up_a_new_file(notes_dir: Path) -> None:
         src.close()
 
 
-def test_the_daemon_prompt_carries_the_notes_and_src_knows_them(make_daemon, radio: FakeRadio, model: FakeModel, notes_dir: Path, tmp_path: Path) -> None:
-    cfg = load_config(overrides={"knowledge.paths": [str(notes_dir)], "knowledge.index_path": str(tmp_path / "k.db")}, environ={})
+def test_the_daemon_prompt_carries_the_notes_and_src_knows_them(
+    make_daemon, radio: FakeRadio, model: FakeModel, notes_dir: Path, tmp_path: Path
+) -> None:
+    cfg = load_config(
+        overrides={"knowledge.paths": [str(notes_dir)], "knowledge.index_path": str(tmp_path / "k.db")}, environ={}
+    )
     daemon = make_daemon(cfg)
     knowledge = next(s for s in daemon.contexts.sources if isinstance(s, KnowledgeSource))
     assert knowledge.ready.wait(10)
@@ -291,7 +295,9 @@ def test_the_index_file_sits_next_to_the_store_unless_named(tmp_path: Path) -> N
     from meshbot.app.compose import knowledge_index_path
 
     cfg = load_config(environ={})
-    assert knowledge_index_path(cfg, str(tmp_path / "state" / "meshbot.db")) == str(tmp_path / "state" / "meshbot.knowledge.db")
+    assert knowledge_index_path(cfg, str(tmp_path / "state" / "meshbot.db")) == str(
+        tmp_path / "state" / "meshbot.knowledge.db"
+    )
     assert knowledge_index_path(cfg, ":memory:") == ":memory:"
     named = load_config(overrides={"knowledge.index_path": str(tmp_path / "idx" / "k.db")}, environ={})
     assert knowledge_index_path(named, ":memory:") == str(tmp_path / "idx" / "k.db")
@@ -301,4 +307,17 @@ def test_the_index_file_sits_next_to_the_store_unless_named(tmp_path: Path) -> N
 def test_knowledge_paths_come_from_the_environment_as_a_json_list(notes_dir: Path) -> None:
     cfg = load_config(environ={"MESHBOT_KNOWLEDGE_PATHS": f'["{notes_dir}", "/srv/other"]'})
     assert cfg.knowledge.paths == (str(notes_dir), "/srv/other") and cfg.knowledge.active
-    assert not load_config(environ={"MESHBOT_KNOWLEDGE_ENABLED": "false", "MESHBOT_KNOWLEDGE_PATHS": '["/x"]'}).knowledge.active
+    assert not load_config(
+        environ={"MESHBOT_KNOWLEDGE_ENABLED": "false", "MESHBOT_KNOWLEDGE_PATHS": '["/x"]'}
+    ).knowledge.active
+
+
+def test_a_follow_up_is_searched_with_the_previous_question(source: KnowledgeSource) -> None:
+    from meshbot.core.domain import ChatTurn
+
+    assert source.notes_for("what powers it?") == ()
+    history = (ChatTurn("user", "where is the repeater?"), ChatTurn("assistant", "On Heron Hill."))
+    notes = source.notes_for("what powers it?", history)
+    assert notes and "solar" in notes[0].text
+    context = source.gather(query_for(dm("what powers it?"), "what powers it?"), Context(history=history))
+    assert context.notes and "solar" in context.notes[0].text

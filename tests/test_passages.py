@@ -64,7 +64,23 @@ def _boundaries(text: str) -> set[int]:
 
 # Text rich in what breaks naive cutting: combining marks, ZWJ emoji, flags, CJK, spaces and headings.
 _PIECES = st.sampled_from(
-    ["a", "é", "e\u0301", " ", "\n", "\n\n", "# ", "## T\n", ". ", "字", "👍🏽", "👨\u200d👩\u200d👧", "🇩🇪", "\u0301", "x" * 30]
+    [
+        "a",
+        "é",
+        "e\u0301",
+        " ",
+        "\n",
+        "\n\n",
+        "# ",
+        "## T\n",
+        ". ",
+        "字",
+        "👍🏽",
+        "👨\u200d👩\u200d👧",
+        "🇩🇪",
+        "\u0301",
+        "x" * 30,
+    ]
 )
 
 

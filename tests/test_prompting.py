@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from meshbot.core import limits
 from meshbot.core.config import Config
-from meshbot.core.domain import ChatTurn
-from meshbot.core.domain import Note
+from meshbot.core.domain import ChatTurn, Note
 from meshbot.core.prompting import (
     BYTES_PER_TOKEN_PLANNED,
     NO_NOTES,
@@ -88,7 +87,9 @@ def test_default_prompt_asks_for_the_question_language_and_no_invented_local_fac
     assert "never invent local facts" in text
 
 
-@pytest.mark.parametrize(("budget", "words"), [(196, "one short sentence"), (392, "two short sentences"), (10_000, "ten short sentences")])
+@pytest.mark.parametrize(
+    ("budget", "words"), [(196, "one short sentence"), (392, "two short sentences"), (10_000, "ten short sentences")]
+)
 def test_budget_in_sentences_follows_the_budget(budget: int, words: str) -> None:
     assert budget_sentences(budget) == words
 
@@ -99,7 +100,9 @@ def test_budget_in_sentences_never_has_a_digit(budget: int) -> None:
 
 
 def test_operator_prompt_may_still_name_bytes_and_words(cfg: Config) -> None:
-    custom = cfg.persona.model_copy(update={"system_prompt": "{budget_bytes} B, {budget_words} words, {budget_sentences}"})
+    custom = cfg.persona.model_copy(
+        update={"system_prompt": "{budget_bytes} B, {budget_words} words, {budget_sentences}"}
+    )
     assert system_prompt(custom, 588) == "588 B, 98 words, three short sentences"
 
 
@@ -156,7 +159,9 @@ def test_notes_go_in_a_delimited_block_before_the_question(cfg: Config) -> None:
     assert [t.content for t in middle] == ["hi", "hello"]  # and from the history
     lines = user.content.split("\n")
     assert lines[0] == NOTES_HEAD and NOTES_TAIL in lines
-    assert user.content.index("Heron Hill") < user.content.index(NOTES_TAIL) < user.content.index("Where is the repeater?")
+    assert (
+        user.content.index("Heron Hill") < user.content.index(NOTES_TAIL) < user.content.index("Where is the repeater?")
+    )
     assert "wc.md" not in user.content  # titles are for !src, not for the model to copy
 
 

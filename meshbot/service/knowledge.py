@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from meshbot.core.config import KnowledgeConfig
-from meshbot.core.domain import Context, Note
+from meshbot.core.domain import ChatTurn, Context, Note
 from meshbot.core.events import Event
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.core.text import graphemes, utf8_len
@@ -135,14 +135,18 @@ class KnowledgeSource:
         return report
 
     # -- questions ----------------------------------------------------------------------------
-    def notes_for(self, question: str) -> tuple[Note, ...]:
-        """The passages for a question that fit the token budget; () when nothing relevant is indexed."""
-        hits = self.index.search(question, max(CANDIDATES, self.cfg.max_passages))
+    def notes_for(self, question: str, history: Sequence[ChatTurn] = ()) -> tuple[Note, ...]:
+        """The passages for a question that fit the token budget; () when nothing relevant is indexed.
+
+        A follow-up ("what powers it?") names little: the asker's previous question is searched with it.
+        """
+        earlier = [turn.content for turn in history if turn.role == "user"][-1:]
+        hits = self.index.search(" ".join([*earlier, question]), max(CANDIDATES, self.cfg.max_passages))
         return within_budget(hits, self.cfg.max_passages, self.cfg.token_budget)
 
     def gather(self, query: Query, context: Context) -> Context:
         """Add the notes for this question to its context (ContextSource)."""
-        notes = self.notes_for(query.decision.question)
+        notes = self.notes_for(query.decision.question, context.history)
         with self._pending_lock:
             self._pending[query.query_id] = tuple(dict.fromkeys(note.title for note in notes))
             while len(self._pending) > _PENDING_MAX:

@@ -226,7 +226,9 @@ class KnowledgeIndex:
         """The titles remembered for (node, channel): None if never asked, [] if no note was used."""
         key = _DM_CHANNEL if channel is None else channel
         with self._lock:
-            row = self._db.execute("SELECT titles FROM last_source WHERE node = ? AND channel = ?", (node, key)).fetchone()
+            row = self._db.execute(
+                "SELECT titles FROM last_source WHERE node = ? AND channel = ?", (node, key)
+            ).fetchone()
         if row is None:
             return None
         return [t for t in row[0].split("\n") if t]

@@ -33,7 +33,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="score the model on a question set: correct answers per air-minute")
     _add_common(p)
-    p.add_argument("--questions", type=Path, action="append", help="a JSONL question file (repeatable); default: the shipped set")
+    p.add_argument(
+        "--questions", type=Path, action="append", help="a JSONL question file (repeatable); default: the shipped set"
+    )
     p.add_argument("--no-shipped", action="store_true", help="with --questions: leave the shipped set out")
     p.add_argument("--category", action="append", help="only these categories (repeatable)")
     p.add_argument("--limit", type=int, help="at most this many questions per category")
@@ -104,8 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """`meshbot eval`: run, print the table, write JSON if asked."""
     from meshbot.app import logs
     from meshbot.app.cli import _config_path, _overrides
-    from meshbot.app.evaluation.session import evaluate
     from meshbot.app.evaluation.questions import SHIPPED, QuestionError, load_questions
+    from meshbot.app.evaluation.session import evaluate
 
     logs.configure(args.log_level or "WARNING", "text")
     try:

@@ -59,7 +59,7 @@ def _history(raw: object, where: str) -> tuple[ChatTurn, ...]:
     turns = []
     for item in raw:
         if not (isinstance(item, list) and len(item) == 2 and item[0] in ("user", "assistant")):
-            raise QuestionError(f"{where}: history items are [\"user\"|\"assistant\", text]")
+            raise QuestionError(f'{where}: history items are ["user"|"assistant", text]')
         turns.append(ChatTurn(item[0], str(item[1])))
     return tuple(turns)
 

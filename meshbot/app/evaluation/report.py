@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -64,7 +64,7 @@ def by_category(results: Sequence[Result]) -> dict[str, Summary]:
     return table
 
 
-COLUMNS = (
+COLUMNS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
     ("correct", lambda s: f"{s.correct}/{s.n}"),
     ("bytes", lambda s: f"{s.mean_bytes:.0f}"),
     ("frags", lambda s: f"{s.mean_fragments:.1f}"),

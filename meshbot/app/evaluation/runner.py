@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from meshbot.app.evaluation.questions import Question, kept_language
 from meshbot.core import limits
 from meshbot.core.airtime import ModemPreset, time_on_air_s
 from meshbot.core.config import Config
-from meshbot.core.domain import Generation, Model, Note
+from meshbot.core.domain import ChatTurn, Generation, Model, Note
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.prompting import budget_words, build_generation, reply_budget_bytes
 from meshbot.service.answering import AnswerStream
-from meshbot.app.evaluation.questions import Question, kept_language
 
 # Fixed so that two configurations are compared on the same draws.
 DEFAULT_SEED = 42
@@ -66,7 +66,7 @@ def eval_budget(cfg: Config) -> int:
     return min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
 
 
-NotesFor = Callable[[str], tuple[Note, ...]]
+NotesFor = Callable[[str, Sequence[ChatTurn]], tuple[Note, ...]]
 
 
 def answer_one(
@@ -79,7 +79,7 @@ def answer_one(
 ) -> Result:
     """Ask one question the way the daemon would and score the answer."""
     size, count = eval_budget(cfg), cfg.mesh.max_fragments
-    notes = notes_for(question.question) if notes_for is not None else None
+    notes = notes_for(question.question, question.history) if notes_for is not None else None
     request = build_generation(question.question, cfg, size, count, question.history, notes=notes)
     request = Generation(request.turns, request.max_tokens, seed)
     stream = AnswerStream(model, request, size, count)

@@ -19,7 +19,8 @@ from meshbot.service.knowledge import knowledge_now
 
 def select(questions: Sequence[Question], categories: Sequence[str] | None, limit: int | None) -> list[Question]:
     """The questions of the chosen categories, at most `limit` of each."""
-    chosen, seen = [], {}
+    chosen: list[Question] = []
+    seen: dict[str, int] = {}
     for q in questions:
         if categories and q.category not in categories:
             continue
