@@ -315,9 +315,18 @@ def test_knowledge_paths_come_from_the_environment_as_a_json_list(notes_dir: Pat
 def test_a_follow_up_is_searched_with_the_previous_question(source: KnowledgeSource) -> None:
     from meshbot.core.domain import ChatTurn
 
-    assert source.notes_for("what powers it?") == ()
+    follow_up = "how is it kept going?"
+    assert source.notes_for(follow_up) == ()
     history = (ChatTurn("user", "where is the repeater?"), ChatTurn("assistant", "On Heron Hill."))
-    notes = source.notes_for("what powers it?", history)
+    notes = source.notes_for(follow_up, history)
     assert notes and "solar" in notes[0].text
-    context = source.gather(query_for(dm("what powers it?"), "what powers it?"), Context(history=history))
+    context = source.gather(query_for(dm(follow_up), follow_up), Context(history=history))
     assert context.notes and "solar" in context.notes[0].text
+
+
+def test_one_chance_word_in_a_long_question_is_not_relevance(index: KnowledgeIndex, notes_dir: Path) -> None:
+    index.sync([notes_dir])
+    # "water" alone ties the spring note to this question: not enough to call it relevant.
+    assert index.search("Does ocean water cause salt poisoning?", 5) == []
+    assert titles(index.search("clean water spring", 5))[0] == "community.md > Willow Creek > Spring"
+    assert titles(index.search("weekly net", 5))[0] == "community.md > Willow Creek > Weekly net"

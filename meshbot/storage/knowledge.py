@@ -34,7 +34,7 @@ MAX_REMEMBERED_SOURCES = 2000
 # made only of these finds nothing rather than whatever passage mentions "what" most.
 STOPWORDS = frozenset(
     """a an and are as at be but by can could did do does for from had has have how i if in is it its me
-    my no not of on or our so that the their then there these this to was we were what when where which who
+    my no not of on or our so that many much per the their then there these this to was we were what when where which who
     whom why will with would you your about any some there's it's i'm please tell know
     el la los las un una unos de del y o que en es por para con como cual cuando donde qué cómo cuál cuándo
     dónde se su al lo
@@ -45,12 +45,12 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 24
 
 # The index is a cache of the files: a file of another layout is emptied and rebuilt, never migrated.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _DROP = "DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS passages; DROP TABLE IF EXISTS last_source;"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
-    heading, body, title UNINDEXED, path UNINDEXED, tokenize = 'unicode61 remove_diacritics 2'
+    heading, body, title UNINDEXED, path UNINDEXED, tokenize = 'porter unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS last_source (
     node INTEGER NOT NULL, channel INTEGER NOT NULL, titles TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -86,17 +86,42 @@ class SyncReport:
     failed: int = 0  # files that could not be read
 
 
-def match_expression(question: str) -> str | None:
-    """The FTS5 query for a question: its telling words, OR-ed; None when it has none."""
+def query_words(question: str) -> list[str]:
+    """The telling words of a question: lower case, no stopwords, no repeats, at most MAX_QUERY_WORDS."""
     words: list[str] = []
     for word in _WORD.findall(question.lower()):
         if len(word) < 2 or word in STOPWORDS or word in words:
             continue
         words.append(word)
-    if not words:
-        return None
+    return words[:MAX_QUERY_WORDS]
+
+
+def match_expression(question: str) -> str | None:
+    """The FTS5 query for a question: its telling words, OR-ed; None when it has none."""
+    words = query_words(question)
     # Quoted, so a word like NEAR or AND is a word, not an operator.
-    return " OR ".join(f'"{w}"' for w in words[:MAX_QUERY_WORDS])
+    return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+def _shares_stem(word: str, present: set[str]) -> bool:
+    # Crude but language-blind: "boiling" and "boiled" share "boil"; a short word must match whole.
+    if word in present or len(word) <= 4:
+        return word in present
+    stem = word[: max(4, len(word) - 3)]
+    return any(p.startswith(stem) for p in present)
+
+
+def covered(words: Sequence[str], text: str) -> int:
+    """How many of the question's words (by stem) a passage contains."""
+    present = set(_WORD.findall(text.lower()))
+    return sum(_shares_stem(w, present) for w in words)
+
+
+def needed_cover(words: Sequence[str]) -> int:
+    """Words a passage must share with a question to count as relevant: two once the question has four."""
+    # One shared word in a long question ("minute" in a CPR question meeting a note on boiling water)
+    # is chance, not relevance; a short question ("weekly net") may match on one.
+    return 1 if len(words) <= 3 else 2
 
 
 def note_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -197,12 +222,16 @@ class KnowledgeIndex:
     # -- questions ----------------------------------------------------------------------------
     def search(self, question: str, limit: int) -> list[Hit]:
         """The best `limit` passages for a question, best first; [] when nothing matches."""
+        words = query_words(question)
         expression = match_expression(question)
         if expression is None or limit < 1:
             return []
         with self._lock:
             rows = self._db.execute(_SEARCH, (expression, limit)).fetchall()
-        return [Hit(Note(title, body), score) for title, body, score in rows]
+        need = needed_cover(words)
+        return [
+            Hit(Note(title, body), score) for title, body, score in rows if covered(words, f"{title} {body}") >= need
+        ]
 
     def counts(self) -> tuple[int, int]:
         """(files, passages) in the index."""
