@@ -330,3 +330,16 @@ def test_one_chance_word_in_a_long_question_is_not_relevance(index: KnowledgeInd
     assert index.search("Does ocean water cause salt poisoning?", 5) == []
     assert titles(index.search("clean water spring", 5))[0] == "community.md > Willow Creek > Spring"
     assert titles(index.search("weekly net", 5))[0] == "community.md > Willow Creek > Weekly net"
+
+
+def test_the_demo_uses_the_example_notes_unless_the_operator_named_some(notes_dir: Path) -> None:
+    from meshbot.app.runner import with_example_knowledge
+    from meshbot.knowledge_example import FOLDER
+
+    assert with_example_knowledge(load_config(environ={})).knowledge.paths == (str(FOLDER),)
+    own = load_config(overrides={"knowledge.paths": [str(notes_dir)]}, environ={})
+    assert with_example_knowledge(own).knowledge.paths == (str(notes_dir),)
+    off = load_config(overrides={"knowledge.enabled": False}, environ={})
+    assert not with_example_knowledge(off).knowledge.active
+    assert {p.name for p in FOLDER.glob("*.md")} >= {"using-the-bot.md", "meshtastic-basics.md", "willow-creek.md"}
+    assert (Path(__file__).resolve().parent.parent / "config" / "knowledge").resolve() == FOLDER
