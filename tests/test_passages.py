@@ -71,6 +71,8 @@ _PIECES = st.sampled_from(
         " ",
         "\n",
         "\n\n",
+        "\r\n",
+        "\r",
         "# ",
         "## T\n",
         ". ",

@@ -59,6 +59,11 @@ class _Splitter:
         """The first grapheme-cluster boundary at or after offset `i`."""
         if i <= 0 or i >= len(self.source):
             return max(0, min(i, len(self.source)))
+        before, after = self.source[i - 1], self.source[i]
+        # Between two ASCII characters there is always a boundary (UAX #29), except inside CR LF: the
+        # common case, answered without scanning the line (which made long lines quadratic).
+        if before < "\x80" and after < "\x80" and not (before == "\r" and after == "\n"):
+            return i
         # Just after a line feed is always a boundary (UAX #29 GB4), so scan from there.
         anchor = self.source.rfind("\n", 0, i) + 1
         for match in _CLUSTER.finditer(self.source, anchor):
