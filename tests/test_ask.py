@@ -14,6 +14,7 @@ from meshbot.app.ask import NEWLINE_MARK, ask_budget, run_ask
 from meshbot.core.config import Config, MeshConfig, ModelConfig
 from meshbot.core.domain import Generation, GenerationStats
 from meshbot.core.fragmenter import MORE_HINT, strip_numbering
+from meshbot.core.prompting import budget_sentences
 from meshbot.core.text import tidy, tidy_stream
 
 LINE = re.compile(r"^\[(\d+)\]\s+(\d+) B  (.*)$")
@@ -118,11 +119,12 @@ def test_multibyte_answer_fits_budget_and_keeps_every_character(cfg: Config) -> 
     assert bodies.split() == tidy(answer).split()
 
 
-def test_model_is_told_the_byte_budget(cfg: Config) -> None:
+def test_model_is_told_the_budget_in_words_without_a_figure(cfg: Config) -> None:
     model = FakeModel(["ok"])
     run_ask(cfg, "hi", io.StringIO(), model)
     system = model.requests[0].turns[0].content
-    assert f"{3 * (ask_budget(cfg) - 4)} bytes" in system
+    assert budget_sentences(3 * (ask_budget(cfg) - 4)) in system
+    assert str(3 * (ask_budget(cfg) - 4)) not in system
 
 
 def test_empty_answer_is_reported_as_failure(cfg: Config) -> None:

@@ -8,9 +8,13 @@ from hypothesis import strategies as st
 
 from meshbot.core import limits
 from meshbot.core.config import Config
-from meshbot.core.domain import ChatTurn
+from meshbot.core.domain import ChatTurn, Note
 from meshbot.core.prompting import (
     BYTES_PER_TOKEN_PLANNED,
+    NO_NOTES,
+    NOTES_HEAD,
+    NOTES_TAIL,
+    budget_sentences,
     build_generation,
     max_tokens_for,
     numbering_room,
@@ -69,11 +73,37 @@ def test_max_tokens_within_one_and_cap_and_grows_with_budget(budget: int, cap: i
     assert max_tokens_for(budget + 100, cap) >= tokens
 
 
-def test_system_prompt_tells_the_model_its_byte_budget_and_name(cfg: Config) -> None:
+def test_default_prompt_tells_the_budget_in_words_with_no_figure_to_echo(cfg: Config) -> None:
     text = system_prompt(cfg.persona, 588)
-    assert "588 bytes" in text
+    assert "three short sentences" in text
+    assert not any(ch.isdigit() for ch in text)  # "The answer is: 588 bytes" came from a figure here
     assert "meshbot" in text
     assert "{" not in text  # every placeholder filled
+
+
+def test_default_prompt_asks_for_the_question_language_and_no_invented_local_facts(cfg: Config) -> None:
+    text = system_prompt(cfg.persona, 588).lower()
+    assert "same language as the question" in text
+    assert "never invent local facts" in text
+
+
+@pytest.mark.parametrize(
+    ("budget", "words"), [(196, "one short sentence"), (392, "two short sentences"), (10_000, "ten short sentences")]
+)
+def test_budget_in_sentences_follows_the_budget(budget: int, words: str) -> None:
+    assert budget_sentences(budget) == words
+
+
+@given(budget=st.integers(1, 100_000))
+def test_budget_in_sentences_never_has_a_digit(budget: int) -> None:
+    assert not any(ch.isdigit() for ch in budget_sentences(budget))
+
+
+def test_operator_prompt_may_still_name_bytes_and_words(cfg: Config) -> None:
+    custom = cfg.persona.model_copy(
+        update={"system_prompt": "{budget_bytes} B, {budget_words} words, {budget_sentences}"}
+    )
+    assert system_prompt(custom, 588) == "588 B, 98 words, three short sentences"
 
 
 def test_system_prompt_word_count_follows_budget(cfg: Config) -> None:
@@ -90,7 +120,7 @@ def test_generation_is_system_then_user_with_budgeted_tokens(cfg: Config) -> Non
     gen = build_generation("  What is LoRa?  ", cfg, 200, 3)
     assert [t.role for t in gen.turns] == ["system", "user"]
     assert gen.turns[1].content == "What is LoRa?"
-    assert "588 bytes" in gen.turns[0].content
+    assert "three short sentences" in gen.turns[0].content
     assert gen.max_tokens == max_tokens_for(588, cfg.model.max_tokens_cap)
 
 
@@ -118,3 +148,26 @@ def test_unknown_history_role_is_refused(cfg: Config) -> None:
 def test_smaller_cap_limits_generation(cfg: Config) -> None:
     small = cfg.model_copy(update={"model": cfg.model.model_copy(update={"max_tokens_cap": 16})})
     assert build_generation("q", small, 200, 3).max_tokens == 16
+
+
+def test_notes_go_in_a_delimited_block_before_the_question(cfg: Config) -> None:
+    notes = (Note("wc.md > Repeater", "The repeater is on Heron Hill."), Note("wc.md > Net", "Net: Tuesday."))
+    history = (ChatTurn("user", "hi"), ChatTurn("assistant", "hello"))
+    gen = build_generation("Where is the repeater?", cfg, 200, 3, history, notes=notes)
+    system, *middle, user = gen.turns
+    assert "Heron Hill" not in system.content  # apart from the persona
+    assert [t.content for t in middle] == ["hi", "hello"]  # and from the history
+    lines = user.content.split("\n")
+    assert lines[0] == NOTES_HEAD and NOTES_TAIL in lines
+    assert (
+        user.content.index("Heron Hill") < user.content.index(NOTES_TAIL) < user.content.index("Where is the repeater?")
+    )
+    assert "wc.md" not in user.content  # titles are for !src, not for the model to copy
+
+
+def test_no_relevant_note_is_said_and_knowledge_off_says_nothing(cfg: Config) -> None:
+    none_found = build_generation("Where is the repeater?", cfg, 200, 3, notes=())
+    assert none_found.turns[-1].content.startswith(NO_NOTES)
+    assert none_found.turns[-1].content.endswith("Where is the repeater?")
+    off = build_generation("Where is the repeater?", cfg, 200, 3, notes=None)
+    assert off.turns[-1].content == "Where is the repeater?"

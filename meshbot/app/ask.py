@@ -13,6 +13,7 @@ from meshbot.core.prompting import build_generation
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
 from meshbot.service.answering import AnswerStream
+from meshbot.service.knowledge import knowledge_now
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,14 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
             out.write(f"error: {exc}\n")
             return 2
     budget = ask_budget(cfg)
-    request = build_generation(question, cfg, budget, cfg.mesh.max_fragments)
+    source = knowledge_now(cfg.knowledge)
+    notes = source.notes_for(question) if source is not None else None
+    if source is not None:
+        source.close()
+    request = build_generation(question, cfg, budget, cfg.mesh.max_fragments, notes=notes)
     answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments, tag=cfg.mesh.ai_tag)
+    for note in notes or ():
+        out.write(f"-- note: {note.title}\n")
     # Read the whole answer, as the daemon does: what does not fit is kept for "more".
     try:
         count = sum(_show(out, [frag]) for frag in answer)

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_sim(sub)
 
+    from meshbot.app.evaluation import register as register_eval
+
+    register_eval(sub)
+
     status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
     status.add_argument("--config", type=Path, help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="one JSON object")

@@ -21,8 +21,10 @@ from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.commands import CommandHooks
 from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Companion, Daemon, Inbox
+from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory
+from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
 
@@ -49,8 +51,31 @@ def conversation_memory(cfg: Config, store: Store, model: Model | None = None) -
     return ConversationMemory(MemoryTable(store), cfg, count_tokens if callable(count_tokens) else None)
 
 
+def knowledge_index_path(cfg: Config, store_path: str) -> str:
+    """Where the knowledge index lives: `[knowledge] index_path`, else next to the store (in memory with it)."""
+    if cfg.knowledge.index_path:
+        path = Path(cfg.knowledge.index_path).expanduser()
+    elif store_path == ":memory:":
+        return ":memory:"
+    else:
+        store = Path(store_path).expanduser()
+        path = store.with_name(f"{store.stem}.knowledge.db")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def open_knowledge(cfg: Config, store_path: str) -> KnowledgeSource:
+    """The knowledge source for `[knowledge]`, its background indexer started."""
+    index = KnowledgeIndex(knowledge_index_path(cfg, store_path), cfg.knowledge.passage_bytes)
+    source = KnowledgeSource(index, cfg.knowledge)
+    source.start()
+    return source
+
+
 def context_sources(
-    cfg: Config, store: Store, radio: Radio | None = None, memory: ConversationMemory | None = None
+    radio: Radio | None = None,
+    memory: ConversationMemory | None = None,
+    knowledge: KnowledgeSource | None = None,
 ) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
     directory: NodeDirectory | None = radio if isinstance(radio, NodeDirectory) else None
@@ -58,13 +83,18 @@ def context_sources(
     sources: list[ContextSource] = []
     if memory is not None:
         sources.append(memory)
+    if knowledge is not None:
+        sources.append(knowledge)
     sources.append(AskerSource(names))
     return sources
 
 
-def command_hooks(memory: ConversationMemory | None) -> CommandHooks:
+def command_hooks(memory: ConversationMemory | None, knowledge: KnowledgeSource | None) -> CommandHooks:
     """What !reset and !src call: conversation memory's forget, the knowledge index's last source (None: off)."""
-    return CommandHooks(forget=memory.forget if memory is not None else None, last_source=None)
+    return CommandHooks(
+        forget=memory.forget if memory is not None else None,
+        last_source=knowledge.last_source if knowledge is not None else None,
+    )
 
 
 class _ClusterParts:
@@ -143,7 +173,7 @@ def build_daemon(
     check_names(cfg)
     clock = clock or SystemClock()
     store = store or open_store(cfg)
-    opened: list[Model | Radio] = []
+    opened: list[Model | Radio | KnowledgeSource] = []
     cluster: _ClusterParts | None = None
     try:
         if cfg.cluster.enabled:
@@ -161,7 +191,10 @@ def build_daemon(
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
         memory = conversation_memory(cfg, store, model) if cfg.memory.enabled else None
-        contexts = Contexts(context_sources(cfg, store, radio, memory))
+        knowledge = open_knowledge(cfg, store.path) if cfg.knowledge.active else None
+        if knowledge is not None:
+            opened.append(knowledge)
+        contexts = Contexts(context_sources(radio, memory, knowledge))
         daemon = Daemon(
             cfg,
             radio=radio,
@@ -171,7 +204,7 @@ def build_daemon(
             node=node,
             inbox=inbox,
             contexts=contexts,
-            hooks=hooks or command_hooks(memory),
+            hooks=hooks or command_hooks(memory, knowledge),
             ledger=cluster.ledger if cluster else None,
             companions=cluster.companions if cluster else (),
         )

@@ -78,6 +78,15 @@ def _start_demo(cfg: Config) -> Demo:
     return demo
 
 
+def with_example_knowledge(cfg: Config) -> Config:
+    """The demo's config: the bundled example notes when the operator named none."""
+    if cfg.knowledge.paths or not cfg.knowledge.enabled:
+        return cfg
+    from meshbot.knowledge_example import FOLDER
+
+    return cfg.model_copy(update={"knowledge": cfg.knowledge.model_copy(update={"paths": (str(FOLDER),)})})
+
+
 def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> int:
     """Run the daemon until `stop` is set; returns the exit code (1: it could not start)."""
     demo = None
@@ -85,7 +94,8 @@ def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> i
         cfg, use_sim = choose_radio(cfg, force_sim)
         if use_sim:
             demo = _start_demo(cfg)
-            cfg = _fresh_demo_store(_with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None))
+            cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)
+            cfg = with_example_knowledge(_fresh_demo_store(cfg))
         daemon = build_daemon(cfg, stop=stop)
     except STARTUP_ERRORS as exc:
         if demo is not None:

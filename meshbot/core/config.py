@@ -19,10 +19,15 @@ from meshbot.core import limits
 
 ENV_PREFIX = "MESHBOT_"
 
+# No number in it: a small model told "588 bytes" echoes the figure back ("The answer is: 588 bytes").
+# {budget_sentences} is the length in words ("three short sentences"); {budget_bytes} and
+# {budget_words} still work in an operator's own prompt.
 DEFAULT_SYSTEM_PROMPT = (
-    "You are {name}, a helpful assistant reached over a low-bandwidth LoRa radio mesh. "
-    "Answer in plain text, no markdown, no lists. Be brief and factual. "
-    "Your whole reply must fit in {budget_bytes} bytes, about {budget_words} words."
+    "You are {name}, a helpful assistant reached over a slow LoRa radio mesh. "
+    "Answer in plain text, no markdown, no lists, in {budget_sentences} at most. "
+    "Reply in the same language as the question. "
+    "Never invent local facts such as places, times, channels or people: "
+    "use the local notes when they are given, and say you do not know when they do not hold the answer."
 )
 
 
@@ -253,6 +258,23 @@ class CommandsConfig(_Section):
     per_node_per_hour: float = Field(default=60, ge=0)
 
 
+class KnowledgeConfig(_Section):
+    """The operator's own notes (Markdown and text files), indexed offline and given to the model as grounding."""
+
+    enabled: bool = True  # false: ignore `paths` (e.g. to compare with and without notes)
+    paths: tuple[str, ...] = ()  # folders (or single files) of .md/.txt notes; empty: knowledge off
+    index_path: str | None = None  # SQLite file of the index; None: next to [store] path
+    max_passages: int = Field(default=3, ge=1, le=20)
+    token_budget: int = Field(default=400, ge=16, le=8192)  # prompt tokens the notes may take, estimated
+    reindex_interval_s: float = Field(default=30.0, gt=0)  # how often files are checked for changes (mtime)
+    passage_bytes: int = Field(default=600, ge=80, le=8000)  # longest passage a file is split into
+
+    @property
+    def active(self) -> bool:
+        """True when notes are to be looked up for each question."""
+        return self.enabled and bool(self.paths)
+
+
 class LogConfig(_Section):
     """How the daemon logs."""
 
@@ -376,6 +398,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     join: JoinConfig = JoinConfig()
     commands: CommandsConfig = CommandsConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
     log: LogConfig = LogConfig()
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()

@@ -62,6 +62,9 @@ class Event(enum.StrEnum):
     # conversation memory
     MEMORY_FORGOTTEN = "memory-forgotten"
     MEMORY_EXPIRED = "memory-expired"
+    # knowledge (the operator's notes)
+    KNOWLEDGE_INDEXED = "knowledge-indexed"
+    KNOWLEDGE_ERROR = "knowledge-error"
     # sending
     FRAGMENT_SENT = "fragment-sent"
     FRAGMENT_ACKED = "fragment-acked"

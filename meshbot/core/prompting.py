@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import regex
 
 from meshbot.core.config import Config, PersonaConfig
-from meshbot.core.domain import Asker, ChatTurn, Generation
+from meshbot.core.domain import Asker, ChatTurn, Generation, Note
 
 # UTF-8 bytes per token we plan for. Measured with SmolLM2's tokenizer: English 4.6,
 # German 2.9, Russian 2.2-2.4, Chinese 1.5. We size for the worst of these so a
@@ -23,6 +23,11 @@ BYTES_PER_TOKEN_PLANNED = 1.5
 TOKEN_SLACK = 8
 # Average English word plus its space, used to tell the model a word count it can follow.
 BYTES_PER_WORD = 6
+
+# A short mesh sentence (about fifteen words) in bytes: the reply's length is told in sentences.
+BYTES_PER_SENTENCE = 180
+# Spelled out so the prompt carries no figure the model could echo back.
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 ROLES = ("system", "user", "assistant")
 # A node's name is whatever its owner typed: keep letters, digits, marks, symbols (emoji) and a few joiners,
@@ -47,6 +52,13 @@ def asker_line(asker: Asker) -> str:
         hops = max(0, min(asker.hops, 7))
         parts.append("in direct radio range" if hops == 0 else f"{hops} hop{'s' if hops != 1 else ''} away")
     return ", ".join(parts) + "."
+
+
+# The notes block: delimited, apart from the persona and the history, right before the question.
+NOTES_HEAD = "Local notes from the operator (use them only if they answer the question):"
+NOTES_TAIL = "End of local notes."
+NO_NOTES = "Local notes: none match this question. Do not make up local facts; say you do not know them."
+QUESTION_HEAD = "Question:"
 
 
 def numbering_room(max_fragments: int) -> int:
@@ -80,10 +92,17 @@ def budget_words(budget_bytes: int) -> int:
     return max(1, budget_bytes // BYTES_PER_WORD)
 
 
+def budget_sentences(budget_bytes: int) -> str:
+    """The reply length in words, no digits: "one short sentence", "three short sentences"."""
+    count = max(1, min(len(_NUMBER_WORDS), budget_bytes // BYTES_PER_SENTENCE))
+    return f"{_NUMBER_WORDS[count - 1]} short sentence{'' if count == 1 else 's'}"
+
+
 def system_prompt(cfg: PersonaConfig, budget_bytes: int) -> str:
-    """The configured system prompt with {name}, {budget_bytes} and {budget_words} filled in."""
+    """The configured system prompt with {name}, {budget_sentences}, {budget_bytes} and {budget_words} filled in."""
     values = {
         "name": cfg.bot_name,
+        "budget_sentences": budget_sentences(budget_bytes),
         "budget_bytes": str(budget_bytes),
         "budget_words": str(budget_words(budget_bytes)),
     }
@@ -103,8 +122,12 @@ def build_generation(
     history: Sequence[ChatTurn] = (),
     *,
     asker: Asker | None = None,
+    notes: Sequence[Note] | None = None,
 ) -> Generation:
-    """The chat for one query: our system prompt (and who asks), earlier turns, then the question."""
+    """The chat for one query: our system prompt (and who asks), earlier turns, then the question (with notes).
+
+    `notes` None: knowledge is off and the question goes alone; empty: the question says no note matched.
+    """
     budget = reply_budget_bytes(max_fragment_bytes, max_fragments)
     system = system_prompt(cfg.persona, budget)
     if asker is not None and (asker.short_name or asker.hops is not None):
@@ -116,5 +139,22 @@ def build_generation(
         # Only one system prompt: ours, which carries the current byte budget.
         if turn.role != "system":
             turns.append(turn)
-    turns.append(ChatTurn("user", query.strip()))
+    turns.append(ChatTurn("user", with_notes(query.strip(), notes)))
     return Generation(turns=tuple(turns), max_tokens=max_tokens_for(budget, cfg.model.max_tokens_cap))
+
+
+def notes_block(notes: Sequence[Note]) -> str:
+    """The notes as the model sees them: a delimited block, each passage under its title."""
+    if not notes:
+        return NO_NOTES
+    # The text only: a small model copies a bracketed title into its answer; `!src` has the titles.
+    body = "\n\n".join(note.text.strip() for note in notes)
+    return f"{NOTES_HEAD}\n{body}\n{NOTES_TAIL}"
+
+
+def with_notes(question: str, notes: Sequence[Note] | None) -> str:
+    """The user turn: the notes block, then the question; the question alone when knowledge is off."""
+    if notes is None:
+        return question
+    # Next to the question rather than in the system prompt: a small model uses what is near.
+    return f"{notes_block(notes)}\n\n{QUESTION_HEAD} {question}"

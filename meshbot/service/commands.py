@@ -161,5 +161,5 @@ class StandardCommands:
         """Where the last answer's notes came from."""
         if self._last_source is None:
             return "Knowledge is off: answers come from the model alone."
-        source = self._last_source(request.msg.sender, request.msg.channel)
+        source = self._last_source(request.msg.sender, request.channel)
         return f"Source: {source}" if source else "No source: the last answer used no notes."

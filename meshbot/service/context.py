@@ -53,6 +53,17 @@ class Contexts:
             except Exception:
                 log.exception("context source %s failed after q%d", type(source).__name__, query.query_id)
 
+    def close(self) -> None:
+        """Release what the sources hold (an index, a background thread): at daemon stop."""
+        for source in self.sources:
+            close = getattr(source, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:
+                log.exception("context source %s failed to close", type(source).__name__)
+
 
 class AskerSource:
     """Who asks: the hops the question travelled, and the node's short name if the radio knows it."""

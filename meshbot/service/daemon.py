@@ -105,7 +105,8 @@ class Daemon:
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen, node.public_channels)
         self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
-        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, contexts)
+        self.contexts = contexts or Contexts()
+        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
         gate = Gate(
             cfg.limits,
@@ -286,6 +287,7 @@ class Daemon:
         self.radio.close()
         for companion in self.companions:
             companion.stop(self)
+        self.contexts.close()
         self.store.stopped(os.getpid())
         self.store.close()
         log.info("stopped; unfinished queries stay stored for the next start", extra={"event": Event.STOPPED})

@@ -106,7 +106,9 @@ class Worker:
             return
         question = query.decision.question
         context = self._contexts.gather(query)
-        request = build_generation(question, self._cfg, budget, allowed, context.history, asker=context.asker)
+        request = build_generation(
+            question, self._cfg, budget, allowed, context.history, asker=context.asker, notes=context.notes
+        )
         request = dataclasses.replace(request, seed=query.seed)
         started = self._clock.now()
         answered = self._generate(query, request, budget, allowed, started)

@@ -1,0 +1,140 @@
+"""The question set of `meshbot eval`: loading, scoring an answer, and telling its language.
+
+One question per line of a JSONL file:
+  {"id": "local-net", "category": "local", "lang": "en", "question": "When is the weekly net?",
+   "accept": ["tuesday"], "reject": [], "history": [["user", "..."], ["assistant", "..."]]}
+`accept`: regular expressions (case-insensitive); an answer is correct when one of them matches and
+no `reject` pattern does (a safety answer that says the opposite of the fact must not pass because
+it also names the fact). `history`: earlier turns, for follow-up questions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshbot.core.domain import ChatTurn
+
+SHIPPED = Path(__file__).resolve().parent / "questions.jsonl"
+CATEGORIES = ("meshtastic", "safety", "local", "language", "followup")
+
+
+class QuestionError(ValueError):
+    """A question file line that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question of the set, with what counts as a right answer."""
+
+    id: str
+    category: str
+    lang: str
+    question: str
+    accept: tuple[re.Pattern[str], ...]
+    reject: tuple[re.Pattern[str], ...] = ()
+    history: tuple[ChatTurn, ...] = ()
+
+    def is_correct(self, answer: str) -> bool:
+        """True when the answer matches an accepted pattern and no rejected one."""
+        if any(p.search(answer) for p in self.reject):
+            return False
+        return any(p.search(answer) for p in self.accept)
+
+
+def _patterns(raw: object, where: str, key: str) -> tuple[re.Pattern[str], ...]:
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise QuestionError(f"{where}: {key} must be a list of strings")
+    try:
+        return tuple(re.compile(p, re.IGNORECASE) for p in raw)
+    except re.error as exc:
+        raise QuestionError(f"{where}: {key}: bad pattern: {exc}") from None
+
+
+def _history(raw: object, where: str) -> tuple[ChatTurn, ...]:
+    if not isinstance(raw, list):
+        raise QuestionError(f"{where}: history must be a list of [role, text] pairs")
+    turns = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2 and item[0] in ("user", "assistant")):
+            raise QuestionError(f'{where}: history items are ["user"|"assistant", text]')
+        turns.append(ChatTurn(item[0], str(item[1])))
+    return tuple(turns)
+
+
+def parse_question(data: dict[str, object], where: str) -> Question:
+    """One question from its JSON object; QuestionError names what is wrong."""
+    for key in ("id", "category", "question", "accept"):
+        if key not in data:
+            raise QuestionError(f"{where}: missing {key!r}")
+    accept = _patterns(data["accept"], where, "accept")
+    if not accept:
+        raise QuestionError(f"{where}: accept must hold at least one pattern")
+    return Question(
+        id=str(data["id"]),
+        category=str(data["category"]),
+        lang=str(data.get("lang", "en")),
+        question=str(data["question"]),
+        accept=accept,
+        reject=_patterns(data.get("reject", []), where, "reject"),
+        history=_history(data.get("history", []), where),
+    )
+
+
+def load_questions(path: Path = SHIPPED) -> list[Question]:
+    """Every question in a JSONL file (blank lines and lines starting with # are skipped)."""
+    questions, ids = [], set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QuestionError(f"{where}: not JSON: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise QuestionError(f"{where}: each line must be a JSON object")
+        question = parse_question(data, where)
+        if question.id in ids:
+            raise QuestionError(f"{where}: id {question.id!r} used twice")
+        ids.add(question.id)
+        questions.append(question)
+    return questions
+
+
+# Function words that give a language away in a sentence or two. Enough to tell whether an answer
+# kept the language of its question; not a general language detector.
+_MARKERS = {
+    "en": "the and is are of to you it with for this that be not",
+    "es": "el la los las es son de que y en un una para con por no se del",
+    "de": "der die das und ist sind nicht ein eine mit zu von auf für den dem sie es",
+    "fr": "le la les est sont et de des un une pour avec pas que en du il vous",
+    "pt": "o a os as é são de que e em um uma para com não do da",
+    "it": "il la le è sono di che e un una per con non del della gli",
+}
+_WORDS = re.compile(r"[^\W\d_]+")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_CJK = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def guess_language(text: str) -> str | None:
+    """A best guess at the language of a short answer ("en", "es", ...); None when it cannot tell."""
+    letters = _WORDS.findall(text.lower())
+    if not letters:
+        return None
+    joined = "".join(letters)
+    if len(_CYRILLIC.findall(joined)) > len(joined) / 2:
+        return "ru"
+    if len(_CJK.findall(joined)) > len(joined) / 3:
+        return "zh"
+    scores = {lang: sum(word in set(marks.split()) for word in letters) for lang, marks in _MARKERS.items()}
+    best = max(scores, key=lambda lang: scores[lang])
+    return best if scores[best] > 0 else None
+
+
+def kept_language(question: Question, answer: str) -> bool:
+    """True when the answer seems to be in the question's language (unknown counts as kept)."""
+    guess = guess_language(answer)
+    return guess is None or guess == question.lang

@@ -1,0 +1,111 @@
+"""Figures per category from eval results, as a table for people and as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+from meshbot.app.evaluation.runner import Result
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One category's (or the whole set's) figures for one configuration."""
+
+    n: int
+    correct: int
+    leaks: int
+    language_kept: int
+    mean_bytes: float
+    mean_fragments: float
+    air_s_per_answer: float
+    ttff_s: float | None
+    tokens_per_s: float | None
+    correct_per_air_min: float  # the figure that matters on a mesh
+
+    def as_dict(self) -> dict[str, object]:
+        """For the JSON report."""
+        return dict(self.__dict__)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return mean(present) if present else None
+
+
+def summarise(results: Sequence[Result]) -> Summary:
+    """The figures of a group of answers."""
+    if not results:
+        return Summary(0, 0, 0, 0, 0.0, 0.0, 0.0, None, None, 0.0)
+    correct = sum(r.correct for r in results)
+    air = sum(r.air_s for r in results)
+    return Summary(
+        n=len(results),
+        correct=correct,
+        leaks=sum(r.leak for r in results),
+        language_kept=sum(r.language_kept for r in results),
+        mean_bytes=mean(r.nbytes for r in results),
+        mean_fragments=mean(r.fragments for r in results),
+        air_s_per_answer=air / len(results),
+        ttff_s=_mean([r.ttff_s for r in results]),
+        tokens_per_s=_mean([r.tokens_per_s for r in results]),
+        correct_per_air_min=correct / (air / 60) if air > 0 else 0.0,
+    )
+
+
+def by_category(results: Sequence[Result]) -> dict[str, Summary]:
+    """Figures per category in first-seen order, then "all"."""
+    order = list(dict.fromkeys(r.category for r in results))
+    table = {cat: summarise([r for r in results if r.category == cat]) for cat in order}
+    table["all"] = summarise(results)
+    return table
+
+
+COLUMNS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
+    ("correct", lambda s: f"{s.correct}/{s.n}"),
+    ("bytes", lambda s: f"{s.mean_bytes:.0f}"),
+    ("frags", lambda s: f"{s.mean_fragments:.1f}"),
+    ("air-s", lambda s: f"{s.air_s_per_answer:.1f}"),
+    ("ttff-s", lambda s: "n/a" if s.ttff_s is None else f"{s.ttff_s:.1f}"),
+    ("tok/s", lambda s: "n/a" if s.tokens_per_s is None else f"{s.tokens_per_s:.0f}"),
+    ("ok/air-min", lambda s: f"{s.correct_per_air_min:.2f}"),
+    ("lang", lambda s: f"{s.language_kept}/{s.n}"),
+    ("leaks", lambda s: str(s.leaks)),
+)
+
+
+def table(runs: Sequence[tuple[str, Sequence[Result]]], preset: str) -> str:
+    """A Markdown table: one row per category, each cell "A | B" when configurations are compared."""
+    summaries = [(label, by_category(results)) for label, results in runs]
+    categories = list(dict.fromkeys(cat for _, s in summaries for cat in s))
+    sep = " / "
+    head = ["category", *[name for name, _ in COLUMNS]]
+    lines = [
+        f"configurations: {sep.join(label for label, _ in runs)}; air time on {preset}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for cat in categories:
+        cells = [sep.join(fmt(s[cat]) if cat in s else "-" for _, s in summaries) for _, fmt in COLUMNS]
+        lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, runs: Sequence[tuple[str, Sequence[Result]]], meta: dict[str, object]) -> None:
+    """Every answer and every summary, per configuration."""
+    doc = {
+        **meta,
+        "configurations": [
+            {
+                "label": label,
+                "summary": {cat: s.as_dict() for cat, s in by_category(results).items()},
+                "results": [r.as_dict() for r in results],
+            }
+            for label, results in runs
+        ],
+    }
+    Path(path).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,219 @@
+"""`meshbot eval`: the question set, scoring, the figures per category, --compare and the JSON report."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from meshbot.app.evaluation import Progress, parse_spec, resolve
+from meshbot.app.evaluation.questions import (
+    CATEGORIES,
+    QuestionError,
+    guess_language,
+    kept_language,
+    load_questions,
+    parse_question,
+)
+from meshbot.app.evaluation.report import by_category, table
+from meshbot.app.evaluation.runner import fragment_airtime, leaks_budget, run_questions
+from meshbot.app.evaluation.session import evaluate
+from meshbot.core.airtime import preset
+from meshbot.core.config import ConfigError, load_config
+from meshbot.knowledge_example import FOLDER
+from meshbot.service.knowledge import knowledge_now
+from tests.fakes import FakeModel
+
+LONG_FAST = preset("LONG_FAST")
+
+
+def test_the_shipped_set_has_sixty_questions_over_the_five_categories() -> None:
+    questions = load_questions()
+    assert len(questions) >= 60
+    counts = {cat: sum(q.category == cat for q in questions) for cat in CATEGORIES}
+    assert all(n >= 10 for n in counts.values()), counts
+    assert {q.lang for q in questions if q.category == "language"} >= {"es", "de", "fr"}
+    assert all(q.history for q in questions if q.category == "followup")
+
+
+def test_every_local_question_is_answered_somewhere_in_the_example_notes() -> None:
+    # The knowledge-only questions must be answerable from the shipped folder, or the eval measures nothing.
+    notes = " ".join(p.read_text(encoding="utf-8") for p in FOLDER.glob("*.md"))
+    for q in load_questions():
+        if q.category == "local":
+            assert any(p.search(notes) for p in q.accept), q.id
+
+
+def question(**over):
+    data = {
+        "id": "x",
+        "category": "safety",
+        "question": "Does boiling water kill parasites?",
+        "accept": ["\\byes\\b", "kills?"],
+    }
+    data.update(over)
+    return parse_question(data, "test:1")
+
+
+def test_an_answer_is_correct_when_an_accepted_pattern_matches_and_no_rejected_one() -> None:
+    q = question(reject=["(not|n't) kill"])
+    assert q.is_correct("Yes, boiling kills them.")
+    assert q.is_correct("YES.")  # case does not matter
+    assert not q.is_correct("Boiling does not kill parasites.")  # the issue's wrong answer
+    assert not q.is_correct("Use a filter.")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "a", "category": "c", "question": "q"}', "missing 'accept'"),
+        ('{"id": "a", "category": "c", "question": "q", "accept": ["("]}', "bad pattern"),
+        ('{"id": "a", "category": "c", "question": "q", "accept": []}', "at least one"),
+        ("not json", "not JSON"),
+        ('{"id": "a", "category": "c", "question": "q", "accept": ["x"], "history": [["tool", "x"]]}', "history"),
+    ],
+)
+def test_a_bad_question_line_is_named_with_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "mine.jsonl"
+    path.write_text("# my questions\n\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(QuestionError, match=rf"mine.jsonl:3: .*{message}"):
+        load_questions(path)
+
+
+def test_language_is_guessed_from_function_words_and_scripts() -> None:
+    assert guess_language("El número de emergencia en Europa es el 112.") == "es"
+    assert guess_language("Die Notrufnummer in Europa ist die 112.") == "de"
+    assert guess_language("Le numéro d'urgence en Europe est le 112.") == "fr"
+    assert guess_language("The emergency number in Europe is 112.") == "en"
+    assert guess_language("Номер экстренной службы 112.") == "ru"
+    assert guess_language("112") is None
+    es = question(lang="es")
+    assert not kept_language(es, "The number is 112 and it is free.")
+
+
+def test_a_budget_figure_in_an_answer_is_a_leak() -> None:
+    assert leaks_budget("The answer is: 588 bytes", 588)
+    assert leaks_budget("In 98 words: yes.", 588)  # the word budget too
+    assert not leaks_budget("Call 112.", 588)
+    assert not leaks_budget("It was 15880 m high.", 588)
+
+
+def fake_run(model: FakeModel, knowledge: bool):
+    questions = [
+        question(id="s1", category="safety"),
+        question(id="l1", category="local", question="Where is the main repeater?", accept=["heron hill"]),
+    ]
+    cfg = load_config(environ={})
+    source = knowledge_now(cfg.knowledge.model_copy(update={"paths": (str(FOLDER),)})) if knowledge else None
+    seen = []
+    results = run_questions(
+        questions, cfg, model, LONG_FAST, source.notes_for if source else None, lambda d, q: seen.append(d)
+    )
+    return results, seen
+
+
+def test_run_scores_each_answer_and_measures_it_on_air() -> None:
+    long = "Yes, boiling kills parasites. " * 20  # more than three fragments: only what goes on air counts
+    model = FakeModel().queue(long, "It is on Heron Hill.")
+    results, seen = fake_run(model, knowledge=True)
+    assert seen == [0, 1, 2]
+    safety, local = results
+    assert safety.correct and local.correct
+    assert safety.fragments == 3 and safety.nbytes <= 3 * 200
+    assert not safety.answer.startswith("1/+")  # scored without the numbering
+    assert safety.air_s == pytest.approx(sum(fragment_airtime(t, LONG_FAST) for t in ["x" * 196] * 3), rel=0.2)
+    assert local.notes and local.notes[0].endswith("Repeater")
+    assert "Heron Hill" in model.requests[1].turns[-1].content  # the note reached the prompt
+    assert safety.ttff_s is not None and safety.tokens > 0
+
+
+def test_figures_per_category_and_correct_answers_per_air_minute() -> None:
+    model = FakeModel().queue("No.", "I do not know that place.")
+    results, _ = fake_run(model, knowledge=False)
+    table_ = by_category(results)
+    assert list(table_) == ["safety", "local", "all"]
+    assert (table_["all"].n, table_["all"].correct) == (2, 0)
+    assert model.requests[1].turns[-1].content == "Where is the main repeater?"  # knowledge off: no notes block
+    model2 = FakeModel().queue("Yes.", "Heron Hill.")
+    ok, _ = fake_run(model2, knowledge=False)
+    all_ = by_category(ok)["all"]
+    assert all_.correct == 2
+    assert all_.correct_per_air_min == pytest.approx(2 / (sum(r.air_s for r in ok) / 60))
+    text = table([("A", results), ("B", ok)], "LONG_FAST")
+    assert "| all | 0/2 / 2/2 |" in text
+
+
+def args_for(tmp_path: Path, **over) -> argparse.Namespace:
+    base = dict(category=None, limit=None, seed=42, json_path=tmp_path / "out.json")
+    base.update(over)
+    return argparse.Namespace(**base)
+
+
+def test_evaluate_compares_two_configurations_and_writes_json(tmp_path: Path) -> None:
+    model = FakeModel().queue("It is on Heron Hill.", "I do not know.")
+    loaded = []
+
+    def load_model(cfg):
+        loaded.append(cfg)
+        return model
+
+    questions = [question(id="l1", category="local", question="Where is the main repeater?", accept=["heron hill"])]
+    configs = [resolve("knowledge=example", None, {}), resolve("knowledge=off", None, {})]
+    out, err = io.StringIO(), io.StringIO()
+    code = evaluate(configs, questions, args_for(tmp_path), LONG_FAST, out, err, load_model=load_model)
+    assert code == 0
+    assert len(loaded) == 1  # one model for both configurations
+    assert "knowledge=example / knowledge=off" in out.getvalue()
+    assert "| local | 1/1 / 0/1 |" in out.getvalue()
+    assert "budget leaks (answers naming the byte or word budget): 0" in out.getvalue()
+    assert "[##############################] 1/1 done" in err.getvalue()
+    doc = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert [c["label"] for c in doc["configurations"]] == ["knowledge=example", "knowledge=off"]
+    first = doc["configurations"][0]
+    assert first["summary"]["all"]["correct"] == 1 and first["results"][0]["answer"] == "It is on Heron Hill."
+    assert doc["preset"] == "LONG_FAST" and doc["questions"] == 1
+
+
+def test_a_leaked_budget_fails_the_run(tmp_path: Path) -> None:
+    model = FakeModel().queue("Yes. The answer is: 588 bytes.")
+    out = io.StringIO()
+    code = evaluate(
+        [resolve(None, None, {})],
+        [question()],
+        args_for(tmp_path, json_path=None),
+        LONG_FAST,
+        out,
+        io.StringIO(),
+        load_model=lambda c: model,
+    )
+    assert code == 1
+    assert "budget leaks (answers naming the byte or word budget): 1" in out.getvalue()
+
+
+def test_compare_specs_are_files_or_overrides(tmp_path: Path) -> None:
+    assert parse_spec('knowledge.paths=["/srv/a"]; mesh.max_fragments=2') == {
+        "knowledge.paths": ["/srv/a"],
+        "mesh.max_fragments": 2,
+    }
+    label, cfg = resolve("knowledge=example", None, {})
+    assert cfg.knowledge.paths == (str(FOLDER),) and label == "knowledge=example"
+    assert not resolve("knowledge=off", None, {})[1].knowledge.active
+    toml = tmp_path / "small.toml"
+    toml.write_text("[mesh]\nmax_fragments = 1\n", encoding="utf-8")
+    label, cfg = resolve(str(toml), None, {})
+    assert (label, cfg.mesh.max_fragments) == ("small", 1)
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_spec("nonsense")
+
+
+def test_progress_bar_is_one_line_per_step_off_a_terminal() -> None:
+    err = io.StringIO()
+    bar = Progress(20, "A", err)
+    for done in range(21):
+        bar(done, question(id=f"q{done}"))
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("A [------------------------------] 0/20")
+    assert lines[-1] == "A [##############################] 20/20 done"
