@@ -23,7 +23,7 @@ from meshbot.core.policy import Accept
 log = logging.getLogger(__name__)
 
 Forget = Callable[[int, int | None], None]
-LastSource = Callable[[int, int], str | None]
+LastSource = Callable[[int, int | None], str | None]
 NAMES = ("help", "ping", "status", "reset", "more", "src")
 
 
