@@ -13,6 +13,7 @@ from meshbot.core.domain import Generation, GenerationStats
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
+from tests.fakes import AI_TAG
 from tests.mqtt_support import ROOT, Handset
 from tests.redis_support import RedisServer
 
@@ -104,11 +105,12 @@ _NUMBER = re.compile(r"^(\d+)/(\d+|\+) ")
 
 
 def answers_by_question(handset: Handset) -> dict[int, list[str]]:
-    """The PKI-encrypted DM fragments the handset decrypted, grouped by the packet id they reply to."""
+    """The PKI-encrypted DM fragments the handset decrypted (without the AI tag), grouped by the packet id they answer."""
     by_question: dict[int, list[str]] = {}
     for heard in list(handset.heard):
         if heard.pki and heard.data.reply_id:
-            by_question.setdefault(heard.data.reply_id, []).append(heard.text)
+            assert heard.text.startswith(AI_TAG), heard.text  # every fragment labelled as a machine's
+            by_question.setdefault(heard.data.reply_id, []).append(heard.text.removeprefix(AI_TAG))
     return by_question
 
 

@@ -77,6 +77,11 @@ def test_two_workers_answer_20_dms_heard_by_two_gateways_each_exactly_once(
     for h in handsets:
         assert set(answers_by_question(h)) == {pid for n, pid in asked if n == h.num}  # nothing else by DM
         assert not h.dropped  # every fragment opened with the bot's key: valid PKI
-    answered = {w: d.store.status()["last_day"]["answered"] for w, d in workers.running.items()}
-    assert sum(answered.values()) == 20
+
+    def answered_by_worker() -> dict[str, int]:
+        return {w: d.store.status()["last_day"]["answered"] for w, d in workers.running.items()}
+
+    # The handsets have every fragment; a worker closes its row once the last fragment's ACK is back.
+    wait_until(lambda: sum(answered_by_worker().values()) == 20, timeout=60)
+    answered = answered_by_worker()
     assert all(n > 0 for n in answered.values()), answered  # both workers took a share
