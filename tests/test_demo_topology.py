@@ -34,7 +34,7 @@ def test_the_demo_comes_up_on_the_named_topology(tmp_path: Path, topology: str, 
 @pytest.mark.parametrize(
     "topology, says",
     [
-        ("town", "no topology named 'town': give one of city, demo or the path of a .toml file"),
+        ("town", "no topology named 'town': give one of city, demo, mqtt or the path of a .toml file"),
         ("nowhere/mesh.toml", "nowhere/mesh.toml: file not found"),
         (
             "{dir}/bad.toml",

@@ -33,7 +33,7 @@ CAROL = 0x0CA0_0100
 BATCH = 10
 EXAMPLES = 1_000
 MIN_PACKETS = 10_000
-DECISIONS = ("queued", "ignored", "dropped", "admin")
+DECISIONS = ("queued", "held", "ignored", "dropped", "admin")  # "held": a part waiting for the rest
 
 # -- strategies ---------------------------------------------------------------------------------
 # Hypothesis favours zeros (its simplest data), so every "rare" branch below is the *highest* roll.

@@ -156,7 +156,7 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
     [
         ([], "meshbot sim: no node 'Nobody' in city"),
         (["--topology", "demo"], "meshbot sim: no node 'Nobody' in demo"),
-        (["--topology", "town"], "meshbot sim: no topology named 'town': give one of city, demo or the path"),
+        (["--topology", "town"], "meshbot sim: no topology named 'town': give one of city, demo, mqtt or the path"),
     ],
 )
 def test_meshbot_sim_takes_the_configs_topology_unless_the_flag_names_one(tmp_path, flags, says):

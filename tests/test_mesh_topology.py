@@ -61,7 +61,7 @@ def test_a_topology_is_a_bundled_name_or_a_file(tmp_path):
 @pytest.mark.parametrize(
     "source, says",
     [
-        ("town", "no topology named 'town': give one of city, demo or the path of a .toml file"),
+        ("town", "no topology named 'town': give one of city, demo, mqtt or the path of a .toml file"),
         ("missing/mesh.toml", "missing/mesh.toml: file not found"),
         ("nowhere.toml", "nowhere.toml: file not found"),
     ],
