@@ -300,6 +300,9 @@ def main() -> int:
             "limits.global_burst": 1000,
             "limits.global_per_hour": 100000,
             "limits.repeat_window_s": 0,
+            # One asker, unrelated prompts: each is a fresh question, as the raw side sees it (memory would
+            # put the earlier prompts' exchanges into every later prompt; bench_conversation.py measures that).
+            "memory.enabled": False,
             # a real store file, as in service: its writes are part of what is measured
             "store.path": str(Path(tempfile.mkdtemp(prefix="meshbot-bench-")) / "bench.db"),
         },
