@@ -162,19 +162,20 @@ def test_a_model_crash_does_not_stop_the_daemon(make_daemon, radio: FakeRadio, m
 
 
 def test_the_worker_waits_while_the_sender_has_a_backlog(make_daemon, radio: FakeRadio, model: FakeModel, cfg) -> None:
-    # Hold the sender on the first text: later questions must stay queued, not become stale answers.
+    # Hold the sender on the first text: once more than one answer's worth waits to go, later
+    # questions must stay queued, not become stale answers behind a stuck radio.
     import threading
 
     release = threading.Event()
     radio.on_send = lambda rec: release.wait(5)
-    model.queue(LONG_ANSWER, "Two.", "Three.")
+    model.queue(LONG_ANSWER, LONG_ANSWER, "Three.", "Four.")
     daemon = make_daemon()
-    radio.receive(dm("one", packet_id=1))
-    radio.receive(dm("two", sender=BOB, packet_id=2))
-    radio.receive(dm("three", sender=0x0C0C0C0C, packet_id=3))
-    wait_until(lambda: len(model.requests) >= 1 and daemon.sender.backlog() >= 2)
-    assert len(model.requests) == 1 and daemon.queue.depth() == 2
+    for n, sender in enumerate((ALICE, BOB, 0x0C0C0C0C, 0x0D0D0D0D), start=1):
+        radio.receive(dm(f"question {n}", sender=sender, packet_id=n))
+    # Two long answers leave 5 texts waiting behind the one on air: more than max_fragments (3).
+    wait_until(lambda: daemon.sender.backlog() >= 2 * daemon.cfg.mesh.max_fragments - 1)
+    assert len(model.requests) == 2 and daemon.queue.depth() == 2
     release.set()
     radio.on_send = None
     wait_until(daemon.idle)
-    assert len(model.requests) == 3
+    assert len(model.requests) == 4

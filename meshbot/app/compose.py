@@ -132,6 +132,23 @@ class _ClusterParts:
         return radio
 
 
+class _ClosesModel:
+    """Closes a model that build_daemon loaded, once the daemon has stopped (a model passed in is the caller's)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def start(self, daemon: Daemon) -> None:
+        """Nothing to start: the model is loaded."""
+
+    def quiesce(self, daemon: Daemon) -> None:
+        """Nothing to refuse: the daemon's worker stops asking."""
+
+    def stop(self, daemon: Daemon) -> None:
+        """Free the model while the process is whole, not in the interpreter's teardown."""
+        self.model.close()
+
+
 @contextlib.contextmanager
 def _closed_on(stop: threading.Event | None, radio: Radio) -> Iterator[None]:
     """While connecting: a stop closes the radio, which ends its (otherwise endless) connect retries."""
@@ -175,12 +192,14 @@ def build_daemon(
     store = store or open_store(cfg)
     opened: list[Model | Radio | KnowledgeSource] = []
     cluster: _ClusterParts | None = None
+    companions: list[Companion] = []
     try:
         if cfg.cluster.enabled:
             cluster = _ClusterParts(cfg, store)
         if model is None:
             model = make_model(cfg.model, clock)
             opened.append(model)
+            companions.append(_ClosesModel(model))
         if radio is None:
             radio = cluster.radio(cfg, store, clock) if cluster else make_radio(cfg, store, clock)
         opened.append(radio)
@@ -206,7 +225,7 @@ def build_daemon(
             contexts=contexts,
             hooks=hooks or command_hooks(memory, knowledge),
             ledger=cluster.ledger if cluster else None,
-            companions=cluster.companions if cluster else (),
+            companions=[*(cluster.companions if cluster else ()), *companions],
         )
         if cluster is not None:
             cluster.share_budgets(cfg, daemon)

@@ -99,8 +99,10 @@ class EngineThread:
                 while out.get()[0] == _ITEM:  # drain until the job has returned
                     pass
 
-    def close(self) -> None:
-        """Finish queued jobs, then end the thread."""
+    def close(self, last: Callable[[], None] | None = None, timeout_s: float | None = None) -> None:
+        """Finish queued jobs and then `last`, end the thread; wait at most `timeout_s` for it."""
+        if last is not None:
+            self._jobs.put(last)
         self._jobs.put(None)
         if not self._on_engine():
-            self._thread.join()
+            self._thread.join(timeout_s)

@@ -37,6 +37,8 @@ LLAMA_INSTALL = "pip install llama-cpp-python==0.3.36"
 # Turn-end markers of the common chat templates (ChatML, Llama 3, Phi, Gemma, Llama 2).
 # Whichever of these the GGUF's template uses becomes a stop string, so a model that
 # writes the marker as text instead of its special token still stops there.
+# How long close() waits for a generation still running (it stops at its next token once abandoned).
+_CLOSE_WAIT_S = 5.0
 END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>", "<|endoftext|>")
 
 
@@ -164,6 +166,7 @@ class LlamaModel(BaseModel):
         capacity = int(cfg.kv_cache_mb * 1_000_000)
         self.kv_cache: PrefixCache | None = PrefixCache(capacity) if capacity > 0 else None
         self._engine = EngineThread("meshbot-llama")
+        self._closed = False
         started = self._clock.now()
         try:
             self._llm = self._engine.call(lambda: _load_llama(llama_cpp, self.path, cfg, self.threads))
@@ -187,8 +190,13 @@ class LlamaModel(BaseModel):
         return self._engine.call(lambda: fn(self._llm))
 
     def close(self) -> None:
-        """End the engine thread once the work queued on it is done."""
-        self._engine.close()
+        """Free the model on its engine thread once the queued work is done, then end that thread."""
+        if self._closed:
+            return
+        self._closed = True
+        # Freed here, not by the interpreter's teardown: a llama context freed at exit, from another
+        # thread than its OpenMP team's, ended the process with SIGSEGV after a clean stop.
+        self._engine.close(last=self._llm.close, timeout_s=_CLOSE_WAIT_S)
 
     def sampling(self, max_tokens: int, seed: int) -> dict[str, Any]:
         """The exact sampling arguments `stream` passes to the engine."""
