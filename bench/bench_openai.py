@@ -37,6 +37,7 @@ from bench.bench import AnsweredLog, _wait, machine
 from bench.prompts import PROMPTS
 from meshbot.app.compose import build_daemon
 from meshbot.core.config import Config, load_config
+from meshbot.core.domain import Asker
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.prompting import build_generation
 from meshbot.models.llama import bundled_model_path
@@ -44,6 +45,7 @@ from meshbot.models.openai_api import OpenAIModel
 from meshbot.sim.node.node import VirtualNode
 
 BOT, ASKER = 0x0BB0_0001, 0x0A11_CE00
+ASKER_SHORT = "A"
 SEED = 1234
 RSS_PROMPTS = 3
 
@@ -126,7 +128,9 @@ class Direct:
 
     def run(self, row: Trial) -> None:
         cfg = self.cfg
-        request = build_generation(row.prompt, cfg, cfg.mesh.max_fragment_bytes, cfg.mesh.max_fragments)
+        # Told who asks, as the daemon's prompt is (the virtual node's peer "A", heard directly).
+        asker = Asker(short_name=ASKER_SHORT, hops=0)
+        request = build_generation(row.prompt, cfg, cfg.mesh.max_fragment_bytes, cfg.mesh.max_fragments, asker=asker)
         body = self.model.request_body(self.model.model_id(), dataclasses.replace(request, seed=SEED))
         self.flush()
         row.raw_bytes_at.clear()
@@ -165,7 +169,9 @@ class DaemonSide:
     """The real daemon on the openai backend, on a virtual node over TCP."""
 
     def __init__(self, cfg: Config, direct: Direct) -> None:
-        self.node = VirtualNode(BOT, short_name="BOT", modem_preset="LONG_FAST", region="US", peers=[(ASKER, "A", "A")])
+        self.node = VirtualNode(
+            BOT, short_name="BOT", modem_preset="LONG_FAST", region="US", peers=[(ASKER, ASKER_SHORT, ASKER_SHORT)]
+        )
         self.node.start()
         self.cfg = cfg.model_copy(
             update={"radio": cfg.radio.model_copy(update={"host": f"127.0.0.1:{self.node.port}"})}
@@ -212,6 +218,9 @@ def bench_config(url: str, threads: int) -> Config:
             "limits.global_burst": 1000,
             "limits.global_per_hour": 100000,
             "limits.repeat_window_s": 0,
+            # One asker, unrelated prompts: each is a fresh question, as the direct side sends it (memory would
+            # put the earlier exchanges into every later prompt, which the server would then read again).
+            "memory.enabled": False,
             "store.path": str(Path(tempfile.mkdtemp(prefix="meshbot-bench-")) / "bench.db"),
         },
         environ={},

@@ -37,6 +37,18 @@ def test_a_newer_state_of_a_conversation_replaces_the_one_it_extends() -> None:
     assert cache.best([7]) is None  # nothing shared: a miss
 
 
+def test_a_conversations_next_state_replaces_its_last_even_when_the_tokens_diverge() -> None:
+    # The stored answer re-tokenizes differently from the tokens sampled: [1, 2, 3] becomes [1, 2, 8, ...].
+    # Without the conversation's name both would stay, and stale states would push other askers out.
+    cache = PrefixCache(10_000)
+    cache.put([1, 2, 3], b"a" * 100, conversation="!0a0a0a0a/dm")
+    cache.put([1, 9, 9], b"b" * 100, conversation="!0b0b0b0b/dm")
+    cache.put([1, 2, 8, 4], b"c" * 100, conversation="!0a0a0a0a/dm")
+    assert len(cache) == 2
+    found = cache.best([1, 2, 3, 7])
+    assert found is not None and found[0].data == b"c" * 100 and found[1] == 2
+
+
 def test_the_least_recently_used_state_goes_first() -> None:
     cache = PrefixCache(250)
     cache.put([1], b"a" * 100)

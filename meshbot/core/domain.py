@@ -171,6 +171,9 @@ class Generation:
     turns: tuple[ChatTurn, ...]
     max_tokens: int
     seed: int | None = None  # None: the model's configured seed
+    # Whose exchange this is ("node/channel"): a backend that keeps engine states for follow-ups keeps
+    # one per conversation, the newest replacing the last. None: keyed by the tokens alone.
+    conversation: str | None = None
 
 
 @dataclass

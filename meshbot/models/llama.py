@@ -287,10 +287,10 @@ class LlamaModel(BaseModel):
                 fit.max_tokens,
                 extra={"cut_tokens": fit.cut_tokens, "n_ctx": self.n_ctx},
             )
-        yield from self._generate(fit, stats, started, request.seed)
+        yield from self._generate(fit, stats, started, request)
 
-    def _generate(self, fit: Fit, stats: GenerationStats, started: float, seed: int | None) -> Iterator[str]:
-        cfg = self._cfg
+    def _generate(self, fit: Fit, stats: GenerationStats, started: float, request: Generation) -> Iterator[str]:
+        cfg, seed = self._cfg, request.seed
         # A fixed seed makes each answer reproducible (the daemon keeps one per query, so a
         # resumed answer is the same answer); -1 draws a fresh one per request (the engine
         # would otherwise derive the same seed every time).
@@ -314,7 +314,7 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            self._save_state(fit.prompt_tokens)
+            self._save_state(fit.prompt_tokens, request.conversation)
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the
@@ -358,7 +358,7 @@ class LlamaModel(BaseModel):
         llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
         return True
 
-    def _save_state(self, prompt_tokens: int) -> None:
+    def _save_state(self, prompt_tokens: int, conversation: str | None) -> None:
         """Settle the engine's state (this prompt and answer) and keep it for the conversation's next turn."""
         llm = self._llm
         try:
@@ -369,7 +369,7 @@ class LlamaModel(BaseModel):
             size = self._lib.llama_state_get_size(ctx)
             buffer = (ctypes.c_uint8 * size)()
             written = self._lib.llama_state_get_data(ctx, buffer, size)
-            self.kv_cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written))
+            self.kv_cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written), conversation)
         except (RuntimeError, ValueError, MemoryError) as exc:  # a lost cache entry only costs time
             log.warning("could not save the KV state for reuse: %s", exc)
             llm.reset()

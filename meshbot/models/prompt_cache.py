@@ -2,7 +2,7 @@
 
 A follow-up's prompt starts with the previous turn's prompt and answer, so the state saved after that answer
 holds most of the new prompt already: restoring it leaves only the new question to evaluate. Each conversation
-keeps one entry (a newer state of the same conversation replaces the ones it extends); the least recently used
+keeps one entry (a newer state of the same conversation replaces the older, as it does any entry it extends); the least recently used
 entries go once the total passes the capacity.
 """
 
@@ -24,10 +24,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 @dataclass(frozen=True)
 class Saved:
-    """One saved state: the tokens it holds and the engine's opaque bytes."""
+    """One saved state: the tokens it holds, the engine's opaque bytes and whose conversation it is."""
 
     tokens: tuple[int, ...]
     data: bytes
+    conversation: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -66,13 +67,20 @@ class PrefixCache:
         self._entries.move_to_end(found[0].tokens)
         return found
 
-    def put(self, tokens: Sequence[int], data: bytes) -> None:
-        """Save a state; entries whose tokens it extends are dropped, then the oldest until it fits."""
-        entry = Saved(tuple(tokens), data)
+    def put(self, tokens: Sequence[int], data: bytes, conversation: str | None = None) -> None:
+        """Save a state; the ones it supersedes are dropped, then the oldest until it fits.
+
+        Superseded: an entry whose tokens it extends, or an older state of the same conversation (a
+        re-read answer may tokenize differently from the tokens sampled, so a conversation's next state
+        does not always extend its last one; only the newest is ever restored).
+        """
+        entry = Saved(tuple(tokens), data, conversation)
         if not entry.tokens or entry.nbytes > self.capacity_bytes:
             return
-        for key in [k for k in self._entries if common_prefix(k, entry.tokens) == len(k)]:
-            del self._entries[key]  # the new state holds all of it and more
+        for key, old in list(self._entries.items()):
+            same = conversation is not None and old.conversation == conversation
+            if same or common_prefix(key, entry.tokens) == len(key):
+                del self._entries[key]
         self._entries[entry.tokens] = entry
         total = self.nbytes
         while total > self.capacity_bytes:

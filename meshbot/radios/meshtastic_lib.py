@@ -98,6 +98,10 @@ class MeshtasticRadio:
         # node held while the link was down arrives on the *new* interface after a reconnect.
         self._acks = AckRouter(HANDLER_TTL_S)
         self._ifaces: weakref.WeakSet[Any] = weakref.WeakSet()  # every interface we built
+        # The interface still in its config handshake, and the packets it delivered meanwhile: the node
+        # flushes what it held for us as soon as its config is sent, before our connect call returns.
+        self._building: Any = None
+        self._early: list[Mapping[str, Any]] = []
 
     def describe(self) -> str:
         """Where the radio is, for log lines."""
@@ -141,6 +145,7 @@ class MeshtasticRadio:
                 devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout, connectNow=False
             )
         made(iface)  # from here a close() can reach the half-built link
+        self._hold_early(iface)
         try:
             # What the constructors do with connectNow=True, split so the object exists before it blocks.
             iface.connect()
@@ -163,7 +168,8 @@ class MeshtasticRadio:
                 late = None
                 self._iface = iface
                 self._ifaces.add(iface)
-                self._node = self._read_local_node(iface)
+                self._node = node = self._read_local_node(iface)
+                self._release_early(iface, node)
         if late is not None:
             close_quietly(late)
             return False
@@ -232,14 +238,39 @@ class MeshtasticRadio:
         self._deliver(packet, interface)
 
     def _deliver(self, packet: Mapping[str, Any], interface: Any) -> None:
-        if interface is not self._iface or self._on_packet is None or self._node is None:
+        with self._lock:
+            if interface is self._building:
+                self._early.append(packet)  # handed over once the handshake is done (_release_early)
+                return
+            node = self._node
+        if interface is self._iface and node is not None:
+            self._hand_over(packet, node)
+
+    def _hand_over(self, packet: Mapping[str, Any], node: LocalNode) -> None:
+        if self._on_packet is None:
             return
         try:
-            msg = parse_packet(packet, self._node.node_num)
+            msg = parse_packet(packet, node.node_num)
         except MalformedPacket as exc:
             log.warning("ignored malformed packet: %s", exc, extra={"event": Event.IGNORED, "reason": Reason.MALFORMED})
             return
         self._on_packet(msg)
+
+    def _hold_early(self, iface: Any) -> None:
+        """Keep what `iface` delivers during its handshake (and take its ACKs) until it is adopted."""
+        with self._lock:
+            self._building, self._early = iface, []
+            self._ifaces.add(iface)
+
+    def _release_early(self, iface: Any, node: LocalNode) -> None:
+        """Under the lock, as `iface` is adopted: hand over its early packets before any later one."""
+        early, self._early = self._early, []
+        if self._building is iface:
+            self._building = None
+        if early:
+            log.debug("%d packet(s) arrived during the config handshake", len(early))
+        for packet in early:
+            self._hand_over(packet, node)
 
     def _on_routing(self, packet: Mapping[str, Any], interface: Any) -> None:
         node = self._node

@@ -37,16 +37,22 @@ class AnswerStream:
         self._pieces: list[str] = []  # the tidied answer text, for memory and grounding
         self._fragmenter = StreamFragmenter(fragment_bytes, max_fragments, tag=tag)
         self._should_stop = should_stop
+        self.tokens = 0  # pieces the model streamed so far (one per token from llama.cpp)
 
     def __iter__(self) -> Iterator[Fragment]:
         """Fragments in order, each as soon as text past its end proves it full; raises Abandoned."""
         # Tidy before fragmenting, so byte counts are of what is sent.
-        for piece in tidy_stream(self.model.stream(self.request, self.stats)):
+        for piece in tidy_stream(self._counted(self.model.stream(self.request, self.stats))):
             if self._should_stop():
                 raise Abandoned
             self._pieces.append(piece)
             yield from self._keep(self._fragmenter.feed(piece))
         yield from self._keep(self._fragmenter.finish())
+
+    def _counted(self, pieces: Iterator[str]) -> Iterator[str]:
+        for piece in pieces:
+            self.tokens += 1
+            yield piece
 
     def cut_off(self, marker: str) -> list[Fragment]:
         """End an answer whose stream stopped: what is held back, then `marker`, as the last fragment(s)."""

@@ -36,11 +36,6 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN_PLANNED)
 
 
-def conversation_of(query: Query) -> tuple[int, int | None]:
-    """(node, channel) of a question's conversation: channel None for a DM."""
-    return query.node, None if query.inbound.is_dm else query.inbound.channel
-
-
 def _where(channel: int | None) -> str:
     return "DM" if channel is None or channel == DM else f"channel {channel}"
 
@@ -64,7 +59,7 @@ class ConversationMemory:
             history = list(snapshot.history)
             log.debug("q%d resumed with the %d exchange(s) it was asked with", query.query_id, len(history))
         else:
-            node, channel = conversation_of(query)
+            node, channel = query.conversation
             history = self._recall(node, channel, query.decision.question)
             self._table.save_snapshot(query.query_id, node, channel, history)
         turns: list[ChatTurn] = []
@@ -79,7 +74,7 @@ class ConversationMemory:
         if not self._mem.enabled or not answer.strip():
             return
         snapshot = self._table.snapshot(query.query_id)
-        node, channel = (snapshot.node, snapshot.channel) if snapshot else conversation_of(query)
+        node, channel = (snapshot.node, snapshot.channel) if snapshot else query.conversation
         tokens = self._count(question) + self._count(answer) + 2 * MESSAGE_OVERHEAD_TOKENS
         exchange = Exchange(question, answer, tokens, self._table.now())
         self._table.add(node, channel, query.query_id, exchange, self._mem.turns, self._mem.idle_expiry_s)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from meshbot.core.domain import Inbound
+from meshbot.core.ids import node_id
 from meshbot.core.policy import Accept
 
 
@@ -43,6 +44,17 @@ class Query:
     def node(self) -> int:
         """The asking node."""
         return self.inbound.sender
+
+    @property
+    def conversation(self) -> tuple[int, int | None]:
+        """(node, channel) of its conversation: channel None for a DM."""
+        return self.node, None if self.inbound.is_dm else self.inbound.channel
+
+    @property
+    def conversation_name(self) -> str:
+        """The conversation as one string, e.g. ``!0a1b2c3d/dm`` or ``!0a1b2c3d/ch0``."""
+        node, channel = self.conversation
+        return f"{node_id(node)}/{'dm' if channel is None else f'ch{channel}'}"
 
 
 class QueryQueue(Protocol):

@@ -109,7 +109,7 @@ class Worker:
         request = build_generation(
             question, self._cfg, budget, allowed, context.history, asker=context.asker, notes=context.notes
         )
-        request = dataclasses.replace(request, seed=query.seed)
+        request = dataclasses.replace(request, seed=query.seed, conversation=query.conversation_name)
         started = self._clock.now()
         answered = self._generate(query, request, budget, allowed, started)
         if answered is None:
