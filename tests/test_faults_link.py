@@ -17,12 +17,6 @@ from tests.faults_support import bench as bench  # a fixture: the alias marks th
 
 # -- the TCP link dropped 20 times under load ------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN REGRESSION (this merge): about 1 in 10 questions injected while the link is down is not "
-    "received after the reconnect (59 of 60 reach the daemon); suspected: packets the node flushes during the "
-    "new interface's config handshake (connectNow=False path). Open: first thing to fix next session.",
-)
 def test_twenty_dropped_links_under_load_lose_no_question_and_repeat_no_answer(
     bench, caplog: pytest.LogCaptureFixture
 ) -> None:
