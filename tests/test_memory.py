@@ -12,7 +12,7 @@ from meshbot.core.config import Config, load_config
 from meshbot.core.domain import ChatTurn, Generation
 from meshbot.core.policy import Accept, Kind
 from meshbot.service.daemon import Daemon
-from meshbot.storage.memory import Exchange, MemoryTable
+from meshbot.storage.memory import Asked, Exchange, MemoryTable
 from meshbot.storage.store import QueryState, Store
 from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
@@ -178,11 +178,11 @@ def test_a_resumed_question_is_answered_with_the_history_it_was_asked_with(
     with Store(tmp_path / "bot.db") as store:  # what a daemon killed mid-answer left behind
         table = MemoryTable(store)
         earlier = Exchange("what is lora?", "Long range radio.", 30, table.now())
-        table.add(ALICE, None, 1, earlier, keep=6, idle_s=1800)
+        table.add(ALICE, None, Asked(1, ALICE, 1), earlier, keep=6, idle_s=1800)
         question = "how far does it reach?"
         qid = store.add_query(dm(question, packet_id=2), Accept(Kind.ASK, question, ALICE, 0, True), seed=7)
         store.set_state(qid, QueryState.GENERATING)
-        table.save_snapshot(qid, ALICE, None, [earlier])
+        table.save_snapshot(Asked(qid, ALICE, 2), ALICE, None, [earlier])
         # After it started, the conversation changed (a `!reset`): the question keeps what it was asked with.
         table.forget(ALICE, None)
     model.queue("About ten kilometres.")
@@ -198,14 +198,14 @@ def test_a_resumed_question_is_answered_with_the_history_it_was_asked_with(
 def test_prune_removes_idle_conversations_and_stale_snapshots(clock: VirtualClock) -> None:
     store = Store(":memory:", wall=clock.now)
     table = MemoryTable(store)
-    table.add(ALICE, None, 1, Exchange("q", "a", 5, clock.now()), keep=6, idle_s=1800)
-    table.add(BOB, 3, 2, Exchange("q", "a", 5, clock.now()), keep=6, idle_s=1800)
-    table.save_snapshot(99, BOB, 3, [])  # a question that was later dropped: no such open query
+    table.add(ALICE, None, Asked(1, ALICE, 1), Exchange("q", "a", 5, clock.now()), keep=6, idle_s=1800)
+    table.add(BOB, 3, Asked(2, BOB, 2), Exchange("q", "a", 5, clock.now()), keep=6, idle_s=1800)
+    table.save_snapshot(Asked(99, BOB, 99), BOB, 3, [])  # a question that was later dropped: no such open query
     clock.advance(1000)
-    table.add(BOB, 3, 3, Exchange("q2", "a2", 5, clock.now()), keep=6, idle_s=1800)
+    table.add(BOB, 3, Asked(3, BOB, 3), Exchange("q2", "a2", 5, clock.now()), keep=6, idle_s=1800)
     clock.advance(1000)  # Alice idle 2000 s, Bob 1000 s
     store.prune()
     assert table.recent(ALICE, None, 10) == []
     assert [e.question for e in table.recent(BOB, 3, 10)] == ["q", "q2"]  # a conversation expires as a whole
-    assert table.snapshot(99) is None
+    assert table.snapshot(Asked(99, BOB, 99)) is None
     store.close()

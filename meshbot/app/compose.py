@@ -23,7 +23,7 @@ from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Companion, Daemon, Inbox
 from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
-from meshbot.service.memory import ConversationMemory
+from meshbot.service.memory import ConversationMemory, MemoryTables
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
@@ -45,10 +45,13 @@ def open_store(cfg: Config) -> Store:
     return Store(cfg.store.path)
 
 
-def conversation_memory(cfg: Config, store: Store, model: Model | None = None) -> ConversationMemory:
-    """Per-node memory in `store`, counting tokens with the model's own tokenizer when it has one."""
+def conversation_memory(
+    cfg: Config, store: Store, model: Model | None = None, table: MemoryTables | None = None
+) -> ConversationMemory:
+    """Per-node memory in `table` (default: `store`'s), counting tokens with the model's tokenizer when it has one."""
     count_tokens = getattr(model, "count_tokens", None)
-    return ConversationMemory(MemoryTable(store), cfg, count_tokens if callable(count_tokens) else None)
+    table = table if table is not None else MemoryTable(store)
+    return ConversationMemory(table, cfg, count_tokens if callable(count_tokens) else None)
 
 
 def knowledge_index_path(cfg: Config, store_path: str) -> str:
@@ -104,6 +107,7 @@ class _ClusterParts:
         from meshbot.cluster.custodian import Custodian
         from meshbot.cluster.keys import SharedKeys
         from meshbot.cluster.ledger import ClusterLedger
+        from meshbot.cluster.memory import SharedMemory
         from meshbot.cluster.shared import Shared
         from meshbot.cluster.worklog import WorkLog
 
@@ -113,7 +117,8 @@ class _ClusterParts:
         self.shared.check()
         self.keys = SharedKeys(self.shared)
         store.shared_remainders = self.shared
-        # Conversation memory (service/context.py sources) is per worker for now: a shared one plugs in here.
+        # A follow-up may reach any worker: conversations live in Redis, not in this worker's store.
+        self.memory: MemoryTables = SharedMemory(self.shared)
         ledger = ClusterLedger(store, WorkLog(self.shared, cfg.cluster.lease_s))
         self.ledger: Ledger = ledger
         self.companions: list[Companion] = [Custodian(self.shared, ledger)]
@@ -209,7 +214,8 @@ def build_daemon(
             radio.start(on_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
-        memory = conversation_memory(cfg, store, model) if cfg.memory.enabled else None
+        table = cluster.memory if cluster else None
+        memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
         knowledge = open_knowledge(cfg, store.path) if cfg.knowledge.active else None
         if knowledge is not None:
             opened.append(knowledge)

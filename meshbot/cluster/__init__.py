@@ -13,5 +13,6 @@ Why Redis, and why this split:
 
 Modules: shared.py (the connection, claims, keys, identity, ACK forwarding, heartbeats),
 worklog.py (the stream of accepted questions and their fragments), ledger.py (the daemon's ledger
-mirrored into the work log), custodian.py (leases, takeover, hand-back at shutdown).
+mirrored into the work log), custodian.py (leases, takeover, hand-back at shutdown), budgets.py (rate limits
+and air time for the bot), memory.py (conversation memory every worker reads and writes).
 """

@@ -7,12 +7,18 @@ limiter (core.ratelimit.NodeLimiter's `check`) and the pacer's air-time ledger (
 
 from __future__ import annotations
 
+import logging
 import secrets
+
+import redis
 
 from meshbot.cluster.shared import Shared
 from meshbot.core.config import LimitsConfig
-from meshbot.core.pacing import DUTY_WINDOW_S
+from meshbot.core.events import Event
+from meshbot.core.pacing import DUTY_WINDOW_S, AirtimeLedger
 from meshbot.core.ratelimit import HOUR_S, Verdict
+
+log = logging.getLogger(__name__)
 
 # KEYS: node bucket, global bucket, node's "refusing" flag. ARGV: node burst, node rate/s, global burst,
 # global rate/s. A bucket is a hash {t: tokens, at: seconds}; a refused message costs nothing.
@@ -94,11 +100,34 @@ class SharedAirtime:
     def __init__(self, shared: Shared, region: str) -> None:
         self._key = shared.key("airtime", region)
         self._script = shared.r.register_script(_AIRTIME)
+        # This worker's own share, kept as well: with Redis away the budget falls back to it rather than
+        # failing the answer (the other workers' share is then not counted).
+        self._own = AirtimeLedger()
+        self._away = False
 
     def record(self, now: float, airtime_s: float) -> None:
         """Account one transmission that started now (Redis's clock: workers' monotonic clocks differ)."""
-        self._script(keys=[self._key], args=[DUTY_WINDOW_S, repr(airtime_s), secrets.token_hex(6)])
+        self._own.record(now, airtime_s)
+        try:
+            self._script(keys=[self._key], args=[DUTY_WINDOW_S, repr(airtime_s), secrets.token_hex(6)])
+        except redis.RedisError as exc:
+            self._unreachable(exc)
 
     def used(self, now: float) -> float:
-        """Seconds on air within the last hour, all workers together."""
-        return float(self._script(keys=[self._key], args=[DUTY_WINDOW_S]))
+        """Seconds on air within the last hour, all workers together (only this one's with Redis away)."""
+        try:
+            total = float(self._script(keys=[self._key], args=[DUTY_WINDOW_S]))
+        except redis.RedisError as exc:
+            self._unreachable(exc)
+            return self._own.used(now)
+        self._away = False
+        return total
+
+    def _unreachable(self, exc: redis.RedisError) -> None:
+        if not self._away:  # one line per outage, not one per fragment
+            log.error(
+                "cluster: air time not shared (%s): counting this worker's own until Redis is back",
+                exc,
+                extra={"event": Event.CLUSTER_ERROR},
+            )
+        self._away = True

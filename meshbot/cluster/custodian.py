@@ -172,6 +172,7 @@ class Custodian:
                 "cluster: could not hand back %d question(s) (%s): they are taken over after the %.0fs lease",
                 len(held),
                 exc,
+                self._cfg.lease_s,
                 extra={"event": Event.CLUSTER_ERROR},
             )
         else:

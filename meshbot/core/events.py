@@ -62,6 +62,8 @@ class Event(enum.StrEnum):
     # conversation memory
     MEMORY_FORGOTTEN = "memory-forgotten"
     MEMORY_EXPIRED = "memory-expired"
+    MEMORY_UNAVAILABLE = "memory-unavailable"  # the shared store is away: answers go on without history
+    MEMORY_BACK = "memory-back"
     # knowledge (the operator's notes)
     KNOWLEDGE_INDEXED = "knowledge-indexed"
     KNOWLEDGE_ERROR = "knowledge-error"

@@ -4,6 +4,9 @@ Bounded three ways: the newest `[memory] turns` exchanges; of those, only as man
 `max_history_tokens` and in what `n_ctx` leaves after the system prompt, the question and the reply; and a
 conversation idle for `idle_expiry_s` is forgotten. The history a question starts with is stored with it,
 so a question resumed after a crash is answered with the very same history. `forget` is what `!reset` calls.
+
+Where the exchanges live is a `MemoryTables`: the worker's own store (storage.memory.MemoryTable), or with
+several workers the shared one (cluster.memory.SharedMemory); `app.compose` chooses.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from meshbot.core.config import Config
 from meshbot.core.domain import ChatTurn, Context
@@ -19,7 +23,7 @@ from meshbot.core.events import Event
 from meshbot.core.ids import node_id
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.service.queueing import Query
-from meshbot.storage.memory import DM, Exchange, MemoryTable
+from meshbot.storage.memory import DM, Asked, Exchange, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +35,36 @@ SYSTEM_SLACK_TOKENS = 16
 TokenCounter = Callable[[str], int]
 
 
+class MemoryTables(Protocol):
+    """Where conversations and the histories questions were asked with are kept."""
+
+    def now(self) -> float:
+        """Wall-clock epoch seconds, the clock `Exchange.at` is on."""
+
+    def recent(self, node: int, channel: int | None, limit: int) -> list[Exchange]:
+        """The conversation's newest `limit` exchanges, oldest first."""
+
+    def add(self, node: int, channel: int | None, asked: Asked, exchange: Exchange, keep: int, idle_s: float) -> None:
+        """Remember an answered exchange once per question, keep the newest `keep`, restart the idle clock."""
+
+    def forget(self, node: int, channel: int | None) -> int:
+        """Delete the conversation; how many exchanges it had."""
+
+    def save_snapshot(self, asked: Asked, node: int, channel: int | None, history: Sequence[Exchange]) -> None:
+        """Keep the history `asked` is being asked with (the first one wins)."""
+
+    def snapshot(self, asked: Asked) -> Snapshot | None:
+        """The conversation and history `asked` started with, until it is answered."""
+
+
 def estimate_tokens(text: str) -> int:
     """Tokens `text` may take, sized for the densest script we plan for (never an underestimate in practice)."""
     return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN_PLANNED)
+
+
+def asked(query: Query) -> Asked:
+    """The question as memory tables know it: local id and asking packet (the same on a worker that takes it over)."""
+    return Asked(query.query_id, query.inbound.sender, query.inbound.packet_id)
 
 
 def _where(channel: int | None) -> str:
@@ -41,9 +72,9 @@ def _where(channel: int | None) -> str:
 
 
 class ConversationMemory:
-    """Recent exchanges per (node, channel), in the store; a context source for the worker."""
+    """Recent exchanges per (node, channel), in its tables; a context source for the worker."""
 
-    def __init__(self, table: MemoryTable, cfg: Config, count_tokens: TokenCounter | None = None) -> None:
+    def __init__(self, table: MemoryTables, cfg: Config, count_tokens: TokenCounter | None = None) -> None:
         self._table = table
         self._cfg = cfg
         self._mem = cfg.memory
@@ -54,14 +85,14 @@ class ConversationMemory:
         """Add the history this question is asked with: the stored one when it is resumed."""
         if not self._mem.enabled:
             return context
-        snapshot = self._table.snapshot(query.query_id)
+        snapshot = self._table.snapshot(asked(query))
         if snapshot is not None:
             history = list(snapshot.history)
             log.debug("q%d resumed with the %d exchange(s) it was asked with", query.query_id, len(history))
         else:
             node, channel = query.conversation
             history = self._recall(node, channel, query.decision.question)
-            self._table.save_snapshot(query.query_id, node, channel, history)
+            self._table.save_snapshot(asked(query), node, channel, history)
         turns: list[ChatTurn] = []
         for exchange in history:
             turns += [ChatTurn("user", exchange.question), ChatTurn("assistant", exchange.answer)]
@@ -73,11 +104,11 @@ class ConversationMemory:
         """Remember the exchange in the conversation the question was asked in."""
         if not self._mem.enabled or not answer.strip():
             return
-        snapshot = self._table.snapshot(query.query_id)
+        snapshot = self._table.snapshot(asked(query))
         node, channel = (snapshot.node, snapshot.channel) if snapshot else query.conversation
         tokens = self._count(question) + self._count(answer) + 2 * MESSAGE_OVERHEAD_TOKENS
         exchange = Exchange(question, answer, tokens, self._table.now())
-        self._table.add(node, channel, query.query_id, exchange, self._mem.turns, self._mem.idle_expiry_s)
+        self._table.add(node, channel, asked(query), exchange, self._mem.turns, self._mem.idle_expiry_s)
 
     def forget(self, node: int, channel: int | None) -> None:
         """Forget the conversation of `node` on `channel` (None: the DM conversation): what `!reset` does."""

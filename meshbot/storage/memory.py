@@ -44,6 +44,15 @@ class Exchange:
 
 
 @dataclass(frozen=True)
+class Asked:
+    """Which question: its id in this worker's store, and the packet that asked it (the same on every worker)."""
+
+    query_id: int
+    sender: int
+    packet_id: int
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The conversation a question belongs to and the history it was asked with."""
 
@@ -55,6 +64,17 @@ class Snapshot:
 def channel_key(channel: int | None) -> int:
     """The stored channel of a conversation: `DM` for a direct message (None)."""
     return DM if channel is None else channel
+
+
+def exchange_row(exchange: Exchange) -> list[str | int | float]:
+    """An exchange as stored in JSON: [question, answer, tokens, at] (here and in the shared store)."""
+    return [exchange.question, exchange.answer, exchange.tokens, exchange.at]
+
+
+def exchange_of(row: Sequence[Any]) -> Exchange:
+    """The exchange `exchange_row` wrote."""
+    question, answer, tokens, at = row
+    return Exchange(str(question), str(answer), int(tokens), float(at))
 
 
 def prune_statements(now: float, unfinished: Sequence[str]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
@@ -91,9 +111,9 @@ class MemoryTable:
             ).fetchall()
         return [Exchange(*row) for row in reversed(rows)]
 
-    def add(self, node: int, channel: int | None, query_id: int, exchange: Exchange, keep: int, idle_s: float) -> None:
+    def add(self, node: int, channel: int | None, asked: Asked, exchange: Exchange, keep: int, idle_s: float) -> None:
         """Remember an answered exchange (once per query), keep the newest `keep`, and restart the idle clock."""
-        key = channel_key(channel)
+        key, query_id = channel_key(channel), asked.query_id
         with self._store._tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO turns (node, channel, query_id, question, answer, tokens, at, expires_at) "
@@ -118,22 +138,21 @@ class MemoryTable:
             cur = conn.execute("DELETE FROM turns WHERE node = ? AND channel = ?", (node, channel_key(channel)))
             return cur.rowcount
 
-    def save_snapshot(self, query_id: int, node: int, channel: int | None, history: Sequence[Exchange]) -> None:
-        """Keep the history question `query_id` is being asked with (the first snapshot wins)."""
-        data = json.dumps([[e.question, e.answer, e.tokens, e.at] for e in history], ensure_ascii=False)
+    def save_snapshot(self, asked: Asked, node: int, channel: int | None, history: Sequence[Exchange]) -> None:
+        """Keep the history question `asked` is being asked with (the first snapshot wins)."""
+        data = json.dumps([exchange_row(e) for e in history], ensure_ascii=False)
         with self._store._tx() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO asked_with (query_id, node, channel, history, at) VALUES (?, ?, ?, ?, ?)",
-                (query_id, node, channel_key(channel), data, self.now()),
+                (asked.query_id, node, channel_key(channel), data, self.now()),
             )
 
-    def snapshot(self, query_id: int) -> Snapshot | None:
-        """The conversation and history question `query_id` started with, if it started and is not answered."""
+    def snapshot(self, asked: Asked) -> Snapshot | None:
+        """The conversation and history question `asked` started with, if it started and is not answered."""
         with self._store._tx() as conn:
             row = conn.execute(
-                "SELECT node, channel, history FROM asked_with WHERE query_id = ?", (query_id,)
+                "SELECT node, channel, history FROM asked_with WHERE query_id = ?", (asked.query_id,)
             ).fetchone()
         if row is None:
             return None
-        history = tuple(Exchange(str(q), str(a), int(t), float(at)) for q, a, t, at in json.loads(row[2]))
-        return Snapshot(row[0], row[1], history)
+        return Snapshot(row[0], row[1], tuple(exchange_of(r) for r in json.loads(row[2])))
