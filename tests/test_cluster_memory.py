@@ -210,3 +210,17 @@ def test_with_redis_gone_mid_run_the_question_is_answered_without_history_and_on
     assert history(model.requests[-1]) == []  # memory unreachable: the answer goes out without it
     warnings = [r for r in caplog.records if getattr(r, "event", None) == Event.MEMORY_UNAVAILABLE]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+def test_a_question_that_arrives_while_redis_is_down_is_still_answered(
+    redis_server: RedisServer, workers: Workers, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Claims, rate limits, the work log and memory all live in Redis: none of them may cost the asker an answer.
+    model = FakeModel().queue("Long range radio.")
+    a, radio = workers("a", model)
+    redis_server.stop()
+    caplog.set_level(logging.INFO, logger="meshbot")
+    radio.receive(dm("what is lora?", 1))
+    wait_until(lambda: len(radio.texts()) == 1, timeout=15)
+    assert radio.texts() == ["Long range radio."]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and "intake failed" in r.getMessage()]

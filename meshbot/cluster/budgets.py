@@ -16,7 +16,7 @@ from meshbot.cluster.shared import Shared
 from meshbot.core.config import LimitsConfig
 from meshbot.core.events import Event
 from meshbot.core.pacing import DUTY_WINDOW_S, AirtimeLedger
-from meshbot.core.ratelimit import HOUR_S, Verdict
+from meshbot.core.ratelimit import HOUR_S, NodeLimiter, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,28 @@ class SharedLimiter:
             cfg.global_per_hour / HOUR_S,
         )
         self._take = shared.r.register_script(_TAKE)
+        # With Redis away, this worker's own buckets (same figures) decide: a question is never lost to
+        # a limiter that cannot be asked, and a flood is still held back.
+        self._own = NodeLimiter(cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour)
+        self._away = False
 
     def check(self, node: int, now: float) -> Verdict:
         """Spend one message from `node`'s bucket and the global one, or say which limit refused."""
         k = self._shared.key
-        allowed, reason, first, after = self._take(
-            keys=[k("rate", node), k("rate", "global"), k("refusing", node)], args=list(self._args)
-        )
+        try:
+            allowed, reason, first, after = self._take(
+                keys=[k("rate", node), k("rate", "global"), k("refusing", node)], args=list(self._args)
+            )
+        except redis.RedisError as exc:
+            if not self._away:  # one line per outage, not one per packet
+                log.error(
+                    "cluster: rate limits not shared (%s): this worker's own limits apply until Redis is back",
+                    exc,
+                    extra={"event": Event.CLUSTER_ERROR},
+                )
+            self._away = True
+            return self._own.check(node, now)
+        self._away = False
         if allowed:
             return Verdict(True)
         return Verdict(False, reason.decode(), bool(first), float(after))

@@ -70,6 +70,7 @@ class Custodian:
 
     def _run(self) -> None:
         next_renew = next_take = next_beat = 0.0
+        away = False  # one error line per outage, one line when it ends: not one a second
         while not self._stop.wait(0.2):
             now = time.monotonic()
             try:
@@ -83,8 +84,13 @@ class Custodian:
                 if now >= next_beat:
                     next_beat = now + self._cfg.heartbeat_s
                     self._beat()
+                if away:
+                    away = False
+                    log.info("cluster: shared store reachable again", extra={"event": Event.CLUSTER_BACK})
             except redis.RedisError as exc:  # Redis away: keep answering what we hold, try again
-                log.error("cluster: shared store unreachable: %s", exc, extra={"event": Event.CLUSTER_ERROR})
+                if not away:
+                    log.error("cluster: shared store unreachable: %s", exc, extra={"event": Event.CLUSTER_ERROR})
+                away = True
 
     def _has_room(self) -> bool:
         # A worker with a long queue leaves the takeover to its siblings (what no one takes waits in Redis).

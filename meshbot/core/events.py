@@ -83,6 +83,7 @@ class Event(enum.StrEnum):
     HANDED_BACK = "handed-back"
     LEASE_LOST = "lease-lost"
     CLUSTER_ERROR = "cluster-error"
+    CLUSTER_BACK = "cluster-back"
 
 
 class Reason(enum.StrEnum):
