@@ -70,6 +70,24 @@ return tostring(total)
 """
 
 
+class _Outage:
+    """One error line when Redis goes away (not one per packet or fragment), reset once it answers again."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self.away = False
+
+    def report(self, exc: redis.RedisError) -> None:
+        """Redis failed a call: say so, once per outage."""
+        if not self.away:
+            log.error("cluster: %s (%s) until Redis is back", self._what, exc, extra={"event": Event.CLUSTER_ERROR})
+        self.away = True
+
+    def answered(self) -> None:
+        """Redis answered: the next failure is a new outage."""
+        self.away = False
+
+
 class SharedLimiter:
     """The gate's rate limiter, one set of buckets for all workers (same figures as `[limits]`)."""
 
@@ -85,7 +103,7 @@ class SharedLimiter:
         # With Redis away, this worker's own buckets (same figures) decide: a question is never lost to
         # a limiter that cannot be asked, and a flood is still held back.
         self._own = NodeLimiter(cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour)
-        self._away = False
+        self._outage = _Outage("rate limits not shared: this worker's own limits apply")
 
     def check(self, node: int, now: float) -> Verdict:
         """Spend one message from `node`'s bucket and the global one, or say which limit refused."""
@@ -95,15 +113,9 @@ class SharedLimiter:
                 keys=[k("rate", node), k("rate", "global"), k("refusing", node)], args=list(self._args)
             )
         except redis.RedisError as exc:
-            if not self._away:  # one line per outage, not one per packet
-                log.error(
-                    "cluster: rate limits not shared (%s): this worker's own limits apply until Redis is back",
-                    exc,
-                    extra={"event": Event.CLUSTER_ERROR},
-                )
-            self._away = True
+            self._outage.report(exc)
             return self._own.check(node, now)
-        self._away = False
+        self._outage.answered()
         if allowed:
             return Verdict(True)
         return Verdict(False, reason.decode(), bool(first), float(after))
@@ -118,7 +130,7 @@ class SharedAirtime:
         # This worker's own share, kept as well: with Redis away the budget falls back to it rather than
         # failing the answer (the other workers' share is then not counted).
         self._own = AirtimeLedger()
-        self._away = False
+        self._outage = _Outage("air time not shared: counting this worker's own")
 
     def record(self, now: float, airtime_s: float) -> None:
         """Account one transmission that started now (Redis's clock: workers' monotonic clocks differ)."""
@@ -126,23 +138,14 @@ class SharedAirtime:
         try:
             self._script(keys=[self._key], args=[DUTY_WINDOW_S, repr(airtime_s), secrets.token_hex(6)])
         except redis.RedisError as exc:
-            self._unreachable(exc)
+            self._outage.report(exc)
 
     def used(self, now: float) -> float:
         """Seconds on air within the last hour, all workers together (only this one's with Redis away)."""
         try:
             total = float(self._script(keys=[self._key], args=[DUTY_WINDOW_S]))
         except redis.RedisError as exc:
-            self._unreachable(exc)
+            self._outage.report(exc)
             return self._own.used(now)
-        self._away = False
+        self._outage.answered()
         return total
-
-    def _unreachable(self, exc: redis.RedisError) -> None:
-        if not self._away:  # one line per outage, not one per fragment
-            log.error(
-                "cluster: air time not shared (%s): counting this worker's own until Redis is back",
-                exc,
-                extra={"event": Event.CLUSTER_ERROR},
-            )
-        self._away = True
