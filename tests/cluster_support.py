@@ -1,4 +1,7 @@
-"""Two or more meshbot workers behind one bot on a real mosquitto and a real redis-server (fixtures' helpers)."""
+"""Two or more meshbot workers behind one bot on a real mosquitto and a real redis-server (fixtures' helpers).
+
+Workers answer with `EchoModel` unless given a model server's URL: then with the real `openai` backend.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from tests.fakes import AI_TAG
 from tests.mqtt_support import ROOT, Handset
 from tests.redis_support import RedisServer
 
+ANSWER_TOKENS = 64
 FILLER = (
     "LoRa spreads each symbol over a wide chirp so a receiver can pick it out below the noise floor, and "
     "Meshtastic relays short texts from handset to handset until the hop limit runs out."
@@ -24,10 +28,7 @@ FILLER = (
 
 
 class EchoModel:
-    """A fake model whose answer names the question, so a test can tell which answer went to which DM.
-
-    Stands in for the `openai` backend on a `llama_cpp.server` until that backend lands (see worker_config).
-    """
+    """A fake model whose answer names the question, for tests about claims and leases rather than answers."""
 
     name = "echo-model"
     deterministic = False  # as a sampling server: a takeover ends cut off instead of writing again
@@ -51,11 +52,18 @@ class EchoModel:
             yield word if i == 0 else " " + word
 
 
-def worker_config(broker_port: int, redis: RedisServer, worker: str, **overrides: object) -> Config:
+def openai_settings(model_url: str) -> dict[str, object]:
+    """The `openai` backend on a model server (its URL ends in /v1), with answers short enough for a burst."""
+    # 64 tokens: one to three fragments an answer, so 20 real answers take about a minute on 2 cores.
+    return {"model.backend": "openai", "model.base_url": model_url, "model.max_tokens_cap": ANSWER_TOKENS}
+
+
+def worker_config(
+    broker_port: int, redis: RedisServer, worker: str, model_url: str | None = None, **overrides: object
+) -> Config:
     """One worker's config: the mqtt transport, the cluster on, limits wide enough for a burst of DMs.
 
-    For the openai backend (issue 12), add "model.backend": "openai" and its base_url here, and build the
-    worker with model=None.
+    With `model_url`, the `openai` backend on that server (build the worker with model=None).
     """
     settings: dict[str, object] = {
         "radio.transport": "mqtt",
@@ -74,6 +82,8 @@ def worker_config(broker_port: int, redis: RedisServer, worker: str, **overrides
         # The bot sits on LongFast with the default key: the mesh's public channel, answered only when enabled.
         "policy.channels": [{"index": 0, "public": True}],
     }
+    if model_url is not None:
+        settings.update(openai_settings(model_url))
     settings.update(overrides)
     return load_config(
         overrides=settings,
@@ -82,15 +92,20 @@ def worker_config(broker_port: int, redis: RedisServer, worker: str, **overrides
 
 
 class Workers:
-    """In-process workers, each with its own SQLite store, sharing the broker and Redis."""
+    """In-process workers, each with its own SQLite store, sharing the broker and Redis.
 
-    def __init__(self, broker_port: int, redis: RedisServer, tmp: Path) -> None:
-        self.broker_port, self.redis, self.tmp = broker_port, redis, tmp
+    With `model_url` each worker's composition root makes the real `openai` backend; without, an `EchoModel`.
+    """
+
+    def __init__(self, broker_port: int, redis: RedisServer, tmp: Path, model_url: str | None = None) -> None:
+        self.broker_port, self.redis, self.tmp, self.model_url = broker_port, redis, tmp, model_url
         self.running: dict[str, Daemon] = {}
 
     def start(self, worker: str, **overrides: object) -> Daemon:
-        cfg = worker_config(self.broker_port, self.redis, worker, **overrides)
-        daemon = build_daemon(cfg, model=EchoModel(), store=Store(self.tmp / f"{worker}.db"))
+        """Build and start one worker; `overrides` as worker_config takes them."""
+        cfg = worker_config(self.broker_port, self.redis, worker, self.model_url, **overrides)
+        model = None if self.model_url else EchoModel()  # None: build_daemon makes (and closes) the backend
+        daemon = build_daemon(cfg, model=model, store=Store(self.tmp / f"{worker}.db"))
         daemon.start()
         self.running[worker] = daemon
         return daemon
@@ -127,6 +142,13 @@ def complete(fragments: list[str], cap: int | None = None) -> bool:
     assert last is not None
     ended = last.group(2) == str(len(fragments)) or (last.group(2) == "+" and len(fragments) == cap)
     return indices == list(range(1, len(fragments) + 1)) and ended
+
+
+def assert_real_answer(fragments: list[str], max_bytes: int, cap: int) -> None:
+    """One real answer, sent once: numbered 1..n each once, every fragment with text and within `max_bytes`."""
+    assert complete(fragments, cap), fragments  # an index twice would be an answer (or a fragment) sent twice
+    assert all(strip_numbering(f).strip() for f in fragments), fragments
+    assert all(len((AI_TAG + f).encode()) <= max_bytes for f in fragments), fragments
 
 
 def body(fragments: list[str]) -> str:

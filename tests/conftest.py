@@ -1,4 +1,4 @@
-"""Shared fixtures: virtual clock, fake radio, fake model, and a daemon wired to them."""
+"""Shared fixtures: virtual clock, fake radio, fake model, a daemon wired to them, and one real model server."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from meshbot.core.config import Config, load_config
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.fakes import FakeModel, FakeRadio
+from tests.openai_servers import LlamaServer
 
 
 @pytest.fixture
@@ -97,3 +98,12 @@ def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
     yield start
     for bot in started:
         bot.stop(grace_s=5.0)
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """One real `llama_cpp.server` on the bundled GGUF for the whole run; a server that cannot start fails the test."""
+    server = LlamaServer(tmp_path_factory.mktemp("model-server"))
+    server.start()
+    yield server
+    server.kill()

@@ -45,6 +45,9 @@ class LlamaServer:
         """Start the server and wait until it lists its model; pytest.fail with its log if it cannot."""
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--n_ctx", "2048", "--n_threads", "2"]
+        # By default a request that arrives while another streams ends that one with [DONE] and no
+        # finish_reason, which reads as a short but whole answer: several workers' requests must queue instead.
+        cmd += ["--interrupt_requests", "false"]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
