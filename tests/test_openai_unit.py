@@ -168,6 +168,15 @@ def test_a_stream_that_ends_early_is_a_stall_once_text_came_and_unavailable_befo
         list(served(lambda request: sse(done=False), api_model="m").stream(REQUEST, GenerationStats()))
 
 
+def test_a_stream_that_says_done_without_a_finish_reason_was_interrupted_not_complete() -> None:
+    # llama_cpp.server's default when a second worker's request arrives: the first answer just stops.
+    model = served(lambda request: sse(delta("Half an"), delta(" answer")), api_model="m")
+    with pytest.raises(ModelStalled, match="--interrupt_requests false"):
+        list(model.stream(REQUEST, GenerationStats()))
+    complete = served(lambda request: sse(delta("Whole."), delta("", finish="stop")), api_model="m")
+    assert list(complete.stream(REQUEST, GenerationStats())) == ["Whole."]
+
+
 def test_a_timeout_between_chunks_before_any_text_is_unavailable() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)

@@ -149,7 +149,10 @@ class OpenAIModel(BaseModel):
         finish: str | None = None
         for sse in events:
             if sse.data.strip() == "[DONE]":
-                finish = finish or "stop"
+                # A complete answer says why it ended (stop, length) before [DONE]. llama_cpp.server sends a bare
+                # [DONE] when another request interrupts the stream (its default): that answer is cut short.
+                if finish is None:
+                    raise _cut(self.where, progress.pieces, _INTERRUPTED)
                 break
             chunk = _chunk(sse.data, self.where, progress.pieces)
             if isinstance(chunk.get("usage"), dict):
@@ -185,6 +188,12 @@ def _chunk(data: str, where: str, pieces: int) -> dict[str, Any]:
     if "error" in chunk:  # vLLM and Ollama report a failure mid-stream this way
         raise _cut(where, pieces, f"it reported an error: {_error_text(chunk)}")
     return chunk
+
+
+_INTERRUPTED = (
+    "it ended the stream without a finish reason, as llama_cpp.server does when another request interrupts "
+    "one (serve several workers with --interrupt_requests false)"
+)
 
 
 def _cut(where: str, pieces: int, why: str) -> ModelError:
