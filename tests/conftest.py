@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.fakes import FakeModel, FakeRadio
 from tests.openai_servers import LlamaServer
+from tests.redis_support import RedisServer
 
 
 @pytest.fixture
@@ -98,6 +100,15 @@ def real_daemon(bundled_model) -> Iterator[Callable[[int], Daemon]]:
     yield start
     for bot in started:
         bot.stop(grace_s=5.0)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 for one test (the cluster's shared store)."""
+    server = RedisServer(tmp_path)
+    server.start()  # fails the test, with redis-server's output, when it cannot start
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

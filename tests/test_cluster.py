@@ -25,14 +25,6 @@ from tests.fakes import ALICE, BOB, BOT_NUM, FakeModel, FakeRadio
 from tests.redis_support import RedisServer
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()  # fails the test, with redis-server's output, when it cannot start
-    yield server
-    server.stop()
-
-
 def shared(server: RedisServer, worker: str, lease_s: float = 1.0) -> Shared:
     return Shared(ClusterConfig(redis_url=server.url, worker_id=worker, lease_s=lease_s))
 

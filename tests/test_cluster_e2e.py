@@ -36,14 +36,6 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def workers(broker: Broker, redis_server: RedisServer, tmp_path: Path, model_server: LlamaServer) -> Iterator[Workers]:
     made = Workers(broker.port, redis_server, tmp_path, model_url=model_server.url)
     yield made

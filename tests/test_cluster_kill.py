@@ -40,14 +40,6 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
 def sections(broker: Broker, redis: RedisServer, model_url: str, worker: str) -> dict[str, dict[str, Any]]:
     """One worker process's config file: the same keys as cluster_support.worker_config's openai settings."""
     return {

@@ -24,14 +24,6 @@ from tests.fakes import ALICE, BOB, BOT_NUM, FakeModel, FakeRadio
 from tests.redis_support import RedisServer
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()  # fails the test, with redis-server's output, when it cannot start
-    yield server
-    server.stop()
-
-
 def memory(server: RedisServer, worker: str = "a", **kw: float) -> SharedMemory:
     return SharedMemory(Shared(ClusterConfig(redis_url=server.url, worker_id=worker, group="g")), **kw)
 
