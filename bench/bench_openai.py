@@ -61,6 +61,8 @@ def start_server(threads: int) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads)]
+    # Requests queue rather than cut each other off (the default ends a stream when another request arrives).
+    cmd += ["--interrupt_requests", "false"]
     # Its log goes to a file: llama.cpp writes enough at load to fill a pipe and block the server.
     log_path = Path(tempfile.mkdtemp(prefix="meshbot-bench-")) / "llama-server.log"
     with log_path.open("wb") as log:
