@@ -1,12 +1,12 @@
-"""Questions per minute with 1, 2 and 4 workers behind one bot, all sharing ONE model, and what limited it.
+"""Questions per minute with 1, 2 and 4 workers behind one bot, all sharing ONE model server, and what limited it.
 
 Real parts: mosquitto and redis-server on 127.0.0.1 (started here), the workers' real MQTT transport with
-the cluster on, handsets that uplink every DM through two gateways, and the bundled SmolLM2 GGUF through
-llama.cpp. The workers run in this process and share one loaded model, whose engine thread serializes every
-generation exactly as one model server would (until the openai backend lands: then point the workers at one
-`python -m llama_cpp.server` instead, see tests/cluster_support.worker_config).
+the cluster on, handsets that uplink every DM through two gateways, and one `python -m llama_cpp.server` on the
+bundled SmolLM2 GGUF that every worker reaches through the `openai` backend (`--interrupt_requests false`: the
+server answers one request at a time and queues the rest). The workers run in this process; `--model echo` swaps
+the server for an instant fake, to see what the broker and the pacing allow alone.
 
-    .venv/bin/python bench/cluster_throughput.py [--questions 24] [--workers 1,2,4]
+    .venv/bin/python bench/cluster_throughput.py [--questions 24] [--workers 1,2,4] [--model server|echo]
 
 Not a test: the figures depend on the machine and on what else runs on it.
 """
@@ -25,10 +25,11 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench import machine
+from bench.bench_openai import start_server
 from bench.prompts import PROMPTS
 from meshbot.app.compose import build_daemon
-from meshbot.core.config import ModelConfig
-from meshbot.models.llama import load_model
+from meshbot.models import make_model
 from meshbot.storage.store import Store
 from tests.cluster_support import EchoModel, answers_by_question, complete, worker_config
 from tests.mqtt_support import Broker, Handset
@@ -39,44 +40,66 @@ GATEWAYS = (0x6A7E0001, 0x6A7E0002)
 MAX_FRAGMENTS = 3
 
 
-class TimedModel:
-    """The shared model, timing how long it is busy (its engine thread runs one job at a time)."""
+class BusyMeter:
+    """Wall time during which at least one worker was waiting on the model (the server answers one at a time)."""
 
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self.name, self.deterministic = model.name, model.deterministic
+    def __init__(self) -> None:
         self.busy_s = 0.0
+        self._active = 0
+        self._since = 0.0
         self._lock = threading.Lock()
 
-    def run(self, job: Callable[[], T]) -> T:
-        def timed() -> T:
-            started = time.monotonic()
-            try:
-                return job()
-            finally:
-                with self._lock:
-                    self.busy_s += time.monotonic() - started
+    def enter(self) -> None:
+        """A request to the model starts."""
+        with self._lock:
+            if self._active == 0:
+                self._since = time.monotonic()
+            self._active += 1
 
-        return self._model.run(timed)  # type: ignore[no-any-return]
+    def leave(self) -> None:
+        """A request to the model ended."""
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self.busy_s += time.monotonic() - self._since
+
+
+class TimedModel:
+    """One worker's model, reporting to the shared meter while it answers."""
+
+    def __init__(self, model: Any, meter: BusyMeter) -> None:
+        self._model, self._meter = model, meter
+        self.name, self.deterministic = model.name, model.deterministic
+
+    def run(self, job: Callable[[], T]) -> T:
+        self._meter.enter()
+        try:
+            return self._model.run(job)  # type: ignore[no-any-return]
+        finally:
+            self._meter.leave()
 
     def stream(self, request: Any, stats: Any) -> Any:
         return self._model.stream(request, stats)
 
     def close(self) -> None:
-        """The shared model outlives each run."""
+        self._model.close()
 
 
-def one_run(n_workers: int, n_questions: int, model: Any, tmp: Path) -> dict[str, float]:
+def one_run(n_workers: int, n_questions: int, url: str | None, tmp: Path) -> dict[str, float]:
     broker, redis = Broker(tmp), RedisServer(tmp)
     broker.start()
     redis.start()
-    timed = TimedModel(model)
+    meter = BusyMeter()
     daemons = []
     handsets = [Handset(broker.port, 0x0C000001 + i, gateways=GATEWAYS) for i in range(6)]
     try:
         for i in range(n_workers):
-            cfg = worker_config(broker.port, redis, f"w{i}", **{"mesh.max_fragments": MAX_FRAGMENTS})
-            daemon = build_daemon(cfg, model=timed, store=Store(tmp / f"w{i}.db"))
+            settings: dict[str, object] = {"mesh.max_fragments": MAX_FRAGMENTS}
+            if url is not None:  # the backend an operator would set, at its default token cap
+                settings.update({"model.backend": "openai", "model.base_url": url})
+            cfg = worker_config(broker.port, redis, f"w{i}", **settings)
+            model = TimedModel(make_model(cfg.model) if url is not None else EchoModel(), meter)
+            daemon = build_daemon(cfg, model=model, store=Store(tmp / f"w{i}.db"))
             daemon.start()
             daemons.append(daemon)
         for h in handsets:
@@ -98,7 +121,7 @@ def one_run(n_workers: int, n_questions: int, model: Any, tmp: Path) -> dict[str
             "workers": n_workers,
             "wall_s": wall,
             "per_min": n_questions / wall * 60,
-            "model_busy": timed.busy_s / wall,
+            "model_busy": meter.busy_s / wall,
             "fragments": fragments,
             # What pacing alone forces: each worker's fragments at least min_gap_s apart.
             "pacing_s": max(per_worker) / max(sum(per_worker), 1) * fragments * gap,
@@ -107,6 +130,7 @@ def one_run(n_workers: int, n_questions: int, model: Any, tmp: Path) -> dict[str
     finally:
         for d in daemons:
             d.stop(grace_s=2.0)
+            d.model.close()
         for h in handsets:
             h.close()
         broker.stop()
@@ -118,18 +142,24 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=24)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument(
-        "--model", choices=("llama", "echo"), default="llama", help="echo: an instant fake, to see pacing alone"
+        "--model", choices=("server", "echo"), default="server", help="echo: an instant fake, to see pacing alone"
     )
+    parser.add_argument("--threads", type=int, default=2, help="the model server's threads")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    model = load_model(ModelConfig(seed=42, threads=2)) if args.model == "llama" else EchoModel()
+    server, url = start_server(args.threads) if args.model == "server" else (None, None)
     rows = []
-    for n in (int(x) for x in args.workers.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            rows.append(one_run(n, args.questions, model, Path(tmp)))
-    what = "one shared SmolLM2-135M" if args.model == "llama" else "an instant fake model"
+    try:
+        for n in (int(x) for x in args.workers.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(one_run(n, args.questions, url, Path(tmp)))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+    what = "one llama_cpp.server on SmolLM2-135M" if url else "an instant fake model"
     print(f"\n{args.questions} DMs (each uplinked by 2 gateways), {what}, max {MAX_FRAGMENTS} fragments")
-
+    print(f"machine: {machine()}\n")
     print("| workers | wall s | questions/min | model busy | fragments | pacing floor s | answered per worker |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -137,7 +167,6 @@ def main() -> None:
             f"| {r['workers']} | {r['wall_s']:.1f} | {r['per_min']:.1f} | {r['model_busy']:.0%} | {r['fragments']} "
             f"| {r['pacing_s']:.0f} | {r['split']} |"
         )
-    model.close()
 
 
 if __name__ == "__main__":

@@ -238,6 +238,33 @@ def test_graceful_stop_hands_queued_questions_to_another_worker(redis_server: Re
     wait_until(lambda: open_entries(redis_server) == 0, timeout=10)
 
 
+class Gated(FakeModel):
+    """Holds every answer until `release` is set: a worker busy with a long generation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def stream(self, request, stats):  # type: ignore[no-untyped-def]
+        self.release.wait(20)
+        yield from super().stream(request, stats)
+
+
+def test_a_busy_worker_gives_its_queued_questions_to_an_idle_one(redis_server: RedisServer, workers: Workers) -> None:
+    # Every DM comes in several copies and the first copy's worker claims it: one worker can win them all.
+    busy = Gated().queue("one")
+    a, radio_a = workers("a", busy)
+    b, radio_b = workers("b", FakeModel().queue("two", "three"))
+    for pid, sender in ((1, ALICE), (2, BOB), (3, ALICE + 1)):
+        radio_a.receive(dm(f"question {pid}", pid, sender))  # all won by a, which is stuck on the first
+    wait_until(lambda: len(radio_b.texts()) == 2, timeout=15)
+    assert sorted(radio_b.texts()) == ["three", "two"]  # the idle worker answered the two that waited
+    busy.release.set()
+    wait_until(lambda: radio_a.texts() == ["one"], timeout=10)
+    assert len(busy.requests) == 1  # given away, never answered twice
+    wait_until(lambda: open_entries(redis_server) == 0, timeout=10)
+
+
 def test_more_is_answered_by_whichever_worker_gets_it(redis_server: RedisServer, workers: Workers) -> None:
     long_answer = " ".join(f"word{i}" for i in range(80))
     a, radio_a = workers("a", FakeModel().queue(long_answer), **{"mesh.max_fragments": 1})

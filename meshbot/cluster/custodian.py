@@ -17,13 +17,13 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from meshbot.cluster.ledger import ClusterLedger
 from meshbot.cluster.shared import Shared
-from meshbot.cluster.worklog import Record
+from meshbot.cluster.worklog import Held, Record
 from meshbot.core import limits
 from meshbot.core.domain import Inbound
 from meshbot.core.events import Event, Reason
@@ -77,10 +77,9 @@ class Custodian:
                 if now >= next_renew:
                     next_renew = now + self._cfg.lease_s / 4
                     self._renew()
-                if now >= next_take and self._has_room() and not self._quiet.is_set():
+                if now >= next_take and not self._quiet.is_set():
                     next_take = now + TAKE_EVERY_S
-                    self._adopt(self._work.take_returned(TAKE_AT_ONCE), "handed back")
-                    self._adopt(self._work.take_dead(TAKE_AT_ONCE), f"silent for {self._cfg.lease_s:.0f}s")
+                    self._take_and_share()
                 if now >= next_beat:
                     next_beat = now + self._cfg.heartbeat_s
                     self._beat()
@@ -91,6 +90,51 @@ class Custodian:
                 if not away:
                     log.error("cluster: shared store unreachable: %s", exc, extra={"event": Event.CLUSTER_ERROR})
                 away = True
+
+    def _take_and_share(self) -> None:
+        assert self._daemon is not None
+        # Returned questions go to a worker with nothing waiting, so a busy one never takes back what a
+        # sibling just gave away; a dead worker's go to any with room (no one may be idle for a while).
+        if self._daemon.queue.depth() == 0:
+            self._adopt(self._work.take_returned(TAKE_AT_ONCE), "handed back")
+        if self._has_room():
+            self._adopt(self._work.take_dead(TAKE_AT_ONCE), f"silent for {self._cfg.lease_s:.0f}s")
+        self._share_load()
+
+    def _share_load(self) -> None:
+        """While this worker is answering and others wait in its queue, give one to each idle sibling."""
+        # The broker's shared subscription hands out uplinks round-robin, but every DM comes in several
+        # copies and the first to arrive wins the claim, so one worker can win most: idle ones even it out.
+        d = self._daemon
+        assert d is not None
+        held = self._ledger.held()
+        if d.queue.depth() == 0 or len(held) < 2:
+            return
+        idle = [w for w in self._shared.workers() if w["worker"] != self._shared.worker_id and _idle(w)]
+        given = []
+        for _ in idle:
+            query = d.queue.steal()
+            if query is None:
+                break
+            if query.query_id not in held:  # accepted while Redis was away: only this worker has it
+                d.queue.put(query)
+                break
+            given.append(query.query_id)
+        if given:
+            self._give_away(given, held)
+
+    def _give_away(self, query_ids: list[int], held: dict[int, Held]) -> None:
+        assert self._daemon is not None
+        self._work.hand_back([held[q] for q in query_ids])
+        for query_id in query_ids:
+            self._ledger.lose(query_id)  # fenced: if it ever came back here, it would not be answered twice
+            self._daemon.store.set_state(query_id, QueryState.DROPPED, Reason.HANDED_TO_CLUSTER)
+        log.info(
+            "gave %d queued question(s) (%s) to idle workers",
+            len(query_ids),
+            ", ".join(f"q{q}" for q in query_ids),
+            extra={"event": Event.HANDED_BACK, "count": len(query_ids), "query_ids": query_ids},
+        )
 
     def _has_room(self) -> bool:
         # A worker with a long queue leaves the takeover to its siblings (what no one takes waits in Redis).
@@ -190,6 +234,11 @@ class Custodian:
                 extra={"event": Event.HANDED_BACK, "count": len(held)},
             )
         self._shared.close()
+
+
+def _idle(worker: dict[str, Any]) -> bool:
+    """A sibling's last heartbeat says it holds no question and is not paused."""
+    return worker.get("holding", 1) == 0 and not worker.get("paused", False)
 
 
 def _question(f: dict[str, str]) -> tuple[Inbound, Accept]:

@@ -69,6 +69,9 @@ class QueryQueue(Protocol):
     def depth(self) -> int:
         """Queries waiting."""
 
+    def steal(self) -> Query | None:
+        """Take out the query that would be answered last (for an idle worker elsewhere), or None."""
+
     def close(self) -> None:
         """Wake every waiter; later gets return None."""
 
@@ -118,6 +121,18 @@ class FairQueue:
         """Queries waiting."""
         with self._cond:
             return self._size
+
+    def steal(self) -> Query | None:
+        """Take the last query of the last node's line: the one this queue would answer last."""
+        with self._cond:  # the same lock as get(): a query is either answered here or given away, never both
+            if not self._lines:
+                return None
+            node, line = next(reversed(self._lines.items()))
+            query = line.pop()
+            if not line:
+                del self._lines[node]
+            self._size -= 1
+            return query
 
     def close(self) -> None:
         """Wake every waiter."""
