@@ -95,8 +95,9 @@ class Custodian:
         assert self._daemon is not None
         # Returned questions go to a worker with nothing waiting, so a busy one never takes back what a
         # sibling just gave away; a dead worker's go to any with room (no one may be idle for a while).
+        # One at a time: a worker that took several would only hand the rest on again.
         if self._daemon.queue.depth() == 0:
-            self._adopt(self._work.take_returned(TAKE_AT_ONCE), "handed back")
+            self._adopt(self._work.take_returned(1), "handed back")
         if self._has_room():
             self._adopt(self._work.take_dead(TAKE_AT_ONCE), f"silent for {self._cfg.lease_s:.0f}s")
         self._share_load()
@@ -172,7 +173,9 @@ class Custodian:
             store.set_state(query_id, QueryState.SENDING)
         self._ledger.adopt(query_id, record.held)
         self.taken_over += 1
-        log.warning(
+        # Routine when a sibling stops or shares its queue; worth a warning when a worker went silent.
+        log.log(
+            logging.INFO if why == "handed back" else logging.WARNING,
             "took over %s's question from %s as q%d (%s): %d of %d fragment(s) already sent",
             record.held.entry,
             node_id(int(f["sender"])),
