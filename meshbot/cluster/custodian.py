@@ -128,7 +128,7 @@ class Custodian:
         assert self._daemon is not None
         self._work.hand_back([held[q] for q in query_ids])
         for query_id in query_ids:
-            self._ledger.lose(query_id)  # fenced: if it ever came back here, it would not be answered twice
+            self._ledger.give(query_id)  # fenced here, renewed until taken (a returned question never goes idle)
             self._daemon.store.set_state(query_id, QueryState.DROPPED, Reason.HANDED_TO_CLUSTER)
         log.info(
             "gave %d queued question(s) (%s) to idle workers",
@@ -143,8 +143,11 @@ class Custodian:
         return self._daemon.queue.depth() < max(self._daemon.cfg.queue.max_depth // 2, 1)
 
     def _renew(self) -> None:
-        held = self._ledger.held()
-        lost = self._work.renew(list(held.values()))
+        held, given = self._ledger.held(), self._ledger.given()
+        lost = self._work.renew([*held.values(), *given.values()])
+        for query_id, h in given.items():
+            if h.entry in lost:
+                self._ledger.taken(query_id)  # a sibling took it, as meant
         for query_id, h in held.items():
             if h.entry in lost:
                 log.error(

@@ -54,6 +54,8 @@ class ClusterLedger(Ledger):
         self.work = work
         self._held: dict[int, Held] = {}  # local query id -> its entry in the work log
         self._lost: set[int] = set()
+        # Given to an idle sibling and not yet taken: still renewed here, so it never looks like a dead worker's.
+        self._given: dict[int, Held] = {}
         self._lock = threading.Lock()
 
     # -- what the custodian asks -------------------------------------------------------------------
@@ -66,6 +68,24 @@ class ClusterLedger(Ledger):
         """A question taken over from another worker, now stored locally as `query_id`."""
         with self._lock:
             self._held[query_id] = held
+
+    def give(self, query_id: int) -> None:
+        """This worker handed the (queued, unstarted) question back: renew it until another takes it."""
+        with self._lock:
+            self._lost.add(query_id)  # fenced: it is never answered here under this id
+            held = self._held.pop(query_id, None)
+            if held is not None:
+                self._given[query_id] = held
+
+    def given(self) -> dict[int, Held]:
+        """Questions handed back and not yet taken, by local id."""
+        with self._lock:
+            return dict(self._given)
+
+    def taken(self, query_id: int) -> None:
+        """Another worker took a question this one had given."""
+        with self._lock:
+            self._given.pop(query_id, None)
 
     def lose(self, query_id: int) -> None:
         """Another worker owns this question now: fence it."""
