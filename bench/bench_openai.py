@@ -59,7 +59,8 @@ def free_port() -> int:
 def start_server(threads: int) -> tuple[subprocess.Popen[bytes], str]:
     """llama_cpp.server on the bundled model; waits until it lists the model."""
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model_path()), "--host", "127.0.0.1"]
+    # `meshbot serve-model` is llama_cpp.server itself, loaded as the llama backend loads (AMX Xeons need it).
+    cmd = [sys.executable, "-m", "meshbot", "serve-model", "--model", str(bundled_model_path()), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", "2048", "--n_threads", str(threads)]
     # Requests queue rather than cut each other off (the default ends a stream when another request arrives).
     cmd += ["--interrupt_requests", "false"]

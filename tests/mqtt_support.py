@@ -124,6 +124,15 @@ class Handset:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def away(self) -> None:
+        """Its gateway drops off the broker (a clean session: what is published meanwhile never reaches it)."""
+        self.close()
+
+    def back(self) -> None:
+        """Its gateway connects again and subscribes anew."""
+        self.client.reconnect()
+        self.client.loop_start()
+
     # -- uplink ----------------------------------------------------------------------------------------
     def publish(
         self, packet: mesh_pb2.MeshPacket, channel_id: str, gateways: tuple[int, ...] | None = None, wait: bool = True

@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` on the bundled model; start, kill and start again on the same port."""
+    """llama_cpp.server (via `meshbot serve-model`) on the bundled model; start, kill and start again on the same port."""
 
     def __init__(self, log_dir: Path) -> None:
         from meshbot.models.llama import bundled_model_path  # the test process may import llama.cpp
@@ -43,7 +43,9 @@ class LlamaServer:
 
     def start(self) -> None:
         """Start the server and wait until it lists its model; pytest.fail with its log if it cannot."""
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", "127.0.0.1"]
+        # llama-cpp-python's own server, through `meshbot serve-model` (which loads the model as the llama
+        # backend does: on an AMX Xeon the plain `python -m llama_cpp.server` dies at its first request).
+        cmd = [sys.executable, "-m", "meshbot", "serve-model", "--model", str(self.model_path), "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--n_ctx", "2048", "--n_threads", "2"]
         # By default a request that arrives while another streams ends that one with [DONE] and no
         # finish_reason, which reads as a short but whole answer: several workers' requests must queue instead.

@@ -169,6 +169,26 @@ def test_a_broker_restart_mid_run_loses_no_accepted_question(bot, handsets, brok
     assert any("session resumed" in r.getMessage() for r in caplog.records)  # the broker kept our session
 
 
+def test_a_fragment_published_while_the_askers_gateway_is_away_reaches_it_once_it_is_back(
+    bot, handsets, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="meshbot")
+    alice = handsets(ALICE)
+    daemon, model = bot()
+    meet(alice)
+    model.queue(LONG_ANSWER)
+    alice.dm("what is lora?")
+    wait_until(lambda: any(r.getMessage().startswith("acked q1 1/+") for r in caplog.records), timeout=20)
+    alice.away()  # her gateway is off the broker when fragment 2 is published
+    wait_until(lambda: any(r.getMessage().startswith("sent q1 2/2") for r in caplog.records), timeout=20)
+    time.sleep(0.5)
+    alice.back()
+    fragments = answer_of(alice, dm=True, timeout=20)  # a copy with the same packet id comes before the ACK wait ends
+    assert_in_order(fragments, LONG_ANSWER)  # every fragment once, in order: the copies she heard are dropped
+    assert any(getattr(r, "event", None) == "retransmitted" for r in caplog.records)
+    wait_until(lambda: any(r.getMessage().startswith("acked q1 2/2") for r in caplog.records), timeout=10)
+
+
 def test_a_question_sent_while_the_bot_is_away_is_answered_when_it_returns(bot, handsets, caplog) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     alice = handsets(ALICE)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from meshbot.core.clock import VirtualClock
 from meshbot.radios.mqtt import crypto
 from meshbot.radios.mqtt.identity import Keyring
-from meshbot.radios.mqtt.state import BoundedTTL
+from meshbot.radios.mqtt.state import BoundedTTL, Retransmits
 from meshbot.storage.keys import KeyStore
 from meshbot.storage.store import Store
 
@@ -72,3 +72,18 @@ def test_a_key_of_the_wrong_size_is_not_learnt(tmp_path: Path) -> None:
     assert not ring.learn(7, b"short")
     assert ring.get(7) is None
     store.close()
+
+
+def test_an_unanswered_dm_goes_out_as_many_times_as_the_firmware_sends_one_and_an_ack_stops_it() -> None:
+    clock = VirtualClock(0.0)
+    copies = Retransmits(interval_s=4.0, transmissions=3, clock=clock.now)
+    copies.track(7, "msh/US/2/e/PKI/!0bb00001", b"seven")
+    copies.track(8, "msh/US/2/e/PKI/!0bb00001", b"eight")
+    assert copies.due() == []  # the first copy just went out
+    clock.advance(4.0)
+    assert sorted(pid for pid, _, _ in copies.due()) == [7, 8]  # the second copy, same packet
+    copies.forget(8)  # its ACK came
+    clock.advance(4.0)
+    assert [(pid, payload) for pid, _, payload in copies.due()] == [(7, b"seven")]  # the third and last
+    clock.advance(40.0)
+    assert copies.due() == [] and len(copies) == 0

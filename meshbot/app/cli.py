@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(sub)
 
+    # Parsed by the server itself (see main): listed here for `meshbot --help`.
+    sub.add_parser(
+        "serve-model",
+        add_help=False,
+        help="run llama-cpp-python's OpenAI-compatible model server for the openai backend (its own flags follow)",
+    )
+
     status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
     status.add_argument("--config", type=Path, help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="one JSON object")
@@ -144,8 +151,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config, "status": cmd_status}
 
 
+def cmd_serve_model(argv: Sequence[str]) -> int:
+    """`meshbot serve-model ...`: llama_cpp.server with the llama backend's load settings."""
+    from meshbot.models.base import ModelError
+    from meshbot.models.llama_server import serve
+
+    logs.configure("INFO", "text")
+    try:
+        return serve(argv)
+    except ModelError as exc:
+        sys.stderr.write(f"meshbot: {exc}\n")
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meshbot` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve-model"]:  # every flag after it is the server's, --help included
+        return cmd_serve_model(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         handler = getattr(args, "func", None) or COMMANDS[args.command]

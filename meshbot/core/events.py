@@ -76,6 +76,7 @@ class Event(enum.StrEnum):
     SEND_ERROR = "send-error"
     WAITING_FOR_RADIO = "waiting-for-radio"
     NODE_RETRIES = "node-retries"
+    RETRANSMITTED = "retransmitted"  # mqtt: a DM without its ACK yet, published again (same packet id)
     # several workers behind one bot (the [cluster] section)
     CLUSTER_UP = "cluster-up"
     CLAIMED_ELSEWHERE = "claimed-elsewhere"

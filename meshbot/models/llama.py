@@ -81,7 +81,8 @@ def stop_strings(template: str, eos_text: str) -> list[str]:
     return stops
 
 
-def _import_llama() -> tuple[Any, Any]:
+def import_llama() -> tuple[Any, Any]:
+    """The llama_cpp module and its chat formats, or a ModelError saying how to install them."""
     try:
         import llama_cpp  # the project's only import of the engine
         from llama_cpp import llama_chat_format
@@ -99,7 +100,7 @@ def _amx_build(llama_cpp: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _model_params(llama_cpp: Any, **fields: Any) -> Iterator[None]:
+def model_params(llama_cpp: Any, **fields: Any) -> Iterator[None]:
     """Set llama.cpp model params that `Llama()` does not expose, for one load."""
     # Llama() builds its params from this function and loads at once, so swapping the
     # function for the duration of the call is the only way in. Loading is done once at
@@ -120,18 +121,22 @@ def _model_params(llama_cpp: Any, **fields: Any) -> Iterator[None]:
         module.llama_model_default_params = original
 
 
+def load_overrides(llama_cpp: Any) -> dict[str, Any]:
+    """llama.cpp model params this build needs changed from its defaults (logged when there are any)."""
+    if not _amx_build(llama_cpp):
+        return {}
+    # ggml's AMX matmul dies with SIGILL or SIGSEGV on AMX Xeons (tile instructions on worker
+    # threads without tile set-up; upstream llama.cpp PR #26954). Keeping weights out
+    # of the extra buffer types runs the AVX-512 kernels instead, at the cost of the
+    # weight repacking some quant types would get.
+    log.info("llama.cpp built with AMX: extra weight buffers off to avoid its AMX kernels")
+    return {"use_extra_bufts": False}
+
+
 def _load_llama(llama_cpp: Any, path: Path, cfg: ModelConfig, threads: int) -> Any:
     """Construct the engine, quietly, with the configured context and threads."""
-    overrides: dict[str, Any] = {}
-    if _amx_build(llama_cpp):
-        # ggml's AMX matmul dies with SIGILL on AMX Xeons (tile instructions on worker
-        # threads without tile set-up; upstream llama.cpp PR #26954). Keeping weights out
-        # of the extra buffer types runs the AVX-512 kernels instead, at the cost of the
-        # weight repacking some quant types would get.
-        log.info("llama.cpp built with AMX: extra weight buffers off to avoid its AMX kernels")
-        overrides["use_extra_bufts"] = False
     try:
-        with _model_params(llama_cpp, **overrides):
+        with model_params(llama_cpp, **load_overrides(llama_cpp)):
             return llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=cfg.n_ctx,
@@ -160,7 +165,7 @@ class LlamaModel(BaseModel):
         self.path = resolve_model_path(cfg)
         self.name = self.path.stem
         self.threads = thread_count(cfg)
-        llama_cpp, chat_format = _import_llama()
+        llama_cpp, chat_format = import_llama()
         self._lib = llama_cpp
         # Saved KV states of recent conversations: a follow-up evaluates only what its prompt adds.
         capacity = int(cfg.kv_cache_mb * 1_000_000)
@@ -228,6 +233,21 @@ class LlamaModel(BaseModel):
         )
         self._llm.chat_handler = self._formatter.to_chat_handler()
         self.stop = stop_strings(template, eos)
+        self._joint = self._turn_joint()
+
+    def _turn_joint(self) -> list[int]:
+        """The template's tokens between an answer's text and the next question's (empty if they do not split)."""
+        answer, question = "\u2063A\u2063", "\u2063Q\u2063"  # invisible separators: no template writes them
+        turns = [ChatTurn("user", "x"), ChatTurn("assistant", answer), ChatTurn("user", question)]
+        prompt: str = self._formatter(messages=_messages(turns)).prompt
+        start, end = prompt.find(answer), prompt.find(question)
+        if start < 0 or end < start:
+            return []
+        between = prompt[start + len(answer) : end]
+        # Should a template's last joint token merge with a question's first word, the engine's prefix match
+        # stops before it: that costs the token's evaluation, never a wrong state.
+        ids: list[int] = self._llm.tokenize(between.encode("utf-8"), add_bos=False, special=True)
+        return ids
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -314,7 +334,7 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            self._save_state(fit.prompt_tokens, request.conversation)
+            self._save_state(fit.prompt_tokens, request.conversation, ended=finish == "stop")
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the
@@ -358,11 +378,12 @@ class LlamaModel(BaseModel):
         llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
         return True
 
-    def _save_state(self, prompt_tokens: int, conversation: str | None) -> None:
+    def _save_state(self, prompt_tokens: int, conversation: str | None, ended: bool) -> None:
         """Settle the engine's state (this prompt and answer) and keep it for the conversation's next turn."""
         llm = self._llm
         try:
-            self._settle(prompt_tokens)  # also without the cache: the engine's own prefix match reuses it
+            # Also without the cache: the engine's own prefix match reuses the settled state.
+            self._settle(prompt_tokens, self._joint if ended else [])
             if self.kv_cache is None or llm.n_tokens == 0:
                 return
             ctx = llm._ctx.ctx
@@ -374,17 +395,19 @@ class LlamaModel(BaseModel):
             log.warning("could not save the KV state for reuse: %s", exc)
             llm.reset()
 
-    def _settle(self, prompt_tokens: int) -> None:
-        """Evaluate the answer's tokens again, as one batch, the way a fresh prompt holding them would be."""
+    def _settle(self, prompt_tokens: int, joint: list[int]) -> None:
+        """Evaluate the answer's tokens again, and `joint` after them, as one batch, as a fresh prompt would."""
         # Sampling evaluated them one at a time, which rounds differently from a batch: a follow-up reusing that
         # state would not be the answer its seed gives from scratch, and a crashed follow-up, regenerated at the
-        # next start, would not match the fragments already delivered. Off the first fragment's path: the
-        # answer is written; the sender is still pacing it on air.
+        # next start, would not match the fragments already delivered. The joint (the template's text that
+        # closes this answer and opens the next question) is what every follow-up's prompt holds next, so the
+        # follow-up evaluates only its own words. Off the first fragment's path: the answer is written; the
+        # sender is still pacing it on air.
         llm = self._llm
-        answer = llm.input_ids[prompt_tokens : llm.n_tokens].tolist()
-        if len(answer) > 1:
+        tail = llm.input_ids[prompt_tokens : llm.n_tokens].tolist() + joint
+        if len(tail) > 1 and prompt_tokens + len(tail) <= self.n_ctx:
             llm.n_tokens = prompt_tokens
-            llm.eval(answer)
+            llm.eval(tail)
 
 
 def _messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:

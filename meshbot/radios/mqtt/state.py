@@ -103,3 +103,48 @@ class BoundedTTL(Generic[K, V]):
         if self._on_drop is not None:
             for key, value in dropped:
                 self._on_drop(key, value)
+
+
+class Retransmits:
+    """Envelopes awaiting their ACK, due to be published again (same packet id) until it comes or tries run out.
+
+    What the firmware's reliable router does on air: a gateway that was away from the broker when the first copy
+    went out gets the next one, and a handset that did hear the first drops the copy by its packet id.
+    """
+
+    def __init__(self, interval_s: float, transmissions: int, clock: Callable[[], float]) -> None:
+        self._interval = interval_s
+        self._transmissions = transmissions
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._copies: dict[int, tuple[str, bytes, float, int]] = {}  # id -> topic, payload, due, copies left
+
+    def track(self, packet_id: int, topic: str, payload: bytes) -> None:
+        """The first copy just went out; schedule the others."""
+        if self._transmissions > 1:
+            with self._lock:
+                due = self._clock() + self._interval
+                self._copies[packet_id] = (topic, payload, due, self._transmissions - 1)
+
+    def forget(self, packet_id: int) -> None:
+        """Its ACK (or NAK) came: no more copies."""
+        with self._lock:
+            self._copies.pop(packet_id, None)
+
+    def due(self) -> list[tuple[int, str, bytes]]:
+        """The copies to publish now (each counted as sent)."""
+        now, out = self._clock(), []
+        with self._lock:
+            for packet_id, (topic, payload, due, left) in list(self._copies.items()):
+                if now < due:
+                    continue
+                out.append((packet_id, topic, payload))
+                if left > 1:
+                    self._copies[packet_id] = (topic, payload, now + self._interval, left - 1)
+                else:
+                    del self._copies[packet_id]
+        return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._copies)

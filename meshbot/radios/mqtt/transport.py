@@ -38,7 +38,7 @@ from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import BROADCAST, PKI_CHANNEL, Channel, Header
 from meshbot.radios.mqtt.identity import Identity, KeyBackend, Keyring, key_ttl_s, resolve_identity
 from meshbot.radios.mqtt.inbound import InboundHandler
-from meshbot.radios.mqtt.state import BoundedTTL
+from meshbot.radios.mqtt.state import BoundedTTL, Retransmits
 from meshbot.radios.protobufs import config_pb2, mesh_pb2
 from meshbot.storage.keys import KeyStore
 from meshbot.storage.store import Store
@@ -98,6 +98,8 @@ class MqttRadio:
         self._pending: BoundedTTL[int, Callable[[SendResult], None]] = BoundedTTL(
             4096, self._ack_wait_s, clock.now, on_drop=_handed_over
         )
+        # Unanswered DMs go out again, as many times in all as the firmware sends one, inside that wait.
+        self._retransmits = Retransmits(self._ack_wait_s / limits.MAX_RETRANSMIT, limits.MAX_RETRANSMIT, clock.now)
         # Nodes whose key did not come in time: their next fragments fall back at once, not after another wait.
         self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(self._cfg.key_wait_s * 8, 60.0), clock.now)
         self._up = threading.Event()
@@ -211,6 +213,7 @@ class MqttRadio:
     def resolve(self, request_id: int, error: str, sender: int) -> None:
         """An ACK or NAK arrived for one of our sends."""
         on_result = self._pending.pop(request_id)
+        self._retransmits.forget(request_id)
         if on_result is None:
             if self._cluster is not None:  # the broker gave a sibling's ACK to us: pass it on
                 self._cluster.forward_ack(request_id, error, sender)
@@ -229,6 +232,13 @@ class MqttRadio:
 
     def publish_data(self, dest: int, data: mesh_pb2.Data, want_ack: bool = False, pki: bool = False) -> int:
         """Publish one packet from us; PKI-encrypted to `dest`'s known key when `pki`. Returns its id."""
+        packet_id, where, envelope = self._seal(dest, data, want_ack, pki)
+        self._publish(where, envelope)
+        if want_ack:
+            self._retransmits.track(packet_id, where, envelope)
+        return packet_id
+
+    def _seal(self, dest: int, data: mesh_pb2.Data, want_ack: bool, pki: bool) -> tuple[int, str, bytes]:
         head = Header(self.identity.node_num, dest, self._new_id(), self._hop_limit, want_ack)
         if pki:
             their_key = self.keyring.get(dest)
@@ -242,11 +252,13 @@ class MqttRadio:
         if len(packet.encrypted) > limits.DATA_PAYLOAD_LEN:  # what the firmware refuses to put on air
             raise ValueError(f"payload of {len(packet.encrypted)} B is over {limits.DATA_PAYLOAD_LEN} B")
         where = codec.topic(self._cfg.root, channel_id, self.identity.node_num)
-        info = self._client.publish(where, codec.envelope(packet, channel_id, self.identity.node_num), qos=1)
+        return head.packet_id, where, codec.envelope(packet, channel_id, self.identity.node_num)
+
+    def _publish(self, where: str, envelope: bytes) -> None:
+        info = self._client.publish(where, envelope, qos=1)
         # NO_CONN: paho keeps a QoS 1 message and sends it on reconnect, so it counts as accepted.
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise OSError(f"publish refused: {paho.error_string(info.rc)}")
-        return head.packet_id
 
     def send_nodeinfo(self, dest: int = BROADCAST, want_response: bool = False) -> None:
         """Announce our User (with our public key) on the channel, or to one node."""
@@ -341,10 +353,21 @@ class MqttRadio:
 
     def _tick(self) -> None:
         self._pending.expire()
+        if self._up.is_set():  # copies not sent while the broker is away wait for it; they are not used up
+            self._retransmit()
         self._inbound.expire_held()
         if self._up.is_set() and self._clock.now() >= self._next_announce:
             self._next_announce = self._clock.now() + self._cfg.nodeinfo_interval_s
             self.send_nodeinfo()
+
+    def _retransmit(self) -> None:
+        for packet_id, where, envelope in self._retransmits.due():
+            log.debug(
+                "no ACK yet for packet %d: published it again",
+                packet_id,
+                extra={"event": Event.RETRANSMITTED, "packet_id": packet_id},
+            )
+            self._publish(where, envelope)
 
     def wait_up(self, timeout: float) -> bool:
         """Block until connected to the broker; True when it is."""
