@@ -7,6 +7,8 @@ on the model's engine thread, as the worker runs it. For N conversations of 4 qu
   2. per conversation, in alternating order: question 4 asked cold (no history) and as the follow-up (3 earlier
      exchanges in the prompt), each timed to its first fragment;
   3. the follow-up once more with the saved states out of reach (the cost of re-reading the whole history).
+Turns 1-3 are read to the end, as the daemon reads them, so memory holds the whole answers (longer than the
+fragment cap); the saved states that no longer fit in RAM go to the disk tier, as they do in the daemon.
 Prints a row per conversation, the medians and their ratio (target <= 1.15), and the RAM of the saved states.
 Not a test: figures vary by machine.
 
@@ -32,6 +34,8 @@ from meshbot.models.llama import load_model
 from meshbot.service.answering import AnswerStream
 
 SEED = 1234
+# A first fragment this long in tokens is a full one (190 bytes); shorter, the whole answer fit in it.
+FULL_FRAGMENT_TOKENS = 30
 
 CONVERSATIONS = [
     ("What is LoRa?", "How far can it reach?", "Does rain affect it?", "What antenna should I use?"),
@@ -98,9 +102,9 @@ def ask(model, cfg, question: str, history: list[ChatTurn], *, whole: bool, aske
             for _ in fragments_of:
                 if timing is None:
                     timing = Timing(time.monotonic() - started, answer.stats.first_token_s or 0.0, answer.tokens)
-                # Turns 1-3 are read up to the fragment cap (what goes on air); the daemon would go on to
-                # write the text kept for "more", which only lengthens the history (and this run's time).
-                if not whole or answer.capped:
+                # Turns 1-3 are read to the end, as the daemon reads them (past the fragment cap it writes
+                # the text kept for "more", and memory keeps the whole answer).
+                if not whole:
                     break
         finally:
             fragments_of.close()  # stops the engine here, on its own thread
@@ -135,6 +139,7 @@ def main() -> int:
             _, answer = ask(model, cfg, conv[turn], histories[i], whole=True, asker=f"asker{i}")
             histories[i] += exchange(conv[turn], answer)
     saved_bytes, saved_entries = cache.nbytes, len(cache)
+    spilled = (len(cache.spill), cache.spill.nbytes) if cache.spill is not None else (0, 0)
     rss_growth_mb = (rss.current_kb() - before_kb) / 1024
     rows = [Row(conv[3]) for conv in convs]
     for i, (conv, row) in enumerate(zip(convs, rows, strict=True)):
@@ -153,6 +158,7 @@ def main() -> int:
         row.reread, _ = ask(model, cfg, conv[3], histories[i], whole=False, asker=f"asker{i}")
     model.kv_cache = cache
     print_table(rows, model.name, args.threads, saved_bytes, saved_entries, rss_growth_mb, cache.capacity_bytes)
+    print(f"states past that RAM, on disk (model.kv_spill_mb): {spilled[0]}, {spilled[1] / 1e6:.1f} MB")
     print(f"\n{machine()}; {time.monotonic() - started:.0f} s")
     model.close()
     return 0
@@ -185,6 +191,14 @@ def print_table(
         "  the two answers differ, and so do their first fragments' lengths in tokens; at the same length"
         f" (the cold one's), median ratio {same:.2f} (target <= 1.15: {verdict})"
     )
+    full = [r for r in rows if min(r.cold.tokens, r.follow.tokens) >= FULL_FRAGMENT_TOKENS]
+    if full:
+        ratios = sorted(r.follow.first_fragment_s / r.cold.first_fragment_s for r in full)
+        print(
+            f"where both first fragments are full (>= {FULL_FRAGMENT_TOKENS} tokens each: rows "
+            f"{', '.join(str(rows.index(r) + 1) for r in full)}), median ratio {statistics.median(ratios):.2f} "
+            f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})"
+        )
     first_c = statistics.median(r.cold.first_token_s for r in rows)
     first_f = statistics.median(r.follow.first_token_s for r in rows)
     print(f"median first token: cold {first_c:.3f} s, follow-up {first_f:.3f} s (ratio {first_f / first_c:.2f})")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from meshbot.core.config import Config
 from meshbot.core.domain import ChatTurn, GenerationStats
 from meshbot.core.prompting import build_generation
-from meshbot.models.prompt_cache import PrefixCache, common_prefix
+from meshbot.models.prompt_cache import PrefixCache, SpillDir, common_prefix
 
 tokens = st.lists(st.integers(0, 5), min_size=1, max_size=12)
 
@@ -24,6 +26,42 @@ def test_the_cache_never_holds_more_than_its_capacity_and_finds_the_longest_pref
     best = max((common_prefix(k, probe) for k in cache._entries), default=0)
     found = cache.best(probe)
     assert (found[1] if found else 0) == best
+
+
+def test_a_state_pushed_out_of_ram_comes_back_from_disk_whole(tmp_path: Path) -> None:
+    cache = PrefixCache(250, SpillDir(10_000, str(tmp_path)))
+    cache.put([1, 2, 3], b"a" * 100, "alice")
+    cache.put([1, 5, 6], b"b" * 100, "bob")
+    cache.put([1, 7, 8], b"c" * 100, "carol")  # alice's state leaves RAM for the disk
+    assert len(cache) == 2 and cache.spill is not None and len(cache.spill) == 1
+    found = cache.best([1, 2, 3, 4])
+    assert found is not None and found[0].data == b"a" * 100 and found[1] == 3  # read back, byte for byte
+    assert found[0].conversation == "alice" and [1, 2, 3] in [list(k) for k in cache._entries]
+    assert len(cache.spill) == 1  # bob's went out to make room: the disk holds whatever RAM cannot
+
+
+def test_the_disk_tier_keeps_its_bound_one_state_per_conversation_and_is_removed_at_close(tmp_path: Path) -> None:
+    spill = SpillDir(250, str(tmp_path))
+    cache = PrefixCache(100, spill)
+    for turn in range(1, 6):
+        for who in ("alice", "bob", "carol"):
+            cache.put([hash(who) % 97, *range(turn)], who[0].encode() * 100, who)
+            assert spill.nbytes <= 250
+    files = list(spill.path.glob("*.kv"))
+    assert len(files) == len(spill) <= 2  # the older turns of a conversation were dropped, not kept
+    cache.close()
+    assert not spill.path.exists()
+
+
+def test_a_start_removes_the_states_a_killed_process_left_and_keeps_a_living_ones(tmp_path: Path) -> None:
+    dead = tmp_path / "meshbot-kv-999999999-x"  # no such process
+    dead.mkdir()
+    (dead / "1.kv").write_bytes(b"old")
+    living = tmp_path / f"meshbot-kv-{os.getppid()}-y"
+    living.mkdir()
+    spill = SpillDir(1000, str(tmp_path))
+    assert not dead.exists() and living.exists() and spill.path.exists()
+    spill.close()
 
 
 def test_a_newer_state_of_a_conversation_replaces_the_one_it_extends() -> None:

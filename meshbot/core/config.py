@@ -99,6 +99,9 @@ class ModelConfig(_Section):
     # llama_cpp: RAM for saved KV states of recent conversations, so a follow-up re-reads only its new turn.
     # About 23 KB per token with the bundled model (a 4-turn conversation: ~10 MB); 0 turns it off.
     kv_cache_mb: float = Field(default=128.0, ge=0)
+    # Disk for the states pushed out of that RAM (a directory of the process's own, removed at exit); 0: none.
+    kv_spill_mb: float = Field(default=1024.0, ge=0)
+    kv_spill_dir: str = ""  # where that directory goes; empty: the system's temporary directory
     # openai: a server speaking the OpenAI chat API (llama-server, llama_cpp.server, Ollama, vLLM)
     base_url: str | None = None  # e.g. http://10.0.0.5:8080/v1
     api_model: str | None = None  # None: the first model the server lists at /v1/models

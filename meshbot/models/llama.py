@@ -8,7 +8,6 @@ thread) and the exact context fit (prompts cut to `n_ctx` by the model's own tok
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -23,7 +22,8 @@ from meshbot.core.domain import ChatTurn, Clock, Generation, GenerationStats
 from meshbot.core.fitting import ContextTooSmall, Fit, fit_turns
 from meshbot.models.base import BaseModel, ModelError
 from meshbot.models.engine_thread import EngineThread
-from meshbot.models.prompt_cache import PrefixCache, Saved, common_prefix
+from meshbot.models.llama_states import EngineStates, kv_cache
+from meshbot.models.prompt_cache import PrefixCache
 
 T = TypeVar("T")
 
@@ -166,10 +166,8 @@ class LlamaModel(BaseModel):
         self.name = self.path.stem
         self.threads = thread_count(cfg)
         llama_cpp, chat_format = import_llama()
-        self._lib = llama_cpp
         # Saved KV states of recent conversations: a follow-up evaluates only what its prompt adds.
-        capacity = int(cfg.kv_cache_mb * 1_000_000)
-        self.kv_cache: PrefixCache | None = PrefixCache(capacity) if capacity > 0 else None
+        cache = kv_cache(cfg)
         self._engine = EngineThread("meshbot-llama")
         self._closed = False
         started = self._clock.now()
@@ -177,9 +175,12 @@ class LlamaModel(BaseModel):
             self._llm = self._engine.call(lambda: _load_llama(llama_cpp, self.path, cfg, self.threads))
         except BaseException:
             self._engine.close()
+            if cache is not None:
+                cache.close()
             raise
         self.load_s = self._clock.now() - started
         self.n_ctx = self._llm.n_ctx()
+        self._states = EngineStates(self._llm, llama_cpp, cache, self.n_ctx)
         self._engine.call(lambda: self._install_chat_template(chat_format))
 
     def run(self, job: Callable[[], T]) -> T:
@@ -202,6 +203,16 @@ class LlamaModel(BaseModel):
         # Freed here, not by the interpreter's teardown: a llama context freed at exit, from another
         # thread than its OpenMP team's, ended the process with SIGSEGV after a clean stop.
         self._engine.close(last=self._llm.close, timeout_s=_CLOSE_WAIT_S)
+        self._states.close()
+
+    @property
+    def kv_cache(self) -> PrefixCache | None:
+        """The saved states (None: off); a benchmark may set it to None and back."""
+        return self._states.cache
+
+    @kv_cache.setter
+    def kv_cache(self, cache: PrefixCache | None) -> None:
+        self._states.cache = cache
 
     def sampling(self, max_tokens: int, seed: int) -> dict[str, Any]:
         """The exact sampling arguments `stream` passes to the engine."""
@@ -316,17 +327,18 @@ class LlamaModel(BaseModel):
         # would otherwise derive the same seed every time).
         if seed is None or seed < 0:
             seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
-        self._reuse_state(self._prompt_ids(fit.turns), stats)
+        self._states.reuse(self._prompt_ids(fit.turns), stats)
         chunks = self._llm.create_chat_completion(
             messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed)
         )
         finish: str | None = None
+        piece = ""
         try:
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 finish = choice.get("finish_reason") or finish
-                piece = choice["delta"].get("content")
-                if piece:
+                piece = choice["delta"].get("content") or piece
+                if choice["delta"].get("content"):
                     if stats.first_token_s is None:
                         stats.first_token_s = self._clock.now() - started
                     yield piece
@@ -334,7 +346,16 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            self._save_state(fit.prompt_tokens, request.conversation, ended=finish == "stop")
+            self._states.save(fit.prompt_tokens, request.conversation, self._after_answer(finish, piece))
+
+    def _after_answer(self, finish: str | None, last_piece: str) -> list[int]:
+        """What a follow-up's prompt holds after the tokens the engine evaluated, when the answer is whole."""
+        if finish == "stop":
+            return self._joint
+        if finish == "length" and last_piece:
+            # The length limit stops before the last sampled token is evaluated; its text ends the stored answer.
+            return self._tokenize(last_piece) + self._joint
+        return []  # stopped by its reader: the stored answer may end elsewhere
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the
@@ -347,67 +368,6 @@ class LlamaModel(BaseModel):
         if stats.completion_tokens > 1 and decode_s > 0:
             stats.extra["tokens_per_s"] = (stats.completion_tokens - 1) / decode_s
         stats.extra["finish_length"] = 1.0 if finish == "length" else 0.0
-
-    # -- KV state reuse across conversations (models/prompt_cache.py) ---------------------------
-
-    def _reuse_state(self, prompt: list[int], stats: GenerationStats) -> None:
-        """Restore the saved state sharing the most of `prompt`, when it beats what the engine holds now."""
-        # The engine itself keeps the longest prefix its live state shares with the prompt (llama-cpp-python's
-        # prefix match); a saved state only helps when another conversation ran in between.
-        llm = self._llm
-        shared = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt)
-        restored = False
-        found = self.kv_cache.best(prompt, better_than=shared) if self.kv_cache is not None else None
-        if found is not None:
-            restored = self._load_state(found[0])
-            shared = found[1] if restored else 0
-        # However much is shared, the engine evaluates the prompt's last token again for fresh logits.
-        stats.extra["cached_tokens"] = float(min(shared, len(prompt) - 1))
-        stats.extra["kv_restored"] = 1.0 if restored else 0.0
-
-    def _load_state(self, saved: Saved) -> bool:
-        llm, size = self._llm, len(saved.data)
-        buffer = (ctypes.c_uint8 * size).from_buffer_copy(saved.data)
-        if self._lib.llama_state_set_data(llm._ctx.ctx, buffer, size) != size:
-            log.warning("could not restore a saved KV state; evaluating the whole prompt")
-            llm.reset()
-            return False
-        n = len(saved.tokens)
-        llm.input_ids[:n] = saved.tokens
-        llm.n_tokens = n
-        llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
-        return True
-
-    def _save_state(self, prompt_tokens: int, conversation: str | None, ended: bool) -> None:
-        """Settle the engine's state (this prompt and answer) and keep it for the conversation's next turn."""
-        llm = self._llm
-        try:
-            # Also without the cache: the engine's own prefix match reuses the settled state.
-            self._settle(prompt_tokens, self._joint if ended else [])
-            if self.kv_cache is None or llm.n_tokens == 0:
-                return
-            ctx = llm._ctx.ctx
-            size = self._lib.llama_state_get_size(ctx)
-            buffer = (ctypes.c_uint8 * size)()
-            written = self._lib.llama_state_get_data(ctx, buffer, size)
-            self.kv_cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written), conversation)
-        except (RuntimeError, ValueError, MemoryError) as exc:  # a lost cache entry only costs time
-            log.warning("could not save the KV state for reuse: %s", exc)
-            llm.reset()
-
-    def _settle(self, prompt_tokens: int, joint: list[int]) -> None:
-        """Evaluate the answer's tokens again, and `joint` after them, as one batch, as a fresh prompt would."""
-        # Sampling evaluated them one at a time, which rounds differently from a batch: a follow-up reusing that
-        # state would not be the answer its seed gives from scratch, and a crashed follow-up, regenerated at the
-        # next start, would not match the fragments already delivered. The joint (the template's text that
-        # closes this answer and opens the next question) is what every follow-up's prompt holds next, so the
-        # follow-up evaluates only its own words. Off the first fragment's path: the answer is written; the
-        # sender is still pacing it on air.
-        llm = self._llm
-        tail = llm.input_ids[prompt_tokens : llm.n_tokens].tolist() + joint
-        if len(tail) > 1 and prompt_tokens + len(tail) <= self.n_ctx:
-            llm.n_tokens = prompt_tokens
-            llm.eval(tail)
 
 
 def _messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:

@@ -1,0 +1,101 @@
+"""The llama backend's KV state across turns: restore the best saved state before a prompt; settle and save after.
+
+The saved states themselves live in `prompt_cache` (RAM, then disk); this is the part that talks to the engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from typing import Any
+
+from meshbot.core.config import ModelConfig
+from meshbot.core.domain import GenerationStats
+from meshbot.models.prompt_cache import PrefixCache, Saved, SpillDir, common_prefix
+
+log = logging.getLogger(__name__)
+
+
+def kv_cache(cfg: ModelConfig) -> PrefixCache | None:
+    """The saved-state cache `model.kv_cache_mb` and `model.kv_spill_mb` ask for; None when off."""
+    capacity, spill_bytes = int(cfg.kv_cache_mb * 1_000_000), int(cfg.kv_spill_mb * 1_000_000)
+    if capacity <= 0:
+        return None
+    spill = None
+    if spill_bytes > 0:
+        try:
+            spill = SpillDir(spill_bytes, cfg.kv_spill_dir or None)
+        except OSError as exc:  # costs only time: states that leave RAM are then dropped
+            log.warning("model.kv_spill_dir: cannot make a directory for saved KV states (%s); RAM only", exc)
+    return PrefixCache(capacity, spill)
+
+
+class EngineStates:
+    """One engine's states: `reuse` before a prompt, `save` after its answer. Engine thread only."""
+
+    def __init__(self, llm: Any, lib: Any, cache: PrefixCache | None, n_ctx: int) -> None:
+        self._llm, self._lib, self.cache, self._n_ctx = llm, lib, cache, n_ctx
+
+    def reuse(self, prompt: list[int], stats: GenerationStats) -> None:
+        """Restore the saved state sharing the most of `prompt`, when it beats what the engine holds now."""
+        # The engine itself keeps the longest prefix its live state shares with the prompt (llama-cpp-python's
+        # prefix match); a saved state only helps when another conversation ran in between.
+        llm = self._llm
+        shared = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt)
+        restored = False
+        found = self.cache.best(prompt, better_than=shared) if self.cache is not None else None
+        if found is not None:
+            restored = self._load(found[0])
+            shared = found[1] if restored else 0
+        # However much is shared, the engine evaluates the prompt's last token again for fresh logits.
+        stats.extra["cached_tokens"] = float(min(shared, len(prompt) - 1))
+        stats.extra["kv_restored"] = 1.0 if restored else 0.0
+
+    def _load(self, saved: Saved) -> bool:
+        llm, size = self._llm, len(saved.data)
+        buffer = (ctypes.c_uint8 * size).from_buffer_copy(saved.data)
+        if self._lib.llama_state_set_data(llm._ctx.ctx, buffer, size) != size:
+            log.warning("could not restore a saved KV state; evaluating the whole prompt")
+            llm.reset()
+            return False
+        n = len(saved.tokens)
+        llm.input_ids[:n] = saved.tokens
+        llm.n_tokens = n
+        llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
+        return True
+
+    def save(self, prompt_tokens: int, conversation: str | None, after: list[int]) -> None:
+        """Settle the engine's state (prompt, answer, then `after`) and keep it for the conversation's next turn."""
+        llm = self._llm
+        try:
+            # Also without the cache: the engine's own prefix match reuses the settled state.
+            self._settle(prompt_tokens, after)
+            if self.cache is None or llm.n_tokens == 0:
+                return
+            ctx = llm._ctx.ctx
+            size = self._lib.llama_state_get_size(ctx)
+            buffer = (ctypes.c_uint8 * size)()
+            written = self._lib.llama_state_get_data(ctx, buffer, size)
+            self.cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written), conversation)
+        except (RuntimeError, ValueError, MemoryError) as exc:  # a lost cache entry only costs time
+            log.warning("could not save the KV state for reuse: %s", exc)
+            llm.reset()
+
+    def _settle(self, prompt_tokens: int, after: list[int]) -> None:
+        """Evaluate the answer's tokens again, and `after` them, as one batch, as a fresh prompt would."""
+        # Sampling evaluated them one at a time, which rounds differently from a batch: a follow-up reusing that
+        # state would not be the answer its seed gives from scratch, and a crashed follow-up, regenerated at the
+        # next start, would not match the fragments already delivered. `after` (the template's text that closes
+        # this answer and opens the next question) is what a follow-up's prompt holds next, so the follow-up
+        # evaluates only its own words; should it differ, the prefix match keeps only what is shared. Off the
+        # first fragment's path: the answer is written; the sender is still pacing it on air.
+        llm = self._llm
+        tail = llm.input_ids[prompt_tokens : llm.n_tokens].tolist() + after
+        if len(tail) > 1 and prompt_tokens + len(tail) <= self._n_ctx:
+            llm.n_tokens = prompt_tokens
+            llm.eval(tail)
+
+    def close(self) -> None:
+        """Drop every saved state (the disk tier's directory too)."""
+        if self.cache is not None:
+            self.cache.close()
