@@ -78,7 +78,9 @@ def bundled_model():
     from meshbot.core.config import ModelConfig
     from meshbot.models.llama import load_model
 
-    return load_model(ModelConfig(seed=42, threads=2))
+    model = load_model(ModelConfig(seed=42, threads=2))
+    yield model
+    model.close()  # frees the engine, and the saved states' directory with it
 
 
 @pytest.fixture
