@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from meshbot.core.config import Config
-from meshbot.core.domain import ChatTurn, GenerationStats
+from meshbot.core.domain import ChatTurn, GenerationStats, Note
 from meshbot.core.prompting import build_generation
 from meshbot.models.prompt_cache import PrefixCache, SpillDir, common_prefix
 
@@ -98,11 +98,13 @@ def test_the_least_recently_used_state_goes_first() -> None:
     assert cache.nbytes <= 250
 
 
-def ask(model, question: str, history: list[ChatTurn]) -> tuple[str, GenerationStats]:
+def ask(
+    model, question: str, history: list[ChatTurn], notes: list[Note] | None = None, who: str | None = None
+) -> tuple[str, GenerationStats]:
     cfg = Config()
-    request = build_generation(question, cfg, cfg.mesh.max_fragment_bytes, 1, history)
+    request = build_generation(question, cfg, cfg.mesh.max_fragment_bytes, 1, history, notes=notes)
     stats = GenerationStats()
-    text = "".join(model.stream(dataclasses.replace(request, seed=5), stats)).strip()
+    text = "".join(model.stream(dataclasses.replace(request, seed=5, conversation=who), stats)).strip()
     return text, stats
 
 
@@ -127,3 +129,20 @@ def test_a_follow_up_reuses_its_conversations_state_after_another_conversation(b
     # tokens and the few last answer tokens that tidying re-tokenises; not its history (17 vs 11 of 150+ seen).
     assert evaluated_follow_up <= evaluated_cold + 8
     assert evaluated_follow_up < follow_up.prompt_tokens / 4
+
+
+REPEATER = Note("club.md", "The club repeater stands on Hill Road, on the water tower, 40 m up. Marta looks after it.")
+
+
+def test_a_follow_up_to_a_question_asked_with_notes_reuses_the_state_past_that_question(bundled_model) -> None:
+    # Memory keeps the question without the notes it was asked with: the state kept for the follow-up holds that.
+    first, _ = ask(bundled_model, "Where is the repeater?", [], notes=[REPEATER], who="alice")
+    ask(bundled_model, "How do I boil an egg?", [], notes=[], who="bob")  # someone else's question in between
+    history = [ChatTurn("user", "Where is the repeater?"), ChatTurn("assistant", first)]
+    _, follow_up = ask(bundled_model, "Who looks after it?", history, notes=[REPEATER], who="alice")
+    _, cold = ask(bundled_model, "Who looks after it?", [], notes=[REPEATER], who="carol")
+    assert follow_up.extra["kv_restored"] == 1.0
+    evaluated_follow_up = follow_up.prompt_tokens - follow_up.extra["cached_tokens"]
+    evaluated_cold = cold.prompt_tokens - cold.extra["cached_tokens"]
+    # Its own notes and question, as a cold question evaluates them; not the first question and answer again.
+    assert evaluated_follow_up <= evaluated_cold + 8

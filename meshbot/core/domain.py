@@ -174,6 +174,9 @@ class Generation:
     # Whose exchange this is ("node/channel"): a backend that keeps engine states for follow-ups keeps
     # one per conversation, the newest replacing the last. None: keyed by the tokens alone.
     conversation: str | None = None
+    # The question as memory keeps it, when the prompt's last turn says more (the operator's notes): the state a
+    # backend keeps for the follow-up holds this form, the one the follow-up's history will have.
+    remembered: str | None = None
 
 
 @dataclass

@@ -140,7 +140,9 @@ def build_generation(
         if turn.role != "system":
             turns.append(turn)
     turns.append(ChatTurn("user", with_notes(query.strip(), notes)))
-    return Generation(turns=tuple(turns), max_tokens=max_tokens_for(budget, cfg.model.max_tokens_cap))
+    max_tokens = max_tokens_for(budget, cfg.model.max_tokens_cap)
+    # Memory keeps the question without its notes (they are looked up afresh for every question).
+    return Generation(tuple(turns), max_tokens, remembered=None if notes is None else query.strip())
 
 
 def notes_block(notes: Sequence[Note]) -> str:

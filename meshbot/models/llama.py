@@ -346,7 +346,15 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            self._states.save(fit.prompt_tokens, request.conversation, self._after_answer(finish, piece))
+            after = self._after_answer(finish, piece)
+            self._states.save(fit.prompt_tokens, self._kept_prompt(fit, request), request.conversation, after)
+
+    def _kept_prompt(self, fit: Fit, request: Generation) -> list[int] | None:
+        """The prompt as the follow-up's history will hold it, when not as asked (the question without notes)."""
+        turns = fit.turns
+        if request.remembered is None or request.conversation is None or turns[-1].role != "user":
+            return None
+        return self._prompt_ids((*turns[:-1], ChatTurn("user", request.remembered)))
 
     def _after_answer(self, finish: str | None, last_piece: str) -> list[int]:
         """What a follow-up's prompt holds after the tokens the engine evaluated, when the answer is whole."""
