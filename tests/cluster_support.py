@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from meshbot.app.compose import build_daemon
+from meshbot.core.clock import VirtualClock
 from meshbot.core.config import Config, load_config
 from meshbot.core.domain import Generation, GenerationStats
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
-from tests.fakes import AI_TAG
+from tests.fakes import AI_TAG, FakeModel, FakeRadio
 from tests.mqtt_support import ROOT, Handset
 from tests.redis_support import RedisServer
 
@@ -154,3 +155,40 @@ def assert_real_answer(fragments: list[str], max_bytes: int, cap: int) -> None:
 def body(fragments: list[str]) -> str:
     """The answer's text without its numbering."""
     return " ".join(strip_numbering(f) for f in fragments)
+
+
+class FakeRadioWorkers:
+    """Daemons on fake radios behind one Redis, as compose builds them with `[cluster]` set (`base`: more settings)."""
+
+    def __init__(self, server: RedisServer, **base: object) -> None:
+        self.server, self.base = server, base
+        self.running: list[Daemon] = []
+
+    def __call__(self, worker: str, model: FakeModel, **overrides: object) -> tuple[Daemon, FakeRadio]:
+        settings: dict[str, object] = {
+            "radio.transport": "mqtt",  # a cluster needs it; the fake radio stands in for it here
+            "cluster.redis_url": self.server.url,
+            "cluster.worker_id": worker,
+            "cluster.lease_s": 1.0,
+            "cluster.heartbeat_s": 0.5,
+            "join.window_s": 0,  # one-line test questions are answered at once, not held for a second part
+            **self.base,
+            **overrides,
+        }
+        clock = VirtualClock(start=1000.0)
+        radio = FakeRadio(clock)
+        cfg = load_config(overrides=settings, environ={})
+        daemon = build_daemon(cfg, radio=radio, model=model, clock=clock, store=Store(":memory:"))
+        daemon.start()
+        self.running.append(daemon)
+        return daemon, radio
+
+    def stop(self, daemon: Daemon) -> None:
+        """Stop one worker (the others go on)."""
+        self.running.remove(daemon)
+        daemon.stop(grace_s=1.0)
+
+    def stop_all(self) -> None:
+        """Stop every worker still running."""
+        for daemon in list(self.running):
+            self.stop(daemon)

@@ -20,6 +20,7 @@ from meshbot.core.fragmenter import CUT_OFF
 from meshbot.radios.mqtt.identity import Keyring, resolve_identity
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
+from tests.cluster_support import FakeRadioWorkers
 from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, BOT_NUM, FakeModel, FakeRadio
 from tests.redis_support import RedisServer
@@ -108,44 +109,14 @@ class Unrepeatable(FakeModel):
     deterministic = False
 
 
-class Workers:
-    """Daemons on fake radios behind one Redis, as compose builds them with `[cluster]` set."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.server = server
-        self.running: list[Daemon] = []
-
-    def __call__(self, worker: str, model: FakeModel, **overrides: object) -> tuple[Daemon, FakeRadio]:
-        settings: dict[str, object] = {
-            "radio.transport": "mqtt",  # a cluster needs it; the fake radio stands in for it here
-            "cluster.redis_url": self.server.url,
-            "cluster.worker_id": worker,
-            "cluster.lease_s": 1.0,
-            "cluster.heartbeat_s": 0.5,
-            "mesh.min_gap_s": 2.0,
-            "join.window_s": 0,  # one-line test questions are answered at once, not held for a second part
-        }
-        settings.update(overrides)
-        clock = VirtualClock(start=1000.0)
-        radio = FakeRadio(clock)
-        daemon = build_daemon(
-            load_config(overrides=settings, environ={}), radio=radio, model=model, clock=clock, store=Store(":memory:")
-        )
-        daemon.start()
-        self.running.append(daemon)
-        return daemon, radio
-
-    def stop(self, daemon: Daemon) -> None:
-        self.running.remove(daemon)
-        daemon.stop(grace_s=1.0)
+Workers = FakeRadioWorkers
 
 
 @pytest.fixture
 def workers(redis_server: RedisServer) -> Iterator[Workers]:
-    made = Workers(redis_server)
+    made = Workers(redis_server, **{"mesh.min_gap_s": 2.0})
     yield made
-    for daemon in list(made.running):
-        made.stop(daemon)
+    made.stop_all()
 
 
 def dm(text: str, packet_id: int, sender: int = ALICE) -> Inbound:

@@ -19,6 +19,7 @@ from meshbot.core.events import Event
 from meshbot.service.daemon import Daemon
 from meshbot.storage.memory import DM, Asked, Exchange, Snapshot
 from meshbot.storage.store import Store
+from tests.cluster_support import FakeRadioWorkers
 from tests.conftest import wait_until
 from tests.fakes import ALICE, BOB, BOT_NUM, FakeModel, FakeRadio
 from tests.redis_support import RedisServer
@@ -119,38 +120,15 @@ def test_with_redis_away_memory_is_empty_one_warning_says_so_and_it_comes_back(
 # -- two workers, one conversation ------------------------------------------------------------------------
 
 
-class Workers:
-    """Daemons on fake radios behind one Redis, as compose builds them with `[cluster]` set."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.server = server
-        self.running: list[Daemon] = []
-
-    def __call__(self, worker: str, model: FakeModel) -> tuple[Daemon, FakeRadio]:
-        settings: dict[str, object] = {
-            "radio.transport": "mqtt",  # a cluster needs it; the fake radio stands in for it here
-            "cluster.redis_url": self.server.url,
-            "cluster.worker_id": worker,
-            "cluster.lease_s": 1.0,
-            "cluster.heartbeat_s": 0.5,
-            "limits.per_node_burst": 20,  # a conversation is more questions in a row than the default allows
-            "join.window_s": 0,  # one-line test questions are answered at once, not held for a second part
-        }
-        clock = VirtualClock(start=1000.0)
-        radio = FakeRadio(clock)
-        cfg = load_config(overrides=settings, environ={})
-        daemon = build_daemon(cfg, radio=radio, model=model, clock=clock, store=Store(":memory:"))
-        daemon.start()
-        self.running.append(daemon)
-        return daemon, radio
+Workers = FakeRadioWorkers
 
 
 @pytest.fixture
 def workers(redis_server: RedisServer) -> Iterator[Workers]:
-    made = Workers(redis_server)
+    # A conversation is more questions in a row than the default allows.
+    made = Workers(redis_server, **{"limits.per_node_burst": 20})
     yield made
-    for daemon in made.running:
-        daemon.stop(grace_s=1.0)
+    made.stop_all()
 
 
 def dm(text: str, packet_id: int) -> Inbound:
