@@ -35,6 +35,7 @@ CAROL = 0x0CA4_0100
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A server of this module's own, not the session's `model_server`: these tests kill it and start it again."""
     server = LlamaServer(tmp_path_factory.mktemp("llama-server"))
     server.start()
     yield server
