@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
 
+_MAX_HOPS = 7  # the header's 3-bit hop fields (limits.MAX_HOP_LIMIT)
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One packet from the radio, parsed but not yet judged by policy."""
@@ -37,10 +40,17 @@ class Inbound:
 
     @property
     def hops(self) -> int | None:
-        """Hops the packet travelled, when the firmware told us."""
-        if self.hop_start is None or self.hop_limit is None:
+        """Hops the packet travelled, when the firmware told us; None (unknown) for impossible values.
+
+        Both fields are 3-bit on air (0-7), and a packet cannot have more hops left than it started with:
+        anything else is a corrupt or forged header, not a distance.
+        """
+        start, left = self.hop_start, self.hop_limit
+        if start is None or left is None:
             return None
-        return max(self.hop_start - self.hop_limit, 0)
+        if not (0 <= left <= start <= _MAX_HOPS):
+            return None
+        return start - left
 
 
 class AckStatus(enum.Enum):
