@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
-
 _MAX_HOPS = 7  # the header's 3-bit hop fields (limits.MAX_HOP_LIMIT)
 
 
@@ -104,6 +103,9 @@ class Outbound:
     channel: int = 0
     want_ack: bool = False
     reply_id: int | None = None
+    # Send under this packet id: a copy of a text that may be on air already, so that a receiver that has it drops
+    # the copy (and ACKs it again). None: the radio picks a new id.
+    packet_id: int | None = None
 
 
 class RadioUnavailable(Exception):

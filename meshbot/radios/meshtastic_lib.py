@@ -16,7 +16,7 @@ import meshtastic.mesh_interface
 import meshtastic.serial_interface
 import meshtastic.tcp_interface
 import meshtastic.util
-from meshtastic.protobuf import config_pb2
+from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
 from meshbot.core import limits
@@ -336,14 +336,7 @@ class MeshtasticRadio:
             raise RadioUnavailable("radio link is down")
 
         try:
-            sent = iface.sendText(
-                message.text,
-                destinationId=int(message.dest),
-                wantAck=message.want_ack,
-                channelIndex=message.channel,
-                replyId=message.reply_id,
-                hopLimit=self._hop_limit,
-            )
+            sent = self._write(iface, message)
         except OSError as exc:
             self._link_down(f"send failed: {exc}")
             raise RadioUnavailable(str(exc)) from exc
@@ -355,6 +348,22 @@ class MeshtasticRadio:
         if message.want_ack:
             self._acks.expect(int(sent.id), on_result)
         return int(sent.id)
+
+    def _write(self, iface: Any, message: Outbound) -> Any:
+        """Hand the text to the library; a copy of an earlier send goes under that send's packet id."""
+        if message.packet_id is None or not hasattr(iface, "_sendPacket"):
+            return iface.sendText(
+                message.text,
+                destinationId=int(message.dest),
+                wantAck=message.want_ack,
+                channelIndex=message.channel,
+                replyId=message.reply_id,
+                hopLimit=self._hop_limit,
+            )
+        # sendData always draws a new id; _sendPacket is the library's documented way to send a prebuilt
+        # MeshPacket, and it keeps an id that is set. The packet is built as sendData builds it.
+        packet = text_packet(message)
+        return iface._sendPacket(packet, int(message.dest), wantAck=message.want_ack, hopLimit=self._hop_limit)
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def _close_iface(self) -> None:
@@ -385,6 +394,20 @@ class MeshtasticRadio:
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(CLOSE_WAIT_S)  # its waits all end on _closing: this is quick
         log.info("radio closed", extra={"event": Event.RADIO_CLOSED})
+
+
+def text_packet(message: Outbound) -> Any:
+    """The MeshPacket `sendText` would build for `message`, with `message.packet_id` as its id."""
+    payload = message.text.encode("utf-8")
+    if len(payload) > mesh_pb2.Constants.DATA_PAYLOAD_LEN:
+        raise meshtastic.mesh_interface.MeshInterface.MeshInterfaceError("Data payload too big")
+    packet = mesh_pb2.MeshPacket(id=message.packet_id or 0, channel=message.channel)
+    packet.decoded.payload = payload
+    packet.decoded.portnum = portnums_pb2.PortNum.TEXT_MESSAGE_APP
+    if message.reply_id is not None:
+        packet.decoded.reply_id = message.reply_id
+    packet.priority = mesh_pb2.MeshPacket.Priority.RELIABLE
+    return packet
 
 
 def from_config(cfg: Config, store: object, clock: object) -> MeshtasticRadio:

@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from meshbot.core.airtime import preset
@@ -25,6 +25,7 @@ from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
 from meshbot.service.commands import CommandHooks, StandardCommands
 from meshbot.service.context import Contexts
+from meshbot.service.holdback import Holdback
 from meshbot.service.intake import Intake
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
@@ -60,6 +61,7 @@ class Inbox:
     def __init__(self) -> None:
         self.items: queue.Queue[Inbound | RadioEvent] = queue.Queue()
         self.radio_up = threading.Event()
+        self.listeners: list[Callable[[RadioEvent], None]] = []  # told of link events at once, on the radio's thread
 
     def put_packet(self, msg: Inbound) -> None:
         """The radio's packet callback: hand off, nothing else (it runs on the radio's thread)."""
@@ -68,6 +70,8 @@ class Inbox:
     def put_event(self, event: RadioEvent) -> None:
         """The radio's link callback; the flag is set here so the sender stops trying at once."""
         (self.radio_up.set if event is RadioEvent.CONNECTED else self.radio_up.clear)()
+        for listener in self.listeners:
+            listener(event)
         self.items.put(event)
 
 
@@ -104,7 +108,17 @@ class Daemon:
             region_limit_s(node.region),
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen, node.public_channels)
-        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
+        self.sender = Sender(
+            radio,
+            self.pacer,
+            clock,
+            cfg.mesh,
+            inbox.radio_up,
+            store,
+            self.ledger.published,
+            holdback=Holdback(store, cfg.mesh.ai_tag),
+        )
+        inbox.listeners.append(self.sender.on_radio_event)  # a reconnect cuts an ACK wait short
         self.contexts = contexts or Contexts()
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
