@@ -17,6 +17,7 @@ from meshbot.core.domain import AckStatus, Clock, Outbound, Radio, RadioEvent, R
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
+from meshbot.service.ackwait import AckInbox, Stopped
 from meshbot.service.holdback import Holdback
 from meshbot.storage.store import Store
 
@@ -77,7 +78,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._drain_until = float("inf")
-        self._current = _Inbox()  # the inbox of the job being sent: stop() wakes its ACK wait
+        self._current = AckInbox()  # the inbox of the job being sent: stop() wakes its ACK wait
         self._left: list[SendJob] = []  # what stop() left unsent
         self._queued_airtime = 0.0  # air time of texts submitted but not yet sent
         self._airtime_lock = threading.Lock()
@@ -148,10 +149,10 @@ class Sender:
         stays pending and the next start sends it.
         """
         # One inbox for every attempt: a late ACK of attempt 1 still ends the job during attempt 2.
-        inbox = self._current = _Inbox()
+        inbox = self._current = AckInbox()
         try:
             result, attempts = self._send_with_retries(job, inbox)
-        except _Stopped:
+        except Stopped:
             self._left.append(job)  # logged with the rest when the sender ends
             return SendResult(0, AckStatus.FAILED, "SHUTDOWN")
         if self.holdback is not None and _given_up(job, result):
@@ -177,7 +178,7 @@ class Sender:
         if event is RadioEvent.CONNECTED:
             self._current.relinked()
 
-    def _send_with_retries(self, job: SendJob, inbox: _Inbox) -> tuple[SendResult, int]:
+    def _send_with_retries(self, job: SendJob, inbox: AckInbox) -> tuple[SendResult, int]:
         attempts = 0
         same_id: int | None = None  # once a copy may be on air, every later one goes under its id
         while True:
@@ -208,7 +209,7 @@ class Sender:
             if result.status in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT):
                 break
             if self._stopping.is_set():
-                raise _Stopped  # no verdict: the next start sends it again
+                raise Stopped  # no verdict: the next start sends it again
             reason = result.reason if result.status is not AckStatus.TIMEOUT else "TIMEOUT"
             if reason not in RETRYABLE or attempts > self._cfg.max_retries:
                 log.warning(
@@ -234,20 +235,20 @@ class Sender:
         return result, attempts
 
     def _pause(self, seconds: float) -> None:
-        """Sleep on the clock; raise _Stopped at once when stop() cuts it."""
+        """Sleep on the clock; raise Stopped at once when stop() cuts it."""
         if seconds > 0 and self._clock.wait_for(self._stopping, seconds):
-            raise _Stopped
+            raise Stopped
 
     def _wait_for_radio(self, job: SendJob) -> None:
-        """Block while the radio is away (the queue waits, nothing is dropped); raise _Stopped at shutdown."""
+        """Block while the radio is away (the queue waits, nothing is dropped); raise Stopped at shutdown."""
         if self._radio_up is None or self._radio_up.is_set():
             return
         log.info("holding %s until the radio is back", job.label, extra={"event": Event.WAITING_FOR_RADIO})
         while not self._clock.wait_for(self._radio_up, 1.0):
             if self._stopping.is_set() or self._clock.now() > self._drain_until:
-                raise _Stopped
+                raise Stopped
 
-    def _after_reconnect(self, job: SendJob, inbox: _Inbox, result: SendResult) -> SendResult:
+    def _after_reconnect(self, job: SendJob, inbox: AckInbox, result: SendResult) -> SendResult:
         """The link came back during the ACK wait: take a verdict the node held for us, else send again now."""
         verdict = inbox.wait(self._clock, result.packet_id, RECONNECT_GRACE_S, self._stopping)
         if verdict is not None and verdict.reason != "RECONNECTED":
@@ -260,7 +261,7 @@ class Sender:
         )
         return result
 
-    def _attempt(self, job: SendJob, inbox: _Inbox, same_id: int | None = None) -> SendResult:
+    def _attempt(self, job: SendJob, inbox: AckInbox, same_id: int | None = None) -> SendResult:
         self._pause(self._pacer.earliest_send() - self._clock.now())
         out = job.outbound if same_id is None else dataclasses.replace(job.outbound, packet_id=same_id)
         airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
@@ -305,7 +306,7 @@ class Sender:
             return SendResult(packet_id, AckStatus.SENT)
         return self._await_ack(job, packet_id, inbox)
 
-    def _await_ack(self, job: SendJob, packet_id: int, inbox: _Inbox) -> SendResult:
+    def _await_ack(self, job: SendJob, packet_id: int, inbox: AckInbox) -> SendResult:
         started = self._clock.now()
         result = inbox.wait(self._clock, packet_id, self._cfg.ack_timeout_s, self._stopping)
         if result is not None and result.reason == "RECONNECTED":
@@ -363,10 +364,6 @@ class Sender:
             )
 
 
-class _Stopped(Exception):
-    """stop() cut a send short: the job is left for the next start."""
-
-
 def _given_up(job: SendJob, result: SendResult) -> bool:
     """A fragment of an answer that will not be delivered (not one that shutdown merely left for later)."""
     if job.query_id is None or job.index is None or job.asker is None:
@@ -396,61 +393,3 @@ def _log_left(left: list[SendJob]) -> None:
             ", ".join(f"{job.label} to {node_id(job.outbound.dest)}" for job in gone),
             extra={"event": Event.DROPPED, "reason": Reason.SHUTDOWN},
         )
-
-
-class _Inbox:
-    """ACKs and NAKs for every attempt of one job, filled from the radio's thread."""
-
-    def __init__(self) -> None:
-        self._results: list[SendResult] = []
-        self._lock = threading.Lock()
-        self._changed = threading.Event()
-        self._relinked = False  # the radio reconnected since this attempt was sent
-
-    def new_attempt(self) -> None:
-        """A copy is about to go: NAKs so far answered earlier copies (ACKs stay: any ACK means delivered)."""
-        with self._lock:
-            self._results = [r for r in self._results if r.status in (AckStatus.ACKED, AckStatus.IMPLICIT)]
-            self._relinked = False
-
-    def relinked(self) -> None:
-        """The radio reconnected: a wait in progress ends with RECONNECTED unless a verdict is in."""
-        with self._lock:
-            self._relinked = True
-        self._changed.set()
-
-    def put(self, result: SendResult) -> None:
-        """Called by the radio with an ACK or NAK."""
-        with self._lock:
-            self._results.append(result)
-        self._changed.set()
-
-    def _verdict(self, packet_id: int) -> SendResult | None:
-        with self._lock:
-            self._changed.clear()  # under the lock, before reading: no wake-up can be lost
-            acks = [r for r in self._results if r.status in (AckStatus.ACKED, AckStatus.IMPLICIT)]
-            if acks:
-                return acks[0]  # any attempt delivered: done
-            naks = [r for r in self._results if r.packet_id in (packet_id, 0)]
-            if naks:
-                return naks[-1]
-            if self._relinked:
-                self._relinked = False
-                return SendResult(packet_id, AckStatus.FAILED, "RECONNECTED")
-            return None
-
-    def wake(self) -> None:
-        """Make a waiting `wait` look at its stop flag now."""
-        self._changed.set()
-
-    def wait(self, clock: Clock, packet_id: int, timeout: float, stopping: threading.Event) -> SendResult | None:
-        """The verdict for the current attempt, or None on timeout; raises _Stopped once `stopping` is set."""
-        deadline = clock.now() + timeout
-        while True:
-            verdict = self._verdict(packet_id)
-            left = deadline - clock.now()
-            if verdict is not None or left <= 0:
-                return verdict
-            if stopping.is_set():
-                raise _Stopped
-            clock.wait_for(self._changed, left)
