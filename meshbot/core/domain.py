@@ -85,6 +85,21 @@ class LocalNode:
     # Channel indices that are the mesh's default public channel (named after the preset, default key);
     # None when the radio did not say (policy then assumes index 0 is).
     public_channels: frozenset[int] | None = None
+    can_transmit: bool = True  # False: the node's settings keep its transmitter off (it hears, never answers)
+
+    def problems(self) -> tuple[str, ...]:
+        """What keeps this node from serving, as neutral codes (the radio module words the advice)."""
+        found = []
+        if not self.can_transmit:
+            found.append(CANNOT_TRANSMIT)
+        if self.region == "UNSET":
+            found.append(NO_REGION)
+        return tuple(found)
+
+
+# LocalNode.problems codes; `meshbot status` reads them back from the store as "radio-<code>" events.
+CANNOT_TRANSMIT = "cannot-transmit"
+NO_REGION = "no-region"
 
 
 class RadioEvent(enum.Enum):

@@ -25,6 +25,7 @@ from meshbot.core.config import Config, RadioConfig
 from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.radios.advice import advice
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
 from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
@@ -185,6 +186,13 @@ class MeshtasticRadio:
             node.hop_limit,
             extra={"event": Event.RADIO_UP, "node": node_id(node.node_num)},
         )
+        for code in node.problems():
+            log.warning(
+                "radio %s: %s",
+                node_id(node.node_num),
+                advice(code),
+                extra={"event": Event.RADIO_CANNOT_SEND, "reason": code},
+            )
         return True
 
     def _serial_path(self) -> str:
@@ -212,6 +220,8 @@ class MeshtasticRadio:
             modem_preset=lora_cls.ModemPreset.Name(lora.modem_preset),
             region=lora_cls.RegionCode.Name(lora.region),
             hop_limit=lora.hop_limit or limits.DEFAULT_HOP_LIMIT,
+            # A node whose config was never read says nothing: assume it can (the field's proto default is off).
+            can_transmit=bool(lora.tx_enabled) or not iface.localNode.localConfig.HasField("lora"),
         )
 
     def short_name_of(self, node: int) -> str | None:

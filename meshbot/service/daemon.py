@@ -161,7 +161,7 @@ class Daemon:
     # -- start-up -----------------------------------------------------------------------------
     def start(self) -> None:
         """Resume what a previous run left, then start the threads."""
-        self.store.record_event("radio-up")
+        self._record_radio_up()
         self._beat()
         self.sender.start()
         for companion in self.companions:
@@ -185,6 +185,16 @@ class Daemon:
             extra={"event": Event.STARTED},
         )
 
+    def _record_radio_up(self) -> None:
+        """The link is up; what keeps the node from serving (its settings, read at connect) goes with it."""
+        self.store.record_event("radio-up")
+        try:
+            problems = self.radio.local_node().problems()
+        except Exception:  # the link went again already: the next connect records it
+            problems = ()
+        for code in problems:
+            self.store.record_event(f"radio-{code}")
+
     # -- intake ---------------------------------------------------------------------------------
     def _intake_loop(self) -> None:
         items = self.inbox.items
@@ -198,7 +208,10 @@ class Daemon:
             try:
                 if isinstance(item, RadioEvent):
                     # The radio logs the transition; the store keeps it for `meshbot status`.
-                    self.store.record_event("radio-up" if item is RadioEvent.CONNECTED else "radio-down")
+                    if item is RadioEvent.CONNECTED:
+                        self._record_radio_up()
+                    else:
+                        self.store.record_event("radio-down")
                 else:
                     self.intake.admit(item)
             except Exception:  # one bad packet must never stop the intake

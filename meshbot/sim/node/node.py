@@ -41,7 +41,8 @@ class VirtualNode(PhoneApi):
     tries of an unanswered want_ack packet; None: the firmware's retransmission delay) run in real
     seconds. On a mesh, pass the mesh's `air` and its shared `scheduler`, which run in `clock` time.
     `channel_names` are the enabled channels (index 0 PRIMARY); a send on another index is NAKed
-    NO_CHANNEL.
+    NO_CHANNEL. `tx_enabled` False reports `lora.tx_enabled = false` in the config download, as a node
+    set to listen only does.
     """
 
     def __init__(
@@ -65,11 +66,12 @@ class VirtualNode(PhoneApi):
         scheduler: Scheduler | None = None,
         ignore_mqtt: bool = False,
         ok_to_mqtt: bool = False,
+        tx_enabled: bool = True,
     ) -> None:
         if node_num in (0, limits.BROADCAST_NUM) or not 0 < node_num <= 0xFFFFFFFF:
             raise ValueError(f"node_num {node_num:#x} is not a usable node number")
         self._own = Identity(node_num, long_name, short_name, sim_public_key(node_num))
-        self._radio = RadioSettings(modem_preset, region, hop_limit, tuple(channel_names))
+        self._radio = RadioSettings(modem_preset, region, hop_limit, tuple(channel_names), tx_enabled)
         self._radio.lora()  # fail now, not at first connect, on a bad preset or region name
         self._modem = airtime.preset(modem_preset)
         now_wall = int(wall_clock())
