@@ -27,6 +27,7 @@ from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.advice import advice
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
+from meshbot.radios.guard import guard_decoding
 from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,9 @@ class MeshtasticRadio:
         if kind == "ble":
             from meshtastic import ble_interface  # bleak is heavy; load it only for BLE
 
-            return ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
+            ble = ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
+            guard_decoding(ble)
+            return ble
         iface: Any
         if kind == "tcp":
             host, port = split_host(self._cfg.host or "")
@@ -146,6 +149,7 @@ class MeshtasticRadio:
                 devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout, connectNow=False
             )
         made(iface)  # from here a close() can reach the half-built link
+        guard_decoding(iface)  # before it reads: a corrupt payload in the config download is one line too
         self._hold_early(iface)
         try:
             # What the constructors do with connectNow=True, split so the object exists before it blocks.
