@@ -18,7 +18,7 @@ from meshbot.core.ids import node_id
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
 from meshbot.service.sender import Sender, SendJob
-from meshbot.service.worker import fragment_budget
+from meshbot.service.worker import REMAINDER_TTL_S, fragment_budget
 from meshbot.storage.store import FragmentState, Store, StoredQuery
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,6 @@ class Housekeeper:
             self.expire()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_S
-            removed = self._store.prune(self._cfg.store.keep_days)
+            removed = self._store.prune(self._cfg.store.keep_days) + self._store.expire_remainders(REMAINDER_TTL_S)
             if removed:
                 log.info("pruned %d old row(s) from the store", removed)
