@@ -94,7 +94,10 @@ class Housekeeper:
             extra={"event": Event.RESUMED, "query_id": stored.query_id, "fragments": len(left)},
         )
         for frag in left:
-            out = Outbound(frag.text, stored.reply_to, stored.reply_channel, stored.want_ack, reply_id=stored.packet_id)
+            # A fragment on air before the restart goes again under its id: a handset that has it drops the copy,
+            # and an ACK the node held for us while we were down settles it at once.
+            same_id = frag.packet_id if frag.state is FragmentState.SENT else None
+            out = Outbound(frag.text, stored.reply_to, stored.reply_channel, stored.want_ack, stored.packet_id, same_id)
             self._sender.submit(
                 SendJob(
                     out,
