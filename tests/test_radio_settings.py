@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import queue
 from pathlib import Path
 
 import pytest
 
 from meshbot.app.cli import main
 from meshbot.app.compose import build_daemon
-from meshbot.core.config import load_config
+from meshbot.core.config import RadioConfig, load_config
+from meshbot.core.domain import AckStatus, Outbound, SendResult
 from meshbot.radios.meshtastic_lib import MeshtasticRadio
 from meshbot.sim.node.node import VirtualNode
 from tests.daemon_proc import write_config
@@ -63,4 +65,22 @@ def test_a_node_that_can_transmit_gets_no_warning(tmp_path: Path, caplog: pytest
         assert daemon.store.status()["radio_problems"] == []
     finally:
         daemon.stop(grace_s=2.0)
+        node.stop()
+
+
+def test_a_node_with_its_transmitter_off_never_puts_a_dm_on_air() -> None:
+    # As the firmware does: the packet is accepted, dropped at the radio, and given up after its retries.
+    node = VirtualNode(BOT_NUM, short_name="BOT", region="US", peers=PEERS, tx_enabled=False, retransmit_s=0.05)
+    node.start()
+    radio = MeshtasticRadio(RadioConfig(host=f"127.0.0.1:{node.port}", connect_timeout_s=10))
+    results: queue.Queue[SendResult] = queue.Queue()
+    try:
+        radio.start(lambda _: None, lambda _: None)
+        assert radio.local_node().problems() == ("cannot-transmit",)
+        radio.send(Outbound("anyone there?", PEERS[0][0], want_ack=True), results.put)
+        result = results.get(timeout=5)
+        assert (result.status, result.reason) == (AckStatus.NAKED, "MAX_RETRANSMIT")
+        assert node.air.transmissions == []
+    finally:
+        radio.close()
         node.stop()
