@@ -8,6 +8,12 @@ would answer almost nothing. Prints the NAKs the bot's node returned, by reason,
 daemon did with the load. Not a test.
 
     .venv/bin/python bench/soak.py [--preset LONG_FAST] [--region EU_868] [--scale 20] [--hours 1]
+
+With ``--askers N`` it measures memory instead: N distinct nodes take turns asking, one question every
+``--ask-every`` simulated seconds, through one virtual node whose neighbours ACK every DM; the process's
+resident memory (the daemon, the node and the library together) is printed every ``--sample-every`` seconds.
+
+    .venv/bin/python bench/soak.py --askers 500 --hours 2 --preset SHORT_TURBO --region US
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import os
 import random
 import sys
 import tempfile
@@ -33,6 +40,7 @@ from meshbot.core.events import Event
 from meshbot.models.base import BaseModel
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.topology import parse_topology
+from meshbot.sim.node.node import VirtualNode
 
 BOT = 0x0BB0_0001
 HANDSETS = 10
@@ -173,6 +181,62 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rss_mb() -> float:
+    """This process's resident memory in MB (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def run_askers(args: argparse.Namespace) -> int:
+    """N distinct askers in turn for the given hours; print RSS over time."""
+    clock = ScaledClock(args.scale)
+    node = VirtualNode(BOT, modem_preset=args.preset, region=args.region, clock=clock, ack_delay_s=0.5 / args.scale)
+    node.start()
+    cfg = load_config(
+        overrides={
+            "radio.host": f"127.0.0.1:{node.port}",
+            "join.window_s": 0,
+            "limits.repeat_window_s": 0,
+            "limits.global_per_hour": 100_000,
+            "limits.global_burst": 1000,
+            "store.path": str(Path(tempfile.mkdtemp(prefix="meshbot-soak-")) / "soak.db"),
+        },
+        environ={},
+    )
+    events = Events()
+    logging.getLogger("meshbot").addHandler(events)
+    daemon = build_daemon(cfg, model=ScriptedModel(clock), clock=clock)
+    daemon.start()
+    out = sys.stdout
+    out.write(
+        f"{args.askers} distinct askers, a question every {args.ask_every:g}s, {args.hours:g} h simulated, "
+        f"{args.preset} {args.region}\n\n| simulated min | RSS MB | questions | answered | unreachable |\n"
+        "|---|---|---|---|---|\n"
+    )
+    start = clock.now()
+    asked, next_ask, next_sample = 0, start, start
+    while True:
+        now = clock.now()
+        if now >= next_sample:
+            out.write(
+                f"| {(now - start) / 60:.0f} | {rss_mb():.1f} | {asked} | {events.counts[Event.ANSWERED]} "
+                f"| {events.counts[Event.UNREACHABLE]} |\n"
+            )
+            out.flush()
+            next_sample += args.sample_every
+        if now - start >= args.hours * 3600:
+            break
+        if now >= next_ask:
+            sender = 0x0A000000 + asked % args.askers
+            node.inject_text(sender, f"{PROMPTS[asked % len(PROMPTS)]} #{asked}", packet_id=100_000 + asked)
+            asked += 1
+            next_ask += args.ask_every
+        clock.sleep(0.5)
+    daemon.stop(grace_s=5)
+    node.stop()
+    return 0
+
+
 def main() -> int:
     """Parse the flags and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -180,11 +244,14 @@ def main() -> int:
     parser.add_argument("--region", default="EU_868")
     parser.add_argument("--scale", type=float, default=20.0)
     parser.add_argument("--hours", type=float, default=1.0)
+    parser.add_argument("--askers", type=int, default=0, help="measure RSS with this many distinct askers")
+    parser.add_argument("--ask-every", type=float, default=10.0, help="simulated seconds between questions")
+    parser.add_argument("--sample-every", type=float, default=600.0, help="simulated seconds between RSS rows")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("meshbot").setLevel(logging.INFO)
     logging.getLogger().handlers[0].setLevel(logging.ERROR)
-    return run(args)
+    return run_askers(args) if args.askers else run(args)
 
 
 if __name__ == "__main__":
