@@ -12,10 +12,14 @@ from meshbot.core.config import MeshConfig
 from meshbot.core.domain import AckStatus, Outbound, RadioEvent, SendResult
 from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.pacing import Pacer
+from meshbot.radios.mqtt import codec
+from meshbot.radios.mqtt.transport import MqttRadio
 from meshbot.service.holdback import Holdback
 from meshbot.service.sender import Sender, SendJob
+from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.fakes import ALICE, FakeModel, FakeRadio, dm
+from tests.mqtt_support import mqtt_config
 
 LONG_ANSWER = " ".join(f"Sentence number {n} tells you about LoRa radios." for n in range(1, 30))
 
@@ -155,3 +159,11 @@ def test_an_unreachable_asker_gets_the_held_answer_with_more(
     assert strip_numbering(again[0]) == strip_numbering(first[0])
     words = " ".join(strip_numbering(t) for t in again).split()
     assert len(again) == 3 and words == LONG_ANSWER.split()[: len(words)]
+
+
+def test_the_mqtt_transport_publishes_a_copy_under_the_id_it_is_given(clock: VirtualClock) -> None:
+    radio = MqttRadio(mqtt_config(1), Store(":memory:"), clock)  # never connected: paho keeps QoS 1 publishes
+    data = codec.text_data("1/+ hello", None, False)
+    fresh = radio.publish_data(codec.BROADCAST, data)
+    assert radio.publish_data(codec.BROADCAST, data, packet_id=fresh) == fresh
+    assert radio.publish_data(codec.BROADCAST, data) != fresh
