@@ -105,6 +105,7 @@ class Housekeeper:
                     stored.query_id,
                     frag.index,
                     on_done=self._ledger.on_sent,
+                    asker=stored.sender,
                 )
             )
 
