@@ -11,7 +11,8 @@ daemon did with the load. Not a test.
 
 With ``--askers N`` it measures memory instead: N distinct nodes take turns asking, one question every
 ``--ask-every`` simulated seconds, through one virtual node whose neighbours ACK every DM; the process's
-resident memory (the daemon, the node and the library together) is printed every ``--sample-every`` seconds.
+resident memory (the daemon and the `meshtastic` library; the virtual node runs in a process of its own) is
+printed every ``--sample-every`` seconds.
 
     .venv/bin/python bench/soak.py --askers 500 --hours 2 --preset SHORT_TURBO --region US
 """
@@ -21,12 +22,14 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import multiprocessing
 import os
 import random
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -181,20 +184,34 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def rss_mb() -> float:
-    """This process's resident memory in MB (Linux /proc)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
+def rss_mb(pid: int | str = "self") -> float:
+    """A process's resident memory in MB (Linux /proc)."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def run_askers(args: argparse.Namespace) -> int:
-    """N distinct askers in turn for the given hours; print RSS over time."""
-    clock = ScaledClock(args.scale)
-    node = VirtualNode(BOT, modem_preset=args.preset, region=args.region, clock=clock, ack_delay_s=0.5 / args.scale)
+def serve_node(conn: Connection, scale: float, preset: str, region: str) -> None:
+    """The virtual node in a process of its own, so that its logs of every packet stay out of the bot's RSS."""
+    node = VirtualNode(BOT, modem_preset=preset, region=region, clock=ScaledClock(scale), ack_delay_s=0.5 / scale)
     node.start()
+    conn.send(node.port)
+    while (asked := conn.recv()) is not None:
+        node.inject_text(*asked[:2], packet_id=asked[2])
+    node.stop()
+
+
+def run_askers(args: argparse.Namespace) -> int:
+    """N distinct askers in turn for the given hours; print the daemon's RSS over time."""
+    clock = ScaledClock(args.scale)
+    ours, theirs = multiprocessing.Pipe()
+    node = multiprocessing.get_context("spawn").Process(
+        target=serve_node, args=(theirs, args.scale, args.preset, args.region), daemon=True
+    )
+    node.start()
+    port = ours.recv()
     cfg = load_config(
         overrides={
-            "radio.host": f"127.0.0.1:{node.port}",
+            "radio.host": f"127.0.0.1:{port}",
             "join.window_s": 0,
             "limits.repeat_window_s": 0,
             "limits.global_per_hour": 100_000,
@@ -228,12 +245,13 @@ def run_askers(args: argparse.Namespace) -> int:
             break
         if now >= next_ask:
             sender = 0x0A000000 + asked % args.askers
-            node.inject_text(sender, f"{PROMPTS[asked % len(PROMPTS)]} #{asked}", packet_id=100_000 + asked)
+            ours.send((sender, f"{PROMPTS[asked % len(PROMPTS)]} #{asked}", 100_000 + asked))
             asked += 1
             next_ask += args.ask_every
         clock.sleep(0.5)
     daemon.stop(grace_s=5)
-    node.stop()
+    ours.send(None)
+    node.join(10)
     return 0
 
 
