@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from meshtastic.protobuf import mesh_pb2, portnums_pb2
 
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.radios.protobufs import mesh_pb2, portnums_pb2
 
 log = logging.getLogger(__name__)
 
