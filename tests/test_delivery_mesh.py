@@ -120,3 +120,33 @@ def test_after_a_reconnect_an_unacked_fragment_goes_again_at_once_under_its_id(
     finally:
         daemon.stop(grace_s=2.0)
         node.stop()
+
+
+def test_a_copy_after_a_reconnect_shows_once_on_a_handset_that_already_has_it(
+    meshes, run_daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Alice gets the fragment, but her ACKs are lost; the bot's link drops while its node still retries. The
+    # copy after the reconnect goes under the same id: her node drops it and ACKs again, and once her ACKs get
+    # through the answer is done. Under a new id she would see the text twice.
+    caplog.set_level(logging.INFO, logger="meshbot")
+    topo = topology([("Alice", "handset", ["BOT"]), ("BOT", "bot", [])], time_scale=5.0, modem_preset="LONG_FAST")
+    mesh = meshes(topo, manual=False)
+    model = GatedModel()
+    model.queue("A short answer that fits one fragment.")
+    daemon = run_daemon(mesh, model)
+    wait_until(lambda: mesh.bot.client_connected and daemon.radio_up.is_set(), timeout=WAIT)
+    alice = mesh.node("Alice")
+    alice.send_text("hello bot", to=BOT)
+    wait_until(lambda: len(events(caplog, "queued")) == 1, timeout=WAIT)
+    mesh.air.set_loss(alice.node_num, BOT, 1.0)
+    model.gate.set()
+    wait_until(lambda: len(bot_texts(mesh, "Alice")) == 1, timeout=WAIT)  # she has it; her ACK is lost
+    assert mesh.bot.drop_client(reset=True)
+    wait_until(lambda: len(mesh.bot.sent) == 2, timeout=WAIT)  # the copy, over the new connection
+    mesh.air.set_loss(alice.node_num, BOT, 0.0)
+    wait_until(lambda: mesh.bot.sent[1].outcome == "ACK", timeout=WAIT)
+    wait_until(daemon.idle, timeout=WAIT)
+    first, copy = mesh.bot.sent
+    assert copy.packet_id == first.packet_id
+    assert bot_texts(mesh, "Alice") == [first.text]  # once
+    assert not events(caplog, "unreachable")
