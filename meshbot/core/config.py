@@ -34,6 +34,9 @@ from meshbot.core.config_sections import (
     LogConfig as LogConfig,
 )
 from meshbot.core.config_sections import (
+    MeshDirectoryConfig as MeshDirectoryConfig,
+)
+from meshbot.core.config_sections import (
     MqttConfig as MqttConfig,
 )
 from meshbot.core.config_sections import (
@@ -54,6 +57,12 @@ DEFAULT_SYSTEM_PROMPT = (
     "Reply in the same language as the question. "
     "Never invent local facts such as places, times, channels or people: "
     "use the local notes when they are given, and say you do not know when they do not hold the answer."
+)
+
+
+DEFAULT_MESH_RULE = (
+    "Questions about the mesh (its nodes, battery, signal, hops, distance, channel load) are answered only from "
+    "the mesh facts given with the question: copy their figures exactly, and say you do not know what they do not say."
 )
 
 
@@ -133,6 +142,8 @@ class PersonaConfig(_Section):
 
     bot_name: str = "meshbot"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # Added to the system prompt when a question about the mesh comes with the node directory's facts.
+    mesh_rule: str = DEFAULT_MESH_RULE
 
 
 class MeshConfig(_Section):
@@ -274,6 +285,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()
     cluster: ClusterConfig = ClusterConfig()
+    mesh_directory: MeshDirectoryConfig = MeshDirectoryConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

@@ -1,0 +1,189 @@
+"""The running node directory: every node the transports hear about, bounded, kept in the store across restarts.
+
+The radio's thread calls `note` for each `NodeReport` (a dict update under a lock, nothing slow); a companion
+thread writes the changed records to the store every `FLUSH_EVERY_S` and at stop, and forgets nodes unheard for
+`[mesh_directory] ttl_days`. At most `max_nodes` are kept: the longest unheard goes first, never the bot's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from meshbot.core.config_sections import MeshDirectoryConfig
+from meshbot.core.directory import NodeRecord, NodeReport, find
+from meshbot.core.events import Event
+
+if TYPE_CHECKING:
+    from meshbot.service.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_S = 30.0
+DAY_S = 86_400.0
+
+
+class DirectoryTable(Protocol):
+    """Where records persist (storage/directory.py)."""
+
+    def load(self) -> list[NodeRecord]:
+        """Every stored record."""
+
+    def save(self, records: list[NodeRecord], gone: list[int]) -> None:
+        """Write `records` and delete the nodes in `gone`, in one transaction."""
+
+
+class MeshDirectory:
+    """A `NodeDirectory` fed by `NodeReport`s; thread-safe."""
+
+    def __init__(
+        self,
+        cfg: MeshDirectoryConfig,
+        table: DirectoryTable | None = None,
+        wall: Callable[[], float] = time.time,
+        fallback_names: Callable[[int], str | None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._table = table
+        self._wall = wall
+        self._fallback_names = fallback_names
+        self._lock = threading.Lock()
+        self._nodes: dict[int, NodeRecord] = {}
+        self._dirty: set[int] = set()
+        self._gone: set[int] = set()
+        self._own: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if table is not None:
+            for record in table.load():
+                self._nodes[record.node] = record
+                if record.is_self:
+                    self._own = record.node
+            self.forget_stale()
+
+    # -- fed by the transports (on their threads) ------------------------------------------------
+    def note(self, report: NodeReport) -> None:
+        """Merge one report; evict the longest-unheard node when over `max_nodes`."""
+        with self._lock:
+            if report.is_self and self._own is not None and self._own != report.node:
+                old = self._nodes.get(self._own)  # the radio was swapped: the old node is a peer now
+                if old is not None:
+                    self._nodes[old.node] = dataclasses.replace(old, is_self=False)
+            if report.is_self:
+                self._own = report.node
+            record = self._nodes.get(report.node) or NodeRecord(report.node)
+            self._nodes[report.node] = record.merge(report)
+            self._dirty.add(report.node)
+            self._gone.discard(report.node)
+            if len(self._nodes) > self.cfg.max_nodes:
+                self._evict()
+
+    def _evict(self) -> None:
+        peers = [r for r in self._nodes.values() if r.node != self._own]
+        excess = len(self._nodes) - self.cfg.max_nodes
+        for record in sorted(peers, key=lambda r: r.last_heard)[:excess]:
+            del self._nodes[record.node]
+            self._dirty.discard(record.node)
+            self._gone.add(record.node)
+
+    def forget_stale(self) -> int:
+        """Forget nodes unheard for `ttl_days` (never the bot's own); returns how many."""
+        cutoff = self._wall() - self.cfg.ttl_days * DAY_S
+        with self._lock:
+            stale = [n for n, r in self._nodes.items() if n != self._own and r.last_heard < cutoff]
+            for node in stale:
+                del self._nodes[node]
+                self._dirty.discard(node)
+                self._gone.add(node)
+        return len(stale)
+
+    # -- read (NodeDirectory) ---------------------------------------------------------------------
+    def now(self) -> float:
+        """Wall-clock epoch seconds."""
+        return self._wall()
+
+    def record(self, node: int) -> NodeRecord | None:
+        """One node's record, or None."""
+        with self._lock:
+            return self._nodes.get(node)
+
+    def records(self) -> list[NodeRecord]:
+        """Every record, the most recently heard first."""
+        with self._lock:
+            nodes = list(self._nodes.values())
+        return sorted(nodes, key=lambda r: r.last_heard, reverse=True)
+
+    def own(self) -> NodeRecord | None:
+        """The bot's own node."""
+        with self._lock:
+            return self._nodes.get(self._own) if self._own is not None else None
+
+    def find(self, name: str) -> NodeRecord | None:
+        """A node by short name, long name or `!id`."""
+        return find(self.records(), name)
+
+    def short_name_of(self, node: int) -> str | None:
+        """The node's short name (raw, untrusted), from its NodeInfo, else from the radio's own node DB."""
+        record = self.record(node)
+        if record is not None and record.user is not None and record.user.short_name:
+            return record.user.short_name
+        return self._fallback_names(node) if self._fallback_names is not None else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._nodes)
+
+    # -- persistence --------------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write changed records to the store; returns how many."""
+        if self._table is None:
+            return 0
+        with self._lock:
+            dirty = [self._nodes[n] for n in self._dirty if n in self._nodes]
+            gone = list(self._gone)
+            self._dirty.clear()
+            self._gone.clear()
+        if dirty or gone:
+            try:
+                self._table.save(dirty, gone)
+            except Exception:  # a full disk must not stop the directory; the changes are written next time
+                with self._lock:
+                    self._dirty.update(r.node for r in dirty if r.node in self._nodes)
+                    self._gone.update(gone)
+                raise
+        return len(dirty)
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_EVERY_S):
+            try:
+                self.forget_stale()
+                self.flush()
+            except Exception:
+                log.exception("node directory not saved", extra={"event": Event.DIRECTORY_ERROR})
+
+    # -- Companion: runs beside the daemon ------------------------------------------------------------
+    def start(self, daemon: Daemon | None = None) -> None:
+        """Start the thread that saves the directory."""
+        if self._thread is None and self._table is not None:
+            self._thread = threading.Thread(target=self._run, name="meshbot-directory", daemon=True)
+            self._thread.start()
+        log.info(
+            "node directory: %d node(s) known", len(self), extra={"event": Event.DIRECTORY_LOADED, "nodes": len(self)}
+        )
+
+    def quiesce(self, daemon: Daemon | None = None) -> None:
+        """Nothing to refuse."""
+
+    def stop(self, daemon: Daemon | None = None) -> None:
+        """Save what changed, before the store closes."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("node directory not saved at stop", extra={"event": Event.DIRECTORY_ERROR})
