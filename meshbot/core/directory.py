@@ -288,9 +288,17 @@ def find(records: Sequence[NodeRecord], name: str) -> NodeRecord | None:
     return max(matches, key=lambda r: r.last_heard)
 
 
+def _bare(word: str) -> str:
+    """A word without punctuation or a possessive: "BRVO's?" -> "brvo"."""
+    word = word.strip(".,;:?!'\"()").casefold()
+    for suffix in ("'s", "’s"):
+        word = word.removesuffix(suffix)
+    return word
+
+
 def mentioned(records: Sequence[NodeRecord], text: str) -> list[NodeRecord]:
     """The known nodes a question names (by short name, long name or `!id`, as whole words)."""
-    words = {w.strip(".,;:?!'\"()").casefold() for w in text.split()}
+    words = {_bare(w) for w in text.split()}
     words.discard("")
     folded = text.casefold()
     found = []
