@@ -253,3 +253,21 @@ def node_info_packet(*, sender: int, packet_id: int, user: mesh_pb2.User, hop_li
     packet.decoded.payload = user.SerializeToString()
     packet.decoded.bitfield = 0
     return packet
+
+
+def traceroute_hop(packet: mesh_pb2.MeshPacket, node_num: int, snr: float) -> None:
+    """TraceRouteModule on a relay: add ourselves and the SNR we heard it at, to the route or the route back."""
+    if packet.decoded.portnum != portnums_pb2.TRACEROUTE_APP:
+        return
+    route = mesh_pb2.RouteDiscovery()
+    try:
+        route.ParseFromString(packet.decoded.payload)
+    except Exception:  # protobuf DecodeError: relay it untouched, as the firmware would
+        return
+    if packet.decoded.request_id:  # the answer, on its way back
+        route.route_back.append(node_num)
+        route.snr_back.append(int(round(snr * 4)))
+    else:
+        route.route.append(node_num)
+        route.snr_towards.append(int(round(snr * 4)))
+    packet.decoded.payload = route.SerializeToString()
