@@ -284,6 +284,8 @@ class VirtualNode(ModulesApi, PhoneApi):
                 heard.CopyFrom(packet)
                 if not heard.rx_time:
                     heard.rx_time = int(self._wall())
+                if packet.to == self.node_num and heard.decoded.request_id:
+                    fw.traceroute_hop(heard, None, heard.rx_snr)  # the answer home: our SNR ends the way back
                 self._to_client(heard, airtime_s=self._airtime_of(heard))
             if packet.to == self.node_num and packet.want_ack and answer is None:
                 ack = self._ack_for(packet)
