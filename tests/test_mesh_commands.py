@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -57,9 +58,9 @@ def test_where_without_a_position_says_how_to_share_one(daemon: Daemon, radio: F
 
 
 def test_where_gives_the_askers_spot_and_the_way_to_the_bot_and_the_nearest(daemon, radio: FakeRadio) -> None:
-    radio.hear(NodeReport(ALICE, heard=Heard(time.time()), position=WINTERTHUR))
+    radio.hear(NodeReport(ALICE, heard=Heard(time.time()), position=dataclasses.replace(WINTERTHUR, at=time.time())))
     text = reply(daemon, radio, dm("!where"))
-    assert text.startswith("You: 47.49880,8.72370, now old") or text.startswith("You: 47.49880,8.72370")
+    assert text.startswith("You: 47.49880,8.72370, just now;")
     assert "bot BOT 19 km SW" in text
     assert "nearest BRVO 0 m" in text  # BRVO shares Alice's spot; in a DM the bearing may come too
 

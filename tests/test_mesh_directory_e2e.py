@@ -116,7 +116,7 @@ def ask(mesh: VirtualMesh, daemon: Daemon, text: str, timeout: float = 120) -> s
         return [h.text or "" for h in alice.received if h.sender == BOT and h.portnum == TEXT][before:]
 
     wait_until(lambda: daemon.idle() and len(heard()) >= 1, timeout=timeout)
-    return " ".join(heard())
+    return " ".join(text.removeprefix("🤖 ") for text in heard())
 
 
 def share_position_and_telemetry(mesh: VirtualMesh) -> None:
@@ -139,9 +139,11 @@ def test_the_commands_answer_with_the_directorys_facts(mesh: VirtualMesh, real_d
     assert ask(mesh, daemon, "!where").endswith("No position from you yet: share it in the app.")
     share_position_and_telemetry(mesh)
     hill = mesh.node("Hill").own_device_metrics()
-    wait_until(lambda: (daemon.directory.record(HILL) or None) is not None and daemon.directory.record(HILL).device is not None)
+    wait_until(
+        lambda: (daemon.directory.record(HILL) or None) is not None and daemon.directory.record(HILL).device is not None
+    )
     where = ask(mesh, daemon, "!where")
-    assert "You: 47.37690,8.54170" in where and "bot BOT 17 km NE" in where and "nearest HILL 5.0 km NE" in where, where
+    assert "You: 47.37690,8.54170" in where and "bot BOT 19 km NE" in where and "nearest HILL 5.1 km NE" in where, where
 
     node = ask(mesh, daemon, "!node HILL")
     assert node.startswith("HILL (Hill Relay) !0e1a0001, heard") and "0 hops" not in node, node

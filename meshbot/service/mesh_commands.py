@@ -93,7 +93,7 @@ class MeshCommands:
         spot = f"{pos.lat:.{_places(pos)}f},{pos.lon:.{_places(pos)}f}"
         if pos.uncertainty_m:
             spot += f" (±{_km(pos.uncertainty_m)})"
-        parts = [f"You: {spot}, {ago_text(now - pos.at)} old"]
+        parts = [f"You: {spot}, {_ago(now - pos.at)}"]
         own = self._dir.own()
         if own is not None and own.position is not None:
             parts.append(f"bot {name_of(own)} {_where_to(pos, own.position, True)}")
@@ -136,7 +136,7 @@ class MeshCommands:
         now = self._dir.now()
         long = clean_name(record.user.long_name) if record.user else None
         title = f"{name_of(record)}{f' ({long})' if long else ''} {node_label(record.node)}"
-        heard = f"heard {ago_text(now - record.last_heard)} ago" if record.heard else "not heard yet"
+        heard = f"heard {_ago(now - record.last_heard)}" if record.heard else "not heard yet"
         parts = [title, heard, hops_text(record.heard), snr_text(record)]
         parts.append(f"battery {battery_text(record.device) or '? (not reported)'}")
         if self.locations and record.node != asker:
@@ -169,3 +169,9 @@ def _places(pos: Position) -> int:
 
 def _km(meters: float) -> str:
     return f"{meters / 1000:.1f} km" if meters >= 1000 else f"{round(meters)} m"
+
+
+def _ago(seconds: float) -> str:
+    """ "just now", "4m ago", "2h ago"."""
+    age = ago_text(seconds)
+    return "just now" if age == "now" else f"{age} ago"
