@@ -9,7 +9,7 @@ from meshbot.storage.directory import DirectoryTable
 from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.mqtt_support import Broker
-from tests.test_mqtt_sim import ALICE, broker, start  # noqa: F401 (the broker fixture)
+from tests.test_mqtt_sim import ALICE, broker, start  # the broker fixture
 
 
 def test_the_directory_fills_from_a_gateways_channel_traffic(broker: Broker, tmp_path: Path) -> None:
