@@ -296,6 +296,23 @@ def _bare(word: str) -> str:
     return word
 
 
+def bare_words(text: str) -> set[str]:
+    """The words of a text, bare and folded (the way names are matched)."""
+    words = {_bare(w) for w in text.split()}
+    words.discard("")
+    return words
+
+
+def parse_label(word: str) -> int | None:
+    """The node number of a `!xxxxxxxx` id, else None."""
+    if len(word) != 9 or not word.startswith("!"):
+        return None
+    try:
+        return int(word[1:], 16)
+    except ValueError:
+        return None
+
+
 def mentioned(records: Sequence[NodeRecord], text: str) -> list[NodeRecord]:
     """The known nodes a question names (by short name, long name or `!id`, as whole words)."""
     words = {_bare(w) for w in text.split()}

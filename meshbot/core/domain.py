@@ -141,6 +141,12 @@ class NodeDirectory(Protocol):
     def own(self) -> NodeRecord | None:
         """The bot's own node, once its radio said who it is."""
 
+    def find(self, name: str) -> NodeRecord | None:
+        """A node by short name, long name or `!id`."""
+
+    def named(self, text: str) -> list[NodeRecord]:
+        """The known nodes a text names."""
+
     def now(self) -> float:
         """Wall-clock epoch seconds, the time base of every record's `heard.at`."""
 

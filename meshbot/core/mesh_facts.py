@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from meshbot.core.directory import (
     NodeRecord,
     ago_text,
+    bare_words,
     battery_text,
     bearing_deg,
     compass,
@@ -23,7 +24,6 @@ from meshbot.core.directory import (
     distance_text,
     heard_within,
     hops_text,
-    mentioned,
     node_label,
 )
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED, clean_name
@@ -67,12 +67,11 @@ class MeshQuestion:
         return bool(self.topics or self.nodes)
 
 
-def classify(question: str, records: Sequence[NodeRecord]) -> MeshQuestion:
-    """The topics a question asks about and the known nodes it names (the bot's own node is never 'named')."""
-    words = {w.strip(".,;:?!'\"()").casefold() for w in question.split()}
+def classify(question: str, named: Sequence[NodeRecord]) -> MeshQuestion:
+    """The topics a question asks about, and the known nodes it names (`named`; the bot's own is left out)."""
+    words = bare_words(question)
     topics = frozenset(t for t, keys in _WORDS.items() if words & set(keys))
-    named = tuple(r for r in mentioned(records, question) if not r.is_self)
-    return MeshQuestion(topics, named)
+    return MeshQuestion(topics, tuple(r for r in named if not r.is_self))
 
 
 def _node_line(record: NodeRecord, topics: frozenset[Topic], asker: NodeRecord | None, ctx: _Ctx) -> str:

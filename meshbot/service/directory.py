@@ -8,6 +8,7 @@ thread writes the changed records to the store every `FLUSH_EVERY_S` and at stop
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from meshbot.core.config_sections import MeshDirectoryConfig
-from meshbot.core.directory import NodeRecord, NodeReport, find
+from meshbot.core.directory import NodeRecord, NodeReport, bare_words, find, parse_label
 from meshbot.core.events import Event
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class MeshDirectory:
         self._fallback_names = fallback_names
         self._lock = threading.Lock()
         self._nodes: dict[int, NodeRecord] = {}
+        self._by_name: dict[str, set[int]] = {}  # folded short and long names -> nodes
         self._dirty: set[int] = set()
         self._gone: set[int] = set()
         self._own: int | None = None
@@ -61,6 +63,7 @@ class MeshDirectory:
         if table is not None:
             for record in table.load():
                 self._nodes[record.node] = record
+                self._index(None, record)
                 if record.is_self:
                     self._own = record.node
             self.forget_stale()
@@ -76,19 +79,37 @@ class MeshDirectory:
             if report.is_self:
                 self._own = report.node
             record = self._nodes.get(report.node) or NodeRecord(report.node)
-            self._nodes[report.node] = record.merge(report)
+            merged = self._nodes[report.node] = record.merge(report)
+            if merged.user != record.user:
+                self._index(record, merged)
             self._dirty.add(report.node)
             self._gone.discard(report.node)
             if len(self._nodes) > self.cfg.max_nodes:
                 self._evict()
 
     def _evict(self) -> None:
+        # A few more than the excess (2%): a busy region adds nodes one by one, and each sort costs them all.
+        excess = len(self._nodes) - self.cfg.max_nodes + self.cfg.max_nodes // 50
         peers = [r for r in self._nodes.values() if r.node != self._own]
-        excess = len(self._nodes) - self.cfg.max_nodes
-        for record in sorted(peers, key=lambda r: r.last_heard)[:excess]:
-            del self._nodes[record.node]
-            self._dirty.discard(record.node)
-            self._gone.add(record.node)
+        for record in heapq.nsmallest(excess, peers, key=lambda r: r.last_heard):
+            self._drop(record.node)
+
+    def _drop(self, node: int) -> None:
+        record = self._nodes.pop(node)
+        self._index(record, None)
+        self._dirty.discard(node)
+        self._gone.add(node)
+
+    def _index(self, old: NodeRecord | None, new: NodeRecord | None) -> None:
+        """Keep the name index (short and long names, folded) in step with a node's names."""
+        for record, add in ((old, False), (new, True)):
+            if record is None or record.user is None:
+                continue
+            for name in {_fold(record.user.short_name), _fold(record.user.long_name)} - {""}:
+                nodes = self._by_name.setdefault(name, set())
+                (nodes.add if add else nodes.discard)(record.node)
+                if not nodes:
+                    del self._by_name[name]
 
     def forget_stale(self) -> int:
         """Forget nodes unheard for `ttl_days` (never the bot's own); returns how many."""
@@ -96,9 +117,7 @@ class MeshDirectory:
         with self._lock:
             stale = [n for n, r in self._nodes.items() if n != self._own and r.last_heard < cutoff]
             for node in stale:
-                del self._nodes[node]
-                self._dirty.discard(node)
-                self._gone.add(node)
+                self._drop(node)
         return len(stale)
 
     # -- read (NodeDirectory) ---------------------------------------------------------------------
@@ -123,8 +142,23 @@ class MeshDirectory:
             return self._nodes.get(self._own) if self._own is not None else None
 
     def find(self, name: str) -> NodeRecord | None:
-        """A node by short name, long name or `!id`."""
-        return find(self.records(), name)
+        """A node by short name, long name or `!id` (the most recently heard of several of that name)."""
+        wanted = _fold(name)
+        with self._lock:
+            if wanted.startswith("!"):
+                return find(list(self._nodes.values()), wanted)
+            found = [self._nodes[n] for n in self._by_name.get(wanted, ())]
+        return max(found, key=lambda r: r.last_heard) if found else None
+
+    def named(self, text: str) -> list[NodeRecord]:
+        """The known nodes a text names: a short name or `!id` as a word, a long name anywhere in it."""
+        words = bare_words(text)
+        folded = _fold(text)
+        with self._lock:
+            nodes = {n for w in words for n in self._by_name.get(w, ())}
+            nodes.update(n for name, ns in self._by_name.items() if " " in name and name in folded for n in ns)
+            nodes.update(num for w in words if (num := parse_label(w)) is not None and num in self._nodes)
+            return [self._nodes[n] for n in nodes]
 
     def short_name_of(self, node: int) -> str | None:
         """The node's short name (raw, untrusted), from its NodeInfo, else from the radio's own node DB."""
@@ -187,3 +221,7 @@ class MeshDirectory:
             self.flush()
         except Exception:
             log.exception("node directory not saved at stop", extra={"event": Event.DIRECTORY_ERROR})
+
+
+def _fold(name: str) -> str:
+    return " ".join(name.split()).casefold()

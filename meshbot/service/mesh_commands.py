@@ -19,7 +19,6 @@ from meshbot.core.directory import (
     compass,
     distance_m,
     distance_text,
-    find,
     heard_within,
     hops_text,
     node_label,
@@ -130,7 +129,7 @@ class MeshCommands:
         name = argument.strip()
         if not name:
             return "Say which node: !node NAME (short name, long name or !id)."
-        record = find(self._dir.records(), name)
+        record = self._dir.find(name)
         if record is None:
             return f"No node called {clean_name(name) or '?'} heard."
         now = self._dir.now()

@@ -31,10 +31,10 @@ class MeshContext:
 
     def block_for(self, question: str, asker: int, is_dm: bool) -> str | None:
         """The mesh block for one question, or None when it is not about the mesh (or nothing is known)."""
-        records = self._dir.records()
-        asked = classify(question, records)
+        asked = classify(question, self._dir.named(question))
         if not asked.about_mesh:
             return None
+        records = self._dir.records()
         lines = fact_lines(asked, records, asker, self._dir.now(), locations=self._cfg.location_commands, is_dm=is_dm)
         return mesh_block(lines, self._cfg.token_budget)
 
