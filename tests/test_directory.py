@@ -162,3 +162,33 @@ def test_records_sort_most_recently_heard_first() -> None:
     d.note(NodeReport(3))
     assert [r.node for r in d.records()] == [2, 1, 3]
     assert NodeRecord(3).short_name == "!00000003"
+
+
+def test_which_questions_are_about_the_mesh() -> None:
+    from meshbot.core.mesh_facts import Topic, classify
+
+    brvo = NodeRecord(7, user=NodeUser("BRVO", "Bravo Base"))
+    assert classify("how far can a mesh reach?", []).about_mesh is False
+    assert classify("what is solar power?", []).about_mesh is False
+    assert classify("who invented radio?", []).about_mesh is False
+    assert classify("how far is BRVO?", [brvo]).topics == {Topic.NEAR}
+    assert classify("who is around?", []).topics == {Topic.AROUND}
+    assert classify("is the channel busy?", []).topics == {Topic.LOAD}
+    assert classify("what is the battery of BRVO?", [brvo]).nodes == (brvo,)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(_reports, max_size=40),
+    st.integers(32, 400),
+    st.sampled_from(["who is around?", "battery?", "is it busy?"]),
+)
+def test_the_mesh_block_keeps_to_its_token_budget(reports: list[NodeReport], budget: int, question: str) -> None:
+    from meshbot.core.mesh_facts import classify, fact_lines, mesh_block, tokens_of
+
+    d = directory()
+    for report in reports:
+        d.note(report)
+    lines = fact_lines(classify(question, []), d.records(), 1, NOW, locations=True, is_dm=False)
+    block = mesh_block(lines, budget)
+    assert block is None or tokens_of(block) <= budget + 2  # each line rounded up on its own

@@ -40,13 +40,22 @@ class Topic(enum.Enum):
     LOAD = "load"
 
 
+# Words that make a question about the mesh on their own ...
 _WORDS: dict[Topic, tuple[str, ...]] = {
-    Topic.NEAR: ("near", "nearest", "close", "closest", "far", "distance", "away", "km", "miles"),
-    Topic.SIGNAL: ("signal", "snr", "rssi", "reception", "strong", "weak", "hear", "heard"),
-    Topic.BATTERY: ("battery", "batteries", "charge", "voltage", "volts", "power", "powered"),
-    Topic.HOPS: ("hop", "hops", "route", "relay", "relays", "direct"),
-    Topic.AROUND: ("who", "around", "online", "active", "nodes", "anyone", "anybody", "nearby", "mesh"),
-    Topic.LOAD: ("busy", "channel", "utilization", "utilisation", "load", "airtime", "congested", "traffic"),
+    Topic.NEAR: ("near", "nearest", "closest", "nearby"),
+    Topic.SIGNAL: ("snr", "rssi"),
+    Topic.BATTERY: ("battery", "batteries"),
+    Topic.HOPS: ("hops",),
+    Topic.AROUND: ("around", "online", "nodes", "anyone", "anybody"),
+    Topic.LOAD: ("busy", "utilization", "utilisation", "congested", "airtime"),
+}
+# ... and words that do only when the question names a known node ("how far is BRVO", not "how far can LoRa reach").
+_WITH_A_NODE: dict[Topic, tuple[str, ...]] = {
+    Topic.NEAR: ("close", "far", "distance", "away", "km", "miles", "where"),
+    Topic.SIGNAL: ("signal", "reception", "strong", "weak", "hear", "heard"),
+    Topic.BATTERY: ("charge", "voltage", "volts", "power", "powered"),
+    Topic.HOPS: ("hop", "route", "relay", "relays", "direct"),
+    Topic.LOAD: ("channel", "load", "traffic"),
 }
 _ALL_NODE_TOPICS = (Topic.SIGNAL, Topic.BATTERY, Topic.HOPS, Topic.NEAR)
 MAX_AROUND = 5
@@ -70,8 +79,11 @@ class MeshQuestion:
 def classify(question: str, named: Sequence[NodeRecord]) -> MeshQuestion:
     """The topics a question asks about, and the known nodes it names (`named`; the bot's own is left out)."""
     words = bare_words(question)
-    topics = frozenset(t for t, keys in _WORDS.items() if words & set(keys))
-    return MeshQuestion(topics, tuple(r for r in named if not r.is_self))
+    nodes = tuple(r for r in named if not r.is_self)
+    topics = {t for t, keys in _WORDS.items() if words & set(keys)}
+    if nodes:
+        topics.update(t for t, keys in _WITH_A_NODE.items() if words & set(keys))
+    return MeshQuestion(frozenset(topics), nodes)
 
 
 def _node_line(record: NodeRecord, topics: frozenset[Topic], asker: NodeRecord | None, ctx: _Ctx) -> str:
