@@ -36,11 +36,11 @@ NAME_MAX_CHARS = 12
 _NAME_DROP = regex.compile(r"[^\p{L}\p{M}\p{N}\p{So}\p{Sk} _.\-]+")
 
 
-def clean_name(raw: str | None) -> str | None:
+def clean_name(raw: str | None, max_chars: int = NAME_MAX_CHARS) -> str | None:
     """A node name safe to show the model: no controls or punctuation, one line, at most NAME_MAX_CHARS."""
     if not raw:
         return None
-    name = " ".join(_NAME_DROP.sub(" ", raw).split())[:NAME_MAX_CHARS].strip()
+    name = " ".join(_NAME_DROP.sub(" ", raw).split())[:max_chars].strip()
     return name or None
 
 

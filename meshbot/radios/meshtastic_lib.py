@@ -6,6 +6,7 @@ immutable `Inbound` messages, and sends texts by integer node number with ACK re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -311,8 +312,8 @@ class MeshtasticRadio:
             return
         try:
             report = report_of(raw, time.time())
-            if report.node == self._my_num(interface):
-                report = NodeReport(report.node, device=report.device, environment=report.environment, is_self=True)
+            if report.node == self._my_num(interface):  # our own node's figures; how we "hear" ourselves means nothing
+                report = dataclasses.replace(report, heard=None, neighbors=None, is_self=True)
             sink(report)
         except Exception:  # a bad packet must never stop the library's publishing thread
             log.exception("node report from a packet failed", extra={"event": Event.DIRECTORY_ERROR})

@@ -28,6 +28,7 @@ from meshbot.core.prompting import clean_name
 
 HOUR_S, DAY_S = 3600.0, 86_400.0
 MAX_LISTED = 6
+LONG_NAME_CHARS = 40  # the apps allow 39 bytes of long name
 NO_OWN_POSITION = "no position from you yet: share it in the app"
 
 
@@ -133,7 +134,7 @@ class MeshCommands:
         if record is None:
             return f"No node called {clean_name(name) or '?'} heard."
         now = self._dir.now()
-        long = clean_name(record.user.long_name) if record.user else None
+        long = clean_name(record.user.long_name, LONG_NAME_CHARS) if record.user else None
         title = f"{name_of(record)}{f' ({long})' if long else ''} {node_label(record.node)}"
         heard = f"heard {_ago(now - record.last_heard)}" if record.heard else "not heard yet"
         parts = [title, heard, hops_text(record.heard), snr_text(record)]

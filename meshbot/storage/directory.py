@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SAVE_BATCH = 250  # rows per transaction: a full save of 2,000 nodes never holds the store for long
+
 # The store's migration that adds this module's table (see schema._MIGRATIONS).
 SCHEMA = (
     """CREATE TABLE mesh_nodes (node INTEGER PRIMARY KEY, last_heard REAL NOT NULL, is_self INTEGER NOT NULL,
@@ -73,10 +75,13 @@ class DirectoryTable:
         return records
 
     def save(self, records: list[NodeRecord], gone: list[int]) -> None:
-        """Write `records` and delete `gone`, in one transaction."""
-        with self._store._tx() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO mesh_nodes (node, last_heard, is_self, record) VALUES (?, ?, ?, ?)",
-                [(r.node, r.last_heard, int(r.is_self), record_json(r)) for r in records],
-            )
-            conn.executemany("DELETE FROM mesh_nodes WHERE node = ?", [(n,) for n in gone])
+        """Write `records` and delete `gone`, a few hundred per transaction (the intake shares the store's lock)."""
+        rows = [(r.node, r.last_heard, int(r.is_self), record_json(r)) for r in records]
+        for start in range(0, max(len(rows), 1), SAVE_BATCH):
+            with self._store._tx() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO mesh_nodes (node, last_heard, is_self, record) VALUES (?, ?, ?, ?)",
+                    rows[start : start + SAVE_BATCH],
+                )
+                if start == 0:
+                    conn.executemany("DELETE FROM mesh_nodes WHERE node = ?", [(n,) for n in gone])
