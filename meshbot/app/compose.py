@@ -22,6 +22,7 @@ from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.commands import CommandHooks
 from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Companion, Daemon, Inbox
+from meshbot.service.directory import DirectoryTable as DirectoryTables
 from meshbot.service.directory import MeshDirectory
 from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
@@ -111,11 +112,13 @@ def command_hooks(
     )
 
 
-def open_directory(cfg: Config, store: Store, radio: Radio) -> MeshDirectory:
-    """The node directory in `store`, fed by `radio` when it reports nodes (call before the radio starts)."""
+def open_directory(cfg: Config, store: Store, radio: Radio, table: DirectoryTables | None = None) -> MeshDirectory:
+    """The node directory in `table` (default: `store`'s), fed by `radio` when it reports nodes (before it starts)."""
     fallback = getattr(radio, "short_name_of", None)
     directory = MeshDirectory(
-        cfg.mesh_directory, DirectoryTable(store), fallback_names=fallback if callable(fallback) else None
+        cfg.mesh_directory,
+        table if table is not None else DirectoryTable(store),
+        fallback_names=fallback if callable(fallback) else None,
     )
     if isinstance(radio, NodeReporter):
         radio.report_nodes(directory.note)
@@ -133,6 +136,7 @@ class _ClusterParts:
 
     def __init__(self, cfg: Config, store: Store) -> None:
         from meshbot.cluster.custodian import Custodian
+        from meshbot.cluster.directory import SharedDirectoryTable
         from meshbot.cluster.keys import SharedKeys
         from meshbot.cluster.ledger import ClusterLedger
         from meshbot.cluster.memory import SharedMemory
@@ -150,6 +154,8 @@ class _ClusterParts:
         ledger = ClusterLedger(store, WorkLog(self.shared, cfg.cluster.lease_s))
         self.ledger: Ledger = ledger
         self.companions: list[Companion] = [Custodian(self.shared, ledger)]
+        # What each worker hears of the mesh (its share of the uplinks) goes into one directory for all.
+        self.directory: DirectoryTables = SharedDirectoryTable(self.shared)
 
     def share_budgets(self, cfg: Config, daemon: Daemon) -> None:
         """Rate limits per bot and air time per region, not per worker."""
@@ -236,7 +242,7 @@ def build_daemon(
         if radio is None:
             radio = cluster.radio(cfg, store, clock) if cluster else make_radio(cfg, store, clock)
         opened.append(radio)
-        directory = open_directory(cfg, store, radio)
+        directory = open_directory(cfg, store, radio, cluster.directory if cluster else None)
         inbox = Inbox()
         with _closed_on(stop, radio):
             on_packet = cluster.shared.claiming(inbox.put_packet) if cluster else inbox.put_packet

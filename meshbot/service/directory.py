@@ -173,9 +173,13 @@ class MeshDirectory:
 
     # -- persistence --------------------------------------------------------------------------------
     def flush(self) -> int:
-        """Write changed records to the store; returns how many."""
+        """Write changed records to the store (a shared one: after reading the other workers'); returns how many."""
         if self._table is None:
             return 0
+        if getattr(self._table, "shared", False):
+            # Several workers write one hash: take in what the others saved first, so that our write of a node
+            # carries their facts too instead of replacing them (and we learn what they heard).
+            self.absorb(self._table.load())
         with self._lock:
             dirty = [self._nodes[n] for n in self._dirty if n in self._nodes]
             gone = list(self._gone)
@@ -190,6 +194,32 @@ class MeshDirectory:
                     self._gone.update(gone)
                 raise
         return len(dirty)
+
+    def absorb(self, records: list[NodeRecord]) -> int:
+        """Merge records other workers saved (newer facts win); returns how many nodes were new here."""
+        fresh = 0
+        with self._lock:
+            for other in records:
+                if other.node == self._own or other.node in self._gone:
+                    continue
+                mine = self._nodes.get(other.node)
+                fresh += mine is None
+                report = NodeReport(
+                    other.node,
+                    other.heard,
+                    other.user,
+                    other.position,
+                    other.device,
+                    other.environment,
+                    other.neighbors or None,
+                )
+                merged = (mine or NodeRecord(other.node)).merge(report)
+                self._nodes[other.node] = merged
+                if mine is None or merged.user != mine.user:
+                    self._index(mine, merged)
+            if len(self._nodes) > self.cfg.max_nodes:
+                self._evict()
+        return fresh
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_EVERY_S):
