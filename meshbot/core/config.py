@@ -77,7 +77,7 @@ class RadioConfig(_Section):
     port: str | None = None  # serial device, e.g. /dev/ttyUSB0
     host: str | None = None  # HOST or HOST:PORT of a node's TCP API
     ble: str | None = None  # BLE address or name
-    no_nodes: bool = True  # skip downloading the node DB: faster connect, less memory
+    no_nodes: bool = True  # connect without the node DB (fast); the node directory then asks for it alone (69421)
     connect_timeout_s: float = Field(default=300.0, gt=0)
     # With no device given and none found: "sim" starts the virtual mesh demo, "fail" exits.
     when_no_radio: Literal["sim", "fail"] = "sim"
