@@ -6,7 +6,6 @@ immutable `Inbound` messages, and sends texts by integer node number with ACK re
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -18,7 +17,6 @@ import meshtastic.mesh_interface
 import meshtastic.serial_interface
 import meshtastic.tcp_interface
 import meshtastic.util
-from google.protobuf import json_format
 from meshtastic.protobuf import config_pb2, mesh_pb2
 from pubsub import pub
 
@@ -30,7 +28,7 @@ from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioU
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
-from meshbot.radios.nodefacts import report_of, report_of_nodeinfo
+from meshbot.radios.nodefacts import report_of_library_node, report_of_library_packet
 from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 log = logging.getLogger(__name__)
@@ -302,31 +300,19 @@ class MeshtasticRadio:
         except Exception as exc:  # the node list is a nicety: the link works without it
             log.warning("node list not requested: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
 
-    def _my_num(self, interface: Any) -> int | None:
-        info = getattr(interface, "myInfo", None)
-        return getattr(info, "my_node_num", None)
-
     def _on_heard(self, packet: Mapping[str, Any], interface: Any) -> None:
-        sink, raw = self._node_sink, packet.get("raw")
-        if sink is None or interface not in self._ifaces or not isinstance(raw, mesh_pb2.MeshPacket):
-            return
-        try:
-            report = report_of(raw, time.time())
-            if report.node == self._my_num(interface):  # our own node's figures; how we "hear" ourselves means nothing
-                report = dataclasses.replace(report, heard=None, neighbors=None, is_self=True)
-            sink(report)
-        except Exception:  # a bad packet must never stop the library's publishing thread
-            log.exception("node report from a packet failed", extra={"event": Event.DIRECTORY_ERROR})
+        if self._node_sink is not None and interface in self._ifaces:
+            my_num = getattr(getattr(interface, "myInfo", None), "my_node_num", None)
+            report = report_of_library_packet(packet, my_num, time.time())
+            if report is not None:
+                self._node_sink(report)
 
     def _on_node_db(self, node: Mapping[str, Any], interface: Any) -> None:
-        sink = self._node_sink
-        if sink is None or interface not in self._ifaces:
-            return
-        try:
-            info = json_format.ParseDict(dict(node), mesh_pb2.NodeInfo(), ignore_unknown_fields=True)
-            sink(report_of_nodeinfo(info, time.time(), is_self=info.num == self._my_num(interface)))
-        except Exception as exc:  # json_format.ParseError and friends: one line, and on with the next
-            log.warning("node DB entry not understood: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
+        if self._node_sink is not None and interface in self._ifaces:
+            my_num = getattr(getattr(interface, "myInfo", None), "my_node_num", None)
+            report = report_of_library_node(node, my_num, time.time())
+            if report is not None:
+                self._node_sink(report)
 
     def _on_routing(self, packet: Mapping[str, Any], interface: Any) -> None:
         node = self._node

@@ -7,6 +7,12 @@ A figure the packet does not carry (proto3 `optional` unset) stays None: nothing
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from meshbot.core.directory import (
@@ -18,7 +24,10 @@ from meshbot.core.directory import (
     NodeUser,
     Position,
 )
+from meshbot.core.events import Event
 from meshbot.radios.protobufs import config_pb2, mesh_pb2, portnums_pb2, telemetry_pb2
+
+log = logging.getLogger(__name__)
 
 MAX_NEIGHBORS = 32  # NeighborInfo carries at most 10 today; bound what a malformed one could make us keep
 
@@ -116,9 +125,7 @@ def report_of(packet: mesh_pb2.MeshPacket, now: float, via_mqtt: bool = False) -
 
 
 def _with(report: NodeReport, **facts: object) -> NodeReport:
-    from dataclasses import replace
-
-    return replace(report, **facts)  # type: ignore[arg-type]
+    return dataclasses.replace(report, **facts)  # type: ignore[arg-type]
 
 
 def _telemetry(report: NodeReport, telemetry: telemetry_pb2.Telemetry, now: float) -> NodeReport:
@@ -149,3 +156,28 @@ def report_of_nodeinfo(info: mesh_pb2.NodeInfo, now: float, is_self: bool = Fals
         device=device_of(info.device_metrics, at) if info.HasField("device_metrics") else None,
         is_self=is_self,
     )
+
+
+def report_of_library_packet(packet: Mapping[str, Any], my_num: int | None, now: float) -> NodeReport | None:
+    """A report from the library's packet dict (its "raw" MeshPacket); our own node's without how we "heard" it."""
+    raw = packet.get("raw")
+    if not isinstance(raw, mesh_pb2.MeshPacket):
+        return None
+    try:
+        report = report_of(raw, now)
+    except Exception:  # a bad packet must never stop the library's publishing thread
+        log.exception("node report from a packet failed", extra={"event": Event.DIRECTORY_ERROR})
+        return None
+    if report.node == my_num:  # our own node's figures; how we "hear" ourselves means nothing
+        report = dataclasses.replace(report, heard=None, neighbors=None, is_self=True)
+    return report
+
+
+def report_of_library_node(node: Mapping[str, Any], my_num: int | None, now: float) -> NodeReport | None:
+    """A report from one entry of the library's node DB (a NodeInfo as a dict); None, with a log line, if unreadable."""
+    try:
+        info = json_format.ParseDict(dict(node), mesh_pb2.NodeInfo(), ignore_unknown_fields=True)
+        return report_of_nodeinfo(info, now, is_self=info.num == my_num)
+    except Exception as exc:  # json_format.ParseError and friends: one line, and on with the next
+        log.warning("node DB entry not understood: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
+        return None

@@ -231,3 +231,18 @@ class ModulesApi:
 def _signed(value: int) -> int:
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def learnt_facts(packet: mesh_pb2.MeshPacket) -> dict[str, object]:
+    """NodeDB::updatePosition / updateTelemetry: what a Position or device Telemetry packet tells the node DB."""
+    decoded = packet.decoded
+    try:
+        if decoded.portnum == portnums_pb2.POSITION_APP:
+            pos = mesh_pb2.Position.FromString(decoded.payload)
+            return {"position": pos} if pos.HasField("latitude_i") else {}
+        if decoded.portnum == portnums_pb2.TELEMETRY_APP and decoded.payload:
+            telemetry = telemetry_pb2.Telemetry.FromString(decoded.payload)
+            return {"device_metrics": telemetry.device_metrics} if telemetry.HasField("device_metrics") else {}
+    except Exception:  # protobuf DecodeError: a garbled packet teaches nothing
+        return {}
+    return {}

@@ -20,7 +20,7 @@ from meshbot.core.clock import SystemClock
 from meshbot.core.domain import Clock
 from meshbot.sim.air.air import Air, LoopbackAir
 from meshbot.sim.air.scheduler import Scheduler
-from meshbot.sim.node.modules import ModulesApi
+from meshbot.sim.node.modules import ModulesApi, learnt_facts
 from meshbot.sim.node.phone import ClientSide, Session
 from meshbot.sim.node.phoneapi import PhoneApi
 from meshbot.sim.node.records import HeardPacket, ReceivedLog, SentLog, SentPacket, heard_of
@@ -425,20 +425,3 @@ class VirtualNode(ModulesApi, PhoneApi):
 
     def _queue_free(self) -> int:
         return self.air.queue_free(self)
-
-
-def learnt_facts(packet: mesh_pb2.MeshPacket) -> dict[str, object]:
-    """NodeDB::updatePosition / updateTelemetry: what a Position or device Telemetry packet tells the node DB."""
-    from meshtastic.protobuf import telemetry_pb2
-
-    decoded = packet.decoded
-    try:
-        if decoded.portnum == portnums_pb2.POSITION_APP:
-            pos = mesh_pb2.Position.FromString(decoded.payload)
-            return {"position": pos} if pos.HasField("latitude_i") else {}
-        if decoded.portnum == portnums_pb2.TELEMETRY_APP and decoded.payload:
-            telemetry = telemetry_pb2.Telemetry.FromString(decoded.payload)
-            return {"device_metrics": telemetry.device_metrics} if telemetry.HasField("device_metrics") else {}
-    except Exception:  # protobuf DecodeError: a garbled packet teaches nothing
-        return {}
-    return {}
