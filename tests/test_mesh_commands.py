@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from meshbot.core.directory import DeviceMetrics, Heard, NodeReport, NodeUser, Position
+from meshbot.core.directory import DeviceMetrics, EnvironmentMetrics, Heard, NodeReport, NodeUser, Position
 from meshbot.service.daemon import Daemon
 from tests.conftest import wait_until
 from tests.fakes import AI_TAG, ALICE, BOB, BOT_NUM, FakeModel, FakeRadio, broadcast, dm
@@ -70,6 +70,8 @@ def test_node_by_name_with_battery_and_distance(daemon: Daemon, radio: FakeRadio
     text = reply(daemon, radio, dm("!node brvo"))
     assert text.startswith("BRVO (Bravo Base) !0b5a0042, heard 2m ago, 2 hops, SNR 6.5dB, battery 87% 3.98V")
     assert text.endswith("19 km NE from you")
+    radio.hear(NodeReport(BRAVO, environment=EnvironmentMetrics(temperature=21.54, at=time.time())))
+    assert "battery 87% 3.98V, 21.5°C, 19 km NE" in reply(daemon, radio, dm("!node BRVO", packet_id=76))
     on_channel = reply(daemon, radio, broadcast("!ai !node Bravo Base", packet_id=77, channel=1))
     assert on_channel.endswith("19 km from you")  # no bearing on a channel: nobody can place BRVO from it
 

@@ -139,6 +139,9 @@ class MeshCommands:
         heard = f"heard {_ago(now - record.last_heard)}" if record.heard else "not heard yet"
         parts = [title, heard, hops_text(record.heard), snr_text(record)]
         parts.append(f"battery {battery_text(record.device) or '? (not reported)'}")
+        env = record.environment
+        if env is not None and env.temperature is not None:  # environment metrics, when the node has a sensor
+            parts.append(f"{env.temperature:.1f}°C")
         if self.locations and record.node != asker:
             parts.append(self._distance_from(asker, record, is_dm))
         return ", ".join(parts)
