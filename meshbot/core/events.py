@@ -90,6 +90,10 @@ class Event(enum.StrEnum):
     ANSWER_HELD = "answer-held"  # a fragment could not be sent for another reason: the rest is held the same way
     RESENT_AFTER_RECONNECT = "resent-after-reconnect"  # an unACKed fragment, sent again under its id at once
     RADIO_CANNOT_SEND = "radio-cannot-send"  # the node's settings keep it from transmitting (or from a region)
+    # the node directory (what the bot knows about its mesh)
+    DIRECTORY_LOADED = "directory-loaded"
+    DIRECTORY_SEEDED = "directory-seeded"  # the radio's node DB was read at connect
+    DIRECTORY_ERROR = "directory-error"
 
 
 class Reason(enum.StrEnum):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,12 +23,14 @@ from pubsub import pub
 from meshbot.core import limits
 from meshbot.core.acks import AckRouter
 from meshbot.core.config import Config, RadioConfig
+from meshbot.core.directory import NodeReport
 from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.advice import advice
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
 from meshbot.radios.guard import guard_decoding
+from meshbot.radios.nodefacts import report_of_library_node, report_of_library_packet
 from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,12 @@ TOPIC_DATA = "meshtastic.receive.data"
 TOPIC_LOST = "meshtastic.connection.lost"
 # ACKs and NAKs (ROUTING_APP packets) of every interface, old and new.
 TOPIC_ROUTING = "meshtastic.receive.routing"
+# Every packet the library decodes, once (each is published on exactly one subtopic): the node directory's feed.
+TOPIC_HEARD = "meshtastic.receive"
+# A node-DB entry the radio sent (at connect, and after our node-list request).
+TOPIC_NODE_DB = "meshtastic.node.updated"
+# PhoneAPI.h SPECIAL_NONCE_ONLY_NODES: "send me your node DB only" (firmware 2.7+), asked after a fast connect.
+NONCE_ONLY_NODES = 69421
 # Forget a send's ACK callback after this long (the library would keep it forever).
 HANDLER_TTL_S = 600.0
 
@@ -104,6 +113,7 @@ class MeshtasticRadio:
         # flushes what it held for us as soon as its config is sent, before our connect call returns.
         self._building: Any = None
         self._early: list[Mapping[str, Any]] = []
+        self._node_sink: Callable[[NodeReport], None] | None = None
 
     def describe(self) -> str:
         """Where the radio is, for log lines."""
@@ -125,6 +135,9 @@ class MeshtasticRadio:
         pub.subscribe(self._on_data, TOPIC_DATA)
         pub.subscribe(self._on_routing, TOPIC_ROUTING)
         pub.subscribe(self._on_lost, TOPIC_LOST)
+        if self._node_sink is not None:
+            pub.subscribe(self._on_heard, TOPIC_HEARD)
+            pub.subscribe(self._on_node_db, TOPIC_NODE_DB)
         if not self._reconnect_until_up():
             raise RadioUnavailable(f"radio closed while connecting to {self.describe()}")
 
@@ -178,6 +191,7 @@ class MeshtasticRadio:
         if late is not None:
             close_quietly(late)
             return False
+        self._ask_node_list(iface)
         self._up.set()
         node = self.local_node()
         log.info(
@@ -285,6 +299,34 @@ class MeshtasticRadio:
             log.debug("%d packet(s) arrived during the config handshake", len(early))
         for packet in early:
             self._hand_over(packet, node)
+
+    # -- the node directory's feed -------------------------------------------------------------------
+    def report_nodes(self, sink: Callable[[NodeReport], None]) -> None:
+        """Send what the radio hears about nodes (every packet, and its node DB at connect) to `sink`."""
+        self._node_sink = sink
+
+    def _ask_node_list(self, iface: Any) -> None:
+        """After a node-less connect, ask for the node DB alone: it streams in while the bot already answers."""
+        if self._node_sink is None or not self._cfg.no_nodes:
+            return  # no directory to fill, or the full handshake brought the node DB already
+        try:
+            iface._sendToRadio(mesh_pb2.ToRadio(want_config_id=NONCE_ONLY_NODES))
+        except Exception as exc:  # the node list is a nicety: the link works without it
+            log.warning("node list not requested: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
+
+    def _on_heard(self, packet: Mapping[str, Any], interface: Any) -> None:
+        if self._node_sink is not None and interface in self._ifaces:
+            my_num = getattr(getattr(interface, "myInfo", None), "my_node_num", None)
+            report = report_of_library_packet(packet, my_num, time.time())
+            if report is not None:
+                self._node_sink(report)
+
+    def _on_node_db(self, node: Mapping[str, Any], interface: Any) -> None:
+        if self._node_sink is not None and interface in self._ifaces:
+            my_num = getattr(getattr(interface, "myInfo", None), "my_node_num", None)
+            report = report_of_library_node(node, my_num, time.time())
+            if report is not None:
+                self._node_sink(report)
 
     def _on_routing(self, packet: Mapping[str, Any], interface: Any) -> None:
         node = self._node
@@ -398,6 +440,8 @@ class MeshtasticRadio:
             (self._on_data, TOPIC_DATA),
             (self._on_routing, TOPIC_ROUTING),
             (self._on_lost, TOPIC_LOST),
+            (self._on_heard, TOPIC_HEARD),
+            (self._on_node_db, TOPIC_NODE_DB),
         ):
             try:
                 pub.unsubscribe(listener, topic)
