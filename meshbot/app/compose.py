@@ -14,16 +14,20 @@ from pathlib import Path
 
 from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
-from meshbot.core.domain import Clock, Model, NodeDirectory, Radio
+from meshbot.core.domain import Clock, LocalNode, Model, NodeDirectory, Radio
+from meshbot.core.emergency import PositionSource
+from meshbot.core.power import DeviceMetricsSource
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.commands import CommandHooks
 from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Companion, Daemon, Inbox
+from meshbot.service.emergency import EmergencyLane
 from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory, MemoryTables
+from meshbot.service.power import PowerMonitor, PowerSources
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
@@ -98,6 +102,29 @@ def command_hooks(memory: ConversationMemory | None, knowledge: KnowledgeSource 
         forget=memory.forget if memory is not None else None,
         last_source=knowledge.last_source if knowledge is not None else None,
     )
+
+
+def emergency_lane(cfg: Config, radio: Radio, node: LocalNode, store: Store, clock: Clock) -> EmergencyLane | None:
+    """The emergency lane (`[emergency]`), reading positions and names from the radio's node DB when it has one."""
+    if not cfg.emergency.active:
+        return None
+    directory = radio if isinstance(radio, NodeDirectory) else None
+    return EmergencyLane(
+        cfg,
+        clock=clock,
+        node=node,
+        is_new=store.mark_seen,
+        positions=radio if isinstance(radio, PositionSource) else None,
+        short_name_of=directory.short_name_of if directory is not None else None,
+    )
+
+
+def power_monitor(cfg: Config, radio: Radio, node: LocalNode, store: Store, clock: Clock) -> PowerMonitor | None:
+    """The power monitor (`[power]`), reading the bot's own node's device metrics when the radio has them."""
+    if not cfg.power.enabled:
+        return None
+    metrics = radio if isinstance(radio, DeviceMetricsSource) else None
+    return PowerMonitor(cfg.power, PowerSources(cfg.power, metrics, node.node_num), clock, store)
 
 
 class _ClusterParts:
@@ -220,6 +247,7 @@ def build_daemon(
         if knowledge is not None:
             opened.append(knowledge)
         contexts = Contexts(context_sources(radio, memory, knowledge))
+        power = power_monitor(cfg, radio, node, store, clock)
         daemon = Daemon(
             cfg,
             radio=radio,
@@ -231,7 +259,9 @@ def build_daemon(
             contexts=contexts,
             hooks=hooks or command_hooks(memory, knowledge),
             ledger=cluster.ledger if cluster else None,
-            companions=[*(cluster.companions if cluster else ()), *companions],
+            companions=[*(cluster.companions if cluster else ()), *companions, *([power] if power else [])],
+            emergency=emergency_lane(cfg, radio, node, store, clock),
+            power=power,
         )
         if cluster is not None:
             cluster.share_budgets(cfg, daemon)

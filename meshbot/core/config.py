@@ -25,6 +25,9 @@ from meshbot.core.config_sections import (
     CommandsConfig as CommandsConfig,
 )
 from meshbot.core.config_sections import (
+    EmergencyConfig as EmergencyConfig,
+)
+from meshbot.core.config_sections import (
     JoinConfig as JoinConfig,
 )
 from meshbot.core.config_sections import (
@@ -35,6 +38,9 @@ from meshbot.core.config_sections import (
 )
 from meshbot.core.config_sections import (
     MqttConfig as MqttConfig,
+)
+from meshbot.core.config_sections import (
+    PowerConfig as PowerConfig,
 )
 from meshbot.core.config_sections import (
     SimConfig as SimConfig,
@@ -274,6 +280,8 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()
     cluster: ClusterConfig = ClusterConfig()
+    emergency: EmergencyConfig = EmergencyConfig()
+    power: PowerConfig = PowerConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

@@ -102,8 +102,10 @@ class StandardCommands:
         queue_depth: Callable[[], int],
         forget: Forget | None = None,
         last_source: LastSource | None = None,
+        power_line: Callable[[], str] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._power_line = power_line
         self._clock = clock
         self._model_name = model_name
         self._queue_depth = queue_depth
@@ -146,9 +148,11 @@ class StandardCommands:
         return f"pong: {hops}, {snr}, {rssi}"
 
     def status(self, request: CommandRequest) -> str:
-        """Queue depth, the model's name and uptime."""
+        """Queue depth, the model's name and uptime; the power mode and energy when power awareness is on."""
         uptime = _duration(self._clock.now() - self._started)
-        return f"queue {self._queue_depth()}, model {self._model_name}, up {uptime}"
+        power_line = self._power_line() if self._power_line is not None else ""
+        power = f"; {power_line}" if power_line else ""
+        return f"queue {self._queue_depth()}, model {self._model_name}, up {uptime}{power}"
 
     def reset(self, request: CommandRequest) -> str:
         """Forget this conversation (per node, and per channel on a channel)."""
