@@ -16,7 +16,7 @@ from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
 from meshbot.core.domain import Clock, LocalNode, Model, NodeDirectory, Radio
 from meshbot.core.emergency import PositionSource
-from meshbot.core.power import DeviceMetricsSource
+from meshbot.core.power import DeviceMetricsSource, Mode
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
@@ -71,10 +71,11 @@ def knowledge_index_path(cfg: Config, store_path: str) -> str:
     return str(path)
 
 
-def open_knowledge(cfg: Config, store_path: str) -> KnowledgeSource:
-    """The knowledge source for `[knowledge]`, its background indexer started."""
+def open_knowledge(cfg: Config, store_path: str, power: PowerMonitor | None = None) -> KnowledgeSource:
+    """The knowledge source for `[knowledge]`, its background indexer started (paused below normal power)."""
     index = KnowledgeIndex(knowledge_index_path(cfg, store_path), cfg.knowledge.passage_bytes)
-    source = KnowledgeSource(index, cfg.knowledge)
+    may_reindex = (lambda: power.mode() is Mode.NORMAL) if power is not None else None
+    source = KnowledgeSource(index, cfg.knowledge, may_reindex)
     source.start()
     return source
 
@@ -243,11 +244,11 @@ def build_daemon(
         node = radio.local_node()
         table = cluster.memory if cluster else None
         memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
-        knowledge = open_knowledge(cfg, store.path) if cfg.knowledge.active else None
+        power = power_monitor(cfg, radio, node, store, clock)
+        knowledge = open_knowledge(cfg, store.path, power) if cfg.knowledge.active else None
         if knowledge is not None:
             opened.append(knowledge)
         contexts = Contexts(context_sources(radio, memory, knowledge))
-        power = power_monitor(cfg, radio, node, store, clock)
         daemon = Daemon(
             cfg,
             radio=radio,
