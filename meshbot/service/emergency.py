@@ -6,7 +6,8 @@ without the trigger), while paused, rate-limited, cooling down or asleep. What f
 2. an alert to `[emergency] notify_nodes` (DMs, ACKed and retried) and `notify_channel`: who, how heard, where,
    what they said; a node's further emergencies within a window alert again at most once a minute;
 3. a model answer, first in the queue, with emergency or first-aid notes preferred.
-Texts of other bots never count, nor, when `[emergency] require_proof` is set, those of an unproven sender.
+Texts of other bots and denied nodes never count (an allow list does not apply), nor, when
+`[emergency] require_proof` is set, those of an unproven sender.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class EmergencyLane:
         self._wall = wall
         self._throttle = AlertThrottle(self._ecfg.realert_window_s, self._ecfg.realert_every_s)
         self._notify = tuple(parse_node_id(n) for n in self._ecfg.notify_nodes)
-        self._bots = frozenset(parse_node_id(n) for n in cfg.limits.bots)
+        # Other bots never count; a node the operator denied neither. An allow list does not apply: anyone in
+        # trouble counts, whether or not they may ask the bot questions.
+        self._ignored = frozenset(parse_node_id(n) for n in (*cfg.limits.bots, *cfg.limits.deny))
         self._tags = tuple(t.strip() for t in (cfg.mesh.ai_tag, "🤖") if t.strip())
         self._heard: dict[int, Inbound] = {}  # each node's latest emergency packet, for a held alert
         self._sender: Sender | None = None
@@ -97,7 +100,7 @@ class EmergencyLane:
         word = self._words.match(msg.text)
         if word is None or self._command(msg.text):
             return None
-        if msg.sender in self._bots or is_bot_text(msg.text.strip(), self._tags):
+        if msg.sender in self._ignored or is_bot_text(msg.text.strip(), self._tags):
             return None
         if self._ecfg.require_proof and not sender_proven(msg):
             log.info(
