@@ -90,3 +90,24 @@ def test_an_alert_goes_to_the_notify_channel_and_a_channel_emergency_is_answered
     assert on_air[0][:3] == (limits.BROADCAST_NUM, 5, 7) and "Emergency heard" in on_air[0][3]
     assert [o[1] for o in on_air if "EMERGENCY" in o[3]] == [2]
     assert on_air[-1][:3] == (limits.BROADCAST_NUM, 5, 7) and on_air[-1][3].endswith("Stay calm.")
+
+
+def test_a_follow_up_without_a_word_reaches_the_helpers_and_the_model_until_the_episode_ends(
+    make_daemon, radio: FakeRadio, model: FakeModel, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    daemon = make_daemon(make_cfg(**{"emergency.follow_up_s": 600}))
+    radio.receive(dm("SOS my friend fell", packet_id=1))
+    wait_until(lambda: daemon.idle() and len(alerts(radio)) == 1)
+    clock.advance(90)
+    radio.receive(dm("we are at the old bridge, two hurt", packet_id=2))
+    radio.receive(dm("!ping", packet_id=3))  # a command stays a command
+    radio.receive(broadcast("anyone near the bridge?", packet_id=4))  # another place: not a follow-up
+    wait_until(lambda: daemon.idle() and len(alerts(radio)) == 2)
+    assert alerts(radio)[1].endswith('"we are at the old bridge, two hurt"')
+    assert "Emergency heard" not in " ".join(s.message.text for s in radio.sent if s.message.reply_id == 2)
+    assert [r.word for r in caplog.records if getattr(r, "event", None) == "emergency"] == ["sos", "(follow-up)"]
+    clock.advance(601)
+    radio.receive(dm("thanks, they are safe now", packet_id=5))
+    wait_until(lambda: daemon.idle() and len(model.requests) == 3)
+    assert len(alerts(radio)) == 2  # the episode is over: an ordinary question again

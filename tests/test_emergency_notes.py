@@ -7,7 +7,7 @@ from pathlib import Path
 from meshbot.core.config import load_config
 from meshbot.service.knowledge import KnowledgeSource
 from tests.conftest import wait_until
-from tests.fakes import FakeModel, FakeRadio, dm
+from tests.fakes import BOB, FakeModel, FakeRadio, dm
 
 FIRST_AID = """# First aid
 
@@ -49,7 +49,7 @@ def test_an_emergency_gets_first_aid_notes_first_and_an_ordinary_question_its_ow
     model.queue("Press on the wound.", "It starts at the bridge.")
     radio.receive(dm("SOS my friend fell on the ridge path", packet_id=1))
     wait_until(lambda: len(model.requests) == 1 and daemon.idle())
-    radio.receive(dm("where does the ridge path start?", packet_id=2))
+    radio.receive(dm("where does the ridge path start?", sender=BOB, packet_id=2))  # not a follow-up: another node
     wait_until(lambda: len(model.requests) == 2 and daemon.idle())
     emergency, ordinary = (r.turns[-1].content for r in model.requests)
     assert emergency.index("Press hard on the wound") < emergency.index("ridge path starts")

@@ -180,6 +180,7 @@ class EmergencyConfig(_Section):
     require_proof: bool = False  # true: only a sender the packet proves (a PKI DM) counts
     realert_window_s: float = Field(default=120.0, ge=0)  # a node's further emergencies within this...
     realert_every_s: float = Field(default=60.0, ge=0)  # ...alert again at most this often
+    follow_up_s: float = Field(default=600.0, ge=0)  # after one, that node's texts there count too (0: off)
 
     @field_validator("notify_nodes")
     @classmethod

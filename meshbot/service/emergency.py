@@ -6,6 +6,8 @@ without the trigger), while paused, rate-limited, cooling down or asleep. What f
 2. an alert to `[emergency] notify_nodes` (DMs, ACKed and retried) and `notify_channel`: who, how heard, where,
    what they said; a node's further emergencies within a window alert again at most once a minute;
 3. a model answer, first in the queue, with emergency or first-aid notes preferred.
+For `[emergency] follow_up_s` after an emergency, the same node's texts in the same place (its DMs, or that
+channel) are follow-ups: alerted and answered the same way, without the reply fragment.
 Texts of other bots and denied nodes never count (an allow list does not apply), nor, when
 `[emergency] require_proof` is set, those of an unproven sender.
 """
@@ -40,8 +42,14 @@ from meshbot.service.sender import Sender, SendJob
 
 log = logging.getLogger(__name__)
 
+# What `spot` says of a text that has no emergency word but follows one from the same node, in the same place.
+FOLLOW_UP = "(follow-up)"
 # An alert longer than one fragment is split; the quoted text is at most max_input_bytes, so this is room enough.
 ALERT_MAX_FRAGMENTS = 4
+
+
+def _episode(msg: Inbound) -> tuple[int, int | None]:
+    return msg.sender, None if msg.is_dm else msg.channel
 
 
 class EmergencyLane:
@@ -74,6 +82,7 @@ class EmergencyLane:
         self._ignored = frozenset(parse_node_id(n) for n in (*cfg.limits.bots, *cfg.limits.deny))
         self._tags = tuple(t.strip() for t in (cfg.mesh.ai_tag, "🤖") if t.strip())
         self._heard: dict[int, Inbound] = {}  # each node's latest emergency packet, for a held alert
+        self._open: dict[tuple[int, int | None], float] = {}  # (node, channel or None for DMs): follow-ups until
         self._sender: Sender | None = None
         self._accept: Callable[[Inbound, Accept], Query] | None = None
         self._enqueue: Callable[[Query], None] | None = None
@@ -92,13 +101,15 @@ class EmergencyLane:
 
     # -- spotting -------------------------------------------------------------------------------
     def spot(self, msg: Inbound) -> str | None:
-        """The emergency word `msg` carries if it counts as an emergency, else None (nothing remembered)."""
+        """The emergency word `msg` carries if it counts as an emergency (FOLLOW_UP for a follow-up), else None."""
         if msg.portnum != TEXT_PORT or msg.text is None or msg.emoji or msg.sender == self._node.node_num:
             return None
         if not msg.is_dm and msg.to != limits.BROADCAST_NUM:
             return None
         word = self._words.match(msg.text)
-        if word is None or self._command(msg.text):
+        if word is None and self._open.get(_episode(msg), float("-inf")) > self._clock.now():
+            word = FOLLOW_UP  # where they are, what happened: the helpers need it as much as the first text
+        if word is None or self._command(msg.text) or not msg.text.strip():
             return None
         if msg.sender in self._ignored or is_bot_text(msg.text.strip(), self._tags):
             return None
@@ -133,7 +144,9 @@ class EmergencyLane:
             word,
             extra={"event": Event.EMERGENCY, "from": node_id(msg.sender), "packet_id": msg.packet_id, "word": word},
         )
-        self._reply(msg)
+        if word != FOLLOW_UP:
+            self._reply(msg)  # a follow-up is not told "emergency heard" again
+            self._open[_episode(msg)] = self._clock.now() + self._ecfg.follow_up_s
         self._heard[msg.sender] = msg
         texts = self._throttle.heard(msg.sender, msg.text or "", self._clock.now())
         if texts is not None:
@@ -142,7 +155,10 @@ class EmergencyLane:
         return True
 
     def tick(self) -> None:
-        """Send the alerts held back by the once-a-minute rule whose minute has passed."""
+        """Send the alerts held back by the once-a-minute rule whose minute has passed; forget ended episodes."""
+        now = self._clock.now()
+        for key in [key for key, until in self._open.items() if until <= now]:
+            del self._open[key]
         for node, texts in self._throttle.due(self._clock.now()):
             msg = self._heard.get(node)
             if msg is not None:
