@@ -10,6 +10,7 @@ import pytest
 
 from meshbot.app.status import run_status
 from meshbot.core.power import Mode
+from meshbot.sim.battery import BatteryFeed, SolarBattery
 from meshbot.sim.rules.telemetry import device_metrics_packet
 from tests.conftest import wait_until
 from tests.fakes import AI_TAG, BOT_NUM
@@ -80,3 +81,22 @@ def test_in_economy_an_answer_fits_one_fragment_and_the_token_cap_is_smaller(
     wait_until(lambda: any(p.reply_id == 3 for p in b.node.sent), timeout=20)
     status = next((p.text or "").removeprefix(AI_TAG) for p in b.node.sent if p.reply_id == 3)
     assert "power economy (battery 30%)" in status
+
+
+def test_a_virtual_battery_draining_at_night_takes_the_bot_through_economy_to_sleep_and_an_sos_still_gets_through(
+    power_bench: Bench, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="meshbot")
+    b = power_bench
+    # A tiny battery at midnight, so the sim's minutes do what a night does to a real one.
+    battery = SolarBattery(capacity_wh=0.01, panel_w=1.0, base_w=0.2, level_wh=0.0045)
+    feed = BatteryFeed(b.node, battery, b.clock, every_s=4.0, start_s=0.0)
+    feed.start()
+    try:
+        wait_until(lambda: [r.mode for r in events(caplog, "power-mode")] == ["economy", "sleep"], timeout=30)
+        b.ask(USER, 40, "SOS we are lost in the dark")
+        wait_until(lambda: any(p.reply_id == 40 and "Emergency heard" in (p.text or "") for p in b.node.sent), 20)
+    finally:
+        feed.stop()
+    levels = [percent for _, percent in feed.reported]
+    assert levels[0] == pytest.approx(45) and levels == sorted(levels, reverse=True)

@@ -1,12 +1,23 @@
 """A virtual solar battery for the bot's node: a panel with a day/night curve and weather, a base load, and the
-drain of the bot's CPU time. Pure: it moves only when stepped, on whatever clock the caller keeps.
+drain of the bot's CPU time. `SolarBattery` is pure (it moves only when stepped); `BatteryFeed` reports it as the
+bot's node's telemetry on the virtual mesh.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from meshbot.core.domain import Clock
+from meshbot.sim.rules.telemetry import device_metrics_packet
+
+if TYPE_CHECKING:
+    from meshbot.sim.node.node import VirtualNode
 
 DAY_S = 86_400.0
 
@@ -45,3 +56,60 @@ class SolarBattery:
     def percent(self) -> float:
         """The charge in percent, as the node's device metrics report it."""
         return 100.0 * self.level_wh / self.capacity_wh
+
+
+class BatteryFeed:
+    """Reports a `SolarBattery` as the bot's node's device telemetry, on the sim's clock, as the firmware does.
+
+    Every `every_s` simulated seconds it steps the battery (the panel by the time of day, the base load, and the
+    bot's CPU-seconds since the last report × `watts_per_core`) and injects a TELEMETRY packet from the node's
+    own number, which the library files in its node DB and the daemon's power monitor reads.
+    """
+
+    def __init__(
+        self,
+        node: VirtualNode,
+        battery: SolarBattery,
+        clock: Clock,
+        *,
+        every_s: float = 300.0,
+        start_s: float = 12 * 3600.0,  # the sim's time 0 is this far into the first day
+        cpu_seconds: Callable[[], float] = time.process_time,
+        watts_per_core: float = 1.5,
+    ) -> None:
+        self.node, self.battery, self.clock = node, battery, clock
+        self.every_s, self.start_s, self.watts_per_core = every_s, start_s, watts_per_core
+        self._cpu = cpu_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._packet_ids = itertools.count(0x7E000000)
+        self.reported: list[tuple[float, float]] = []  # (sim time, percent)
+
+    def report(self) -> None:
+        """Inject the battery's level now."""
+        level = round(self.battery.percent())
+        self.reported.append((self.clock.now(), self.battery.percent()))
+        packet = device_metrics_packet(
+            self.node.node_num, next(self._packet_ids), level, 3.3 + level / 100, when=int(time.time())
+        )
+        self.node.inject_packet(packet)
+
+    def start(self) -> None:
+        """Report at once, then every `every_s` of the sim's clock."""
+        self.report()
+        self._thread = threading.Thread(target=self._run, name="sim-battery", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last_t, last_cpu = self.clock.now(), self._cpu()
+        while not self.clock.wait_for(self._stop, self.every_s):
+            now, cpu = self.clock.now(), self._cpu()
+            self.battery.step(self.start_s + last_t, now - last_t, (cpu - last_cpu) * self.watts_per_core)
+            last_t, last_cpu = now, cpu
+            self.report()
+
+    def stop(self) -> None:
+        """Stop reporting."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
