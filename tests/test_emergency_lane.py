@@ -6,9 +6,12 @@ import logging
 
 import pytest
 
+from meshbot.app.compose import build_daemon
 from meshbot.core import limits
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
+from meshbot.core.policy import Accept, Kind
+from meshbot.storage.store import Store
 from tests.conftest import wait_until
 from tests.fakes import AI_TAG, ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
@@ -111,3 +114,20 @@ def test_a_follow_up_without_a_word_reaches_the_helpers_and_the_model_until_the_
     radio.receive(dm("thanks, they are safe now", packet_id=5))
     wait_until(lambda: daemon.idle() and len(model.requests) == 3)
     assert len(alerts(radio)) == 2  # the episode is over: an ordinary question again
+
+
+def test_an_emergency_left_unanswered_at_a_restart_goes_first_again(
+    radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    store = Store(":memory:")
+    question, sos = dm("what is lora?", sender=BOB, packet_id=1), dm("SOS we are lost", packet_id=2)
+    for msg in (question, sos):  # what a previous run accepted and never answered, the question first
+        store.add_query(msg, Accept(Kind.ASK, msg.text or "", msg.sender, 0, True), seed=1)
+    model.queue("Stay put.", "A radio.")
+    daemon = build_daemon(make_cfg(), radio=radio, model=model, clock=clock, store=store)
+    daemon.start()
+    try:
+        wait_until(lambda: len(model.requests) == 2 and daemon.idle())
+    finally:
+        daemon.stop(grace_s=1.0)
+    assert [r.turns[-1].content for r in model.requests] == ["SOS we are lost", "what is lora?"]

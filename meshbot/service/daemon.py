@@ -127,7 +127,15 @@ class Daemon:
         self.contexts = contexts or Contexts()
         self.power = power
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts, power)
-        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
+        self.housekeeper = Housekeeper(
+            cfg,
+            store,
+            self.ledger,
+            self.sender,
+            self.queue,
+            model.deterministic,
+            is_emergency=emergency.has_word if emergency is not None else None,
+        )
         gate = Gate(
             cfg.limits,
             store.recent_text_seen,

@@ -100,6 +100,10 @@ class EmergencyLane:
         self._sender, self._accept, self._enqueue, self._is_command = sender, accept, enqueue, is_command
 
     # -- spotting -------------------------------------------------------------------------------
+    def has_word(self, text: str) -> bool:
+        """True when `text` holds an emergency word (a question resumed after a restart goes first again)."""
+        return self._words.match(text) is not None
+
     def spot(self, msg: Inbound) -> str | None:
         """The emergency word `msg` carries if it counts as an emergency (FOLLOW_UP for a follow-up), else None."""
         if msg.portnum != TEXT_PORT or msg.text is None or msg.emoji or msg.sender == self._node.node_num:
