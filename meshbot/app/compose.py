@@ -15,7 +15,8 @@ from pathlib import Path
 from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
 from meshbot.core.directory import NodeReport, NodeUser
-from meshbot.core.domain import Clock, Model, NodeDirectory, NodeReporter, Radio
+from meshbot.core.domain import Clock, LocalNode, Model, NodeDirectory, NodeReporter, Radio
+from meshbot.core.power import Mode
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
@@ -24,10 +25,13 @@ from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Companion, Daemon, Inbox
 from meshbot.service.directory import DirectoryTable as DirectoryTables
 from meshbot.service.directory import MeshDirectory
+from meshbot.service.directory_facts import DirectoryFacts
+from meshbot.service.emergency import EmergencyLane
 from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory, MemoryTables
 from meshbot.service.mesh_context import MeshContext
+from meshbot.service.power import PowerMonitor, PowerSources
 from meshbot.storage.directory import DirectoryTable
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
@@ -72,10 +76,11 @@ def knowledge_index_path(cfg: Config, store_path: str) -> str:
     return str(path)
 
 
-def open_knowledge(cfg: Config, store_path: str) -> KnowledgeSource:
-    """The knowledge source for `[knowledge]`, its background indexer started."""
+def open_knowledge(cfg: Config, store_path: str, power: PowerMonitor | None = None) -> KnowledgeSource:
+    """The knowledge source for `[knowledge]`, its background indexer started (paused below normal power)."""
     index = KnowledgeIndex(knowledge_index_path(cfg, store_path), cfg.knowledge.passage_bytes)
-    source = KnowledgeSource(index, cfg.knowledge)
+    may_reindex = (lambda: power.mode() is Mode.NORMAL) if power is not None else None
+    source = KnowledgeSource(index, cfg.knowledge, may_reindex)
     source.start()
     return source
 
@@ -129,6 +134,26 @@ def note_own_node(directory: MeshDirectory, radio: Radio) -> None:
     """The bot's own node, as its radio named it at connect."""
     node = radio.local_node()
     directory.note(NodeReport(node.node_num, user=NodeUser(node.short_name, node.long_name), is_self=True))
+
+
+def emergency_lane(
+    cfg: Config, facts: DirectoryFacts, node: LocalNode, store: Store, clock: Clock
+) -> EmergencyLane | None:
+    """The emergency lane (`[emergency]`), reading senders' names and positions from the node directory."""
+    if not cfg.emergency.active:
+        return None
+    return EmergencyLane(
+        cfg, clock=clock, node=node, is_new=store.mark_seen, positions=facts, short_name_of=facts.short_name_of
+    )
+
+
+def power_monitor(
+    cfg: Config, facts: DirectoryFacts, node: LocalNode, store: Store, clock: Clock
+) -> PowerMonitor | None:
+    """The power monitor (`[power]`), reading the bot's own node's device metrics from the node directory."""
+    if not cfg.power.enabled:
+        return None
+    return PowerMonitor(cfg.power, PowerSources(cfg.power, facts, node.node_num), clock, store)
 
 
 class _ClusterParts:
@@ -253,7 +278,9 @@ def build_daemon(
         mesh = MeshContext(directory, cfg.mesh_directory)
         table = cluster.memory if cluster else None
         memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
-        knowledge = open_knowledge(cfg, store.path) if cfg.knowledge.active else None
+        facts = DirectoryFacts(directory)
+        power = power_monitor(cfg, facts, node, store, clock)
+        knowledge = open_knowledge(cfg, store.path, power) if cfg.knowledge.active else None
         if knowledge is not None:
             opened.append(knowledge)
         contexts = Contexts(context_sources(radio, memory, knowledge, mesh, directory))
@@ -268,8 +295,10 @@ def build_daemon(
             contexts=contexts,
             hooks=hooks or command_hooks(memory, knowledge, mesh),
             ledger=cluster.ledger if cluster else None,
-            companions=[*(cluster.companions if cluster else ()), directory, *companions],
+            companions=[*(cluster.companions if cluster else ()), directory, *companions, *([power] if power else [])],
             directory=directory,
+            emergency=emergency_lane(cfg, facts, node, store, clock),
+            power=power,
         )
         if cluster is not None:
             cluster.share_budgets(cfg, daemon)

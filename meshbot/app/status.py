@@ -114,13 +114,27 @@ def _model_line(model: dict[str, Any], now: float) -> str:
     return f"model: {model['backend']}{where}, last call {verdict} {_ago(now, model['last_call_at'])}\n"
 
 
+POWER_EVENTS = ("power-normal", "power-economy", "power-sleep")
+
+
+def power_status(store: Store) -> dict[str, Any] | None:
+    """The power mode the daemon last entered ([power]) and when; None when it never left normal."""
+    last = store.last_event(*POWER_EVENTS)
+    return None if last is None else {"mode": last[0].removeprefix("power-"), "since": last[1]}
+
+
 def read_status(cfg: Config) -> dict[str, Any]:
     """The store's figures and the daemon's liveness; raises StoreError (missing file, unreadable, other schema)."""
     if cfg.store.path == ":memory:":
         raise StoreError("store.path is ':memory:': a daemon keeps nothing there to read")
     with Store.open_read_only(cfg.store.path) as store:
         status = store.status()
-        return {**status, **liveness(store.last_heartbeat(), status["now"]), "model": model_status(cfg, store)}
+        return {
+            **status,
+            **liveness(store.last_heartbeat(), status["now"]),
+            "model": model_status(cfg, store),
+            "power": power_status(store),
+        }
 
 
 def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: bool = False) -> int:
@@ -149,6 +163,8 @@ def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: boo
     else:
         render(status, cfg, out)
         out.write(_model_line(status["model"], status["now"]))
+        if status.get("power") is not None:
+            out.write(f"power: {status['power']['mode']} since {_ago(status['now'], status['power']['since'])}\n")
         out.write("".join(line + "\n" for line in extra))
         out.write("healthy\n" if not problems else "UNHEALTHY: " + "; ".join(problems) + "\n")
     return 0 if not problems else 1

@@ -25,6 +25,9 @@ from meshbot.core.config_sections import (
     CommandsConfig as CommandsConfig,
 )
 from meshbot.core.config_sections import (
+    EmergencyConfig as EmergencyConfig,
+)
+from meshbot.core.config_sections import (
     JoinConfig as JoinConfig,
 )
 from meshbot.core.config_sections import (
@@ -38,6 +41,9 @@ from meshbot.core.config_sections import (
 )
 from meshbot.core.config_sections import (
     MqttConfig as MqttConfig,
+)
+from meshbot.core.config_sections import (
+    PowerConfig as PowerConfig,
 )
 from meshbot.core.config_sections import (
     SimConfig as SimConfig,
@@ -286,6 +292,8 @@ class Config(_Section):
     sim: SimConfig = SimConfig()
     cluster: ClusterConfig = ClusterConfig()
     mesh_directory: MeshDirectoryConfig = MeshDirectoryConfig()
+    emergency: EmergencyConfig = EmergencyConfig()
+    power: PowerConfig = PowerConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

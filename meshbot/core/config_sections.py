@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -183,3 +183,70 @@ class MeshDirectoryConfig(_Section):
     location_commands: bool = True
     # prompt tokens the mesh facts block may take (estimated), for a question about the mesh
     token_budget: int = Field(default=200, ge=32, le=4096)
+
+
+class EmergencyConfig(_Section):
+    """The emergency lane: texts that always get through, an alert to the helpers, and the first model answer."""
+
+    enabled: bool = True  # false: no text is an emergency
+    words: tuple[str, ...] = Field(default_factory=lambda: _emergency_words())  # whole words or phrases
+    reply: str = "Emergency heard: alerting help. Send where you are, what happened, how many are hurt."
+    notify_nodes: tuple[str, ...] = ()  # node ids ("!a1b2c3d4") that get every alert by DM, ACKed
+    notify_channel: int | None = Field(default=None, ge=0, le=7)  # a channel index that gets every alert too
+    require_proof: bool = False  # true: only a sender the packet proves (a PKI DM) counts
+    realert_window_s: float = Field(default=120.0, ge=0)  # a node's further emergencies within this...
+    realert_every_s: float = Field(default=60.0, ge=0)  # ...alert again at most this often
+    follow_up_s: float = Field(default=600.0, ge=0)  # after one, that node's texts there count too (0: off)
+
+    @field_validator("notify_nodes")
+    @classmethod
+    def _node_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from meshbot.core.ids import parse_node_id
+
+        for item in value:
+            parse_node_id(item)
+        return value
+
+    @field_validator("reply")
+    @classmethod
+    def _one_fragment(cls, value: str) -> str:
+        if not value.strip() or len(value.encode("utf-8")) > 180:
+            raise ValueError("must be 1..180 UTF-8 bytes (one fragment with the AI tag)")
+        return value
+
+    @property
+    def active(self) -> bool:
+        """True when texts are checked for emergencies."""
+        return self.enabled and bool(self.words)
+
+
+def _emergency_words() -> tuple[str, ...]:
+    from meshbot.core.emergency import DEFAULT_WORDS
+
+    return DEFAULT_WORDS
+
+
+class PowerConfig(_Section):
+    """Power awareness on a battery: normal, economy and sleep modes from the battery level and CPU heat."""
+
+    enabled: bool = True
+    economy_below_percent: float = Field(default=40.0, ge=0, le=100)
+    sleep_below_percent: float = Field(default=15.0, ge=0, le=100)
+    hysteresis_percent: float = Field(default=5.0, ge=0, le=50)  # a mode is left only this far past its line
+    max_cpu_temp_c: float = Field(default=80.0, gt=0)  # hotter: sleep (left 5 °C below)
+    interval_s: float = Field(default=60.0, gt=0)  # how often the sources are read
+    radio: bool = True  # the bot's own node's device metrics (battery level; above 100 = external power)
+    host: bool = False  # this machine's /sys/class/power_supply and /sys/class/thermal
+    sysfs_root: str = "/sys"
+    command: str | None = None  # a command printing the battery percent (a UPS HAT, a charge controller)
+    command_timeout_s: float = Field(default=10.0, gt=0)
+    economy_max_tokens: int = Field(default=96, ge=8)  # the token cap of an answer in economy mode
+    notice: str = "low power: emergencies only; ask again later"
+    watts_per_core: float = Field(default=1.5, gt=0)  # energy estimate where RAPL is not readable
+    powercap_root: str = "/sys/class/powercap"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PowerConfig:
+        if self.sleep_below_percent > self.economy_below_percent:
+            raise ValueError("sleep_below_percent must not be above economy_below_percent")
+        return self

@@ -94,6 +94,11 @@ class Event(enum.StrEnum):
     DIRECTORY_LOADED = "directory-loaded"
     DIRECTORY_SEEDED = "directory-seeded"  # the radio's node DB was read at connect
     DIRECTORY_ERROR = "directory-error"
+    # off-grid: the emergency lane and power awareness
+    EMERGENCY = "emergency"  # an emergency heard (WARNING): the reply, the alert and the answer follow
+    EMERGENCY_ALERT = "emergency-alert"  # an alert handed to the sender for the helpers
+    POWER_MODE = "power-mode"  # the power mode changed (logged once on entry)
+    POWER_SOURCE_ERROR = "power-source-error"  # a power source could not be read (once per outage)
 
 
 class Reason(enum.StrEnum):
@@ -138,3 +143,4 @@ class Reason(enum.StrEnum):
     MODEL_UNAVAILABLE = "model-unavailable"
     HANDED_TO_CLUSTER = "handed-to-cluster"  # a local row whose question the shared store now holds
     LEASE_LOST = "lease-lost"  # another worker took the question over
+    ASLEEP = "asleep"  # power mode sleep: questions get a notice, emergencies and commands are answered

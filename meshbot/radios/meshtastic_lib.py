@@ -25,8 +25,10 @@ from meshbot.core.acks import AckRouter
 from meshbot.core.config import Config, RadioConfig
 from meshbot.core.directory import NodeReport
 from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
+from meshbot.core.emergency import Position
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.core.power import DeviceMetrics
 from meshbot.radios.advice import advice
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
 from meshbot.radios.guard import guard_decoding
@@ -249,6 +251,36 @@ class MeshtasticRadio:
         entry = nodes.get(node) or {}
         name = entry.get("user", {}).get("shortName") if isinstance(entry, dict) else None
         return name if isinstance(name, str) else None
+
+    def _node_entry(self, node: int) -> Mapping[str, Any]:
+        nodes = getattr(self._iface, "nodesByNum", None) or {}
+        entry = nodes.get(node)
+        return entry if isinstance(entry, dict) else {}
+
+    def position_of(self, node: int) -> Position | None:
+        """The node's last position from the library's node DB (its NodeInfo at connect, POSITION packets since)."""
+        pos = self._node_entry(node).get("position") or {}
+        lat, lon = pos.get("latitude"), pos.get("longitude")
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float) or (lat == 0 and lon == 0):
+            return None  # the firmware's "no fix" is 0,0
+        when, alt = pos.get("time"), pos.get("altitude")
+        return Position(
+            float(lat),
+            float(lon),
+            float(when) if isinstance(when, int | float) and when > 0 else None,
+            float(alt) if isinstance(alt, int | float) else None,
+        )
+
+    def device_metrics_of(self, node: int) -> DeviceMetrics | None:
+        """The node's last device metrics from the node DB (NodeInfo at connect, TELEMETRY packets since)."""
+        metrics = self._node_entry(node).get("deviceMetrics")
+        if not isinstance(metrics, dict):
+            return None
+        level, volts = metrics.get("batteryLevel"), metrics.get("voltage")
+        return DeviceMetrics(
+            int(level) if isinstance(level, int | float) else None,
+            float(volts) if isinstance(volts, int | float) else None,
+        )
 
     def local_node(self) -> LocalNode:
         """Our node as read at the last connect."""

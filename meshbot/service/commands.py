@@ -119,9 +119,11 @@ class StandardCommands:
         last_source: LastSource | None = None,
         directory: NodeDirectory | None = None,
         mesh_source: LastSource | None = None,
+        power_line: Callable[[], str] | None = None,
     ) -> None:
         self._cfg = cfg
         self._mesh_source = mesh_source
+        self._power_line = power_line
         budget = cfg.mesh.max_fragment_bytes - len(cfg.mesh.ai_tag.encode())
         self._mesh = MeshCommands(cfg, directory, budget) if directory is not None else None
         self._clock = clock
@@ -180,9 +182,11 @@ class StandardCommands:
         return f"pong: {hops}, {snr}, {rssi}"
 
     def status(self, request: CommandRequest) -> str:
-        """Queue depth, the model's name and uptime."""
+        """Queue depth, the model's name and uptime; the power mode and energy when power awareness is on."""
         uptime = _duration(self._clock.now() - self._started)
-        return f"queue {self._queue_depth()}, model {self._model_name}, up {uptime}"
+        power_line = self._power_line() if self._power_line is not None else ""
+        power = f"; {power_line}" if power_line else ""
+        return f"queue {self._queue_depth()}, model {self._model_name}, up {uptime}{power}"
 
     def reset(self, request: CommandRequest) -> str:
         """Forget this conversation (per node, and per channel on a channel)."""

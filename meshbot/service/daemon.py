@@ -23,12 +23,15 @@ from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
+from meshbot.core.power import Mode
 from meshbot.service.commands import CommandHooks, StandardCommands
 from meshbot.service.context import Contexts
+from meshbot.service.emergency import EmergencyLane
 from meshbot.service.holdback import Holdback
 from meshbot.service.intake import Intake
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
+from meshbot.service.power import PowerMonitor
 from meshbot.service.queueing import FairQueue, Query, QueryQueue
 from meshbot.service.resume import Housekeeper
 from meshbot.service.sender import Sender
@@ -94,6 +97,8 @@ class Daemon:
         ledger: Ledger | None = None,
         companions: Sequence[Companion] = (),
         directory: NodeDirectory | None = None,
+        emergency: EmergencyLane | None = None,
+        power: PowerMonitor | None = None,
     ) -> None:
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
         self.directory = directory  # what the bot knows about its mesh (None: no directory)
@@ -122,8 +127,17 @@ class Daemon:
         )
         inbox.listeners.append(self.sender.on_radio_event)  # a reconnect cuts an ACK wait short
         self.contexts = contexts or Contexts()
-        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts)
-        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
+        self.power = power
+        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts, power)
+        self.housekeeper = Housekeeper(
+            cfg,
+            store,
+            self.ledger,
+            self.sender,
+            self.queue,
+            model.deterministic,
+            is_emergency=emergency.has_word if emergency is not None else None,
+        )
         gate = Gate(
             cfg.limits,
             store.recent_text_seen,
@@ -140,6 +154,7 @@ class Daemon:
             last_source=hooks.last_source,
             directory=directory,
             mesh_source=hooks.mesh_source,
+            power_line=power.status_line if power is not None else None,
         )
         self.intake = Intake(
             cfg,
@@ -152,6 +167,8 @@ class Daemon:
             self.paused,
             desk=JoinDesk(cfg.join, self.ledger, clock, cfg.model.seed),
             commands=commands.table(),
+            emergency=emergency,
+            power_mode=power.mode if power is not None else None,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -247,24 +264,32 @@ class Daemon:
     # -- worker -----------------------------------------------------------------------------------
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
-            # Paused: queries stay queued (and stored). Backpressure: while the sender still has
+            # Paused or asleep: queries stay queued (and stored). Backpressure: while the sender still has
             # more than one answer's worth to send, new questions wait in the fair, bounded queue
             # (which says "busy" when full) instead of piling up as stale answers behind it.
-            if self.paused.is_set() or self.sender.backlog() > self.cfg.mesh.max_fragments:
-                self._stop.wait(_POLL_S)
-                continue
-            query = self.queue.get(timeout=_POLL_S)
+            # An emergency's answer goes through all three.
+            held = self.paused.is_set() or self.sender.backlog() > self.cfg.mesh.max_fragments or self._asleep()
+            query = self.queue.get(timeout=_POLL_S, urgent_only=held)
             if query is not None:
                 self._answer(query)
 
     def _answer(self, query: Query) -> None:
         self._working.set()  # held or answered, it is not idle
         try:
-            # A pause may land while we waited in get(): hold this one until resumed.
-            while self.paused.is_set() and not self._stop.is_set():
-                self._stop.wait(_POLL_S)
+            # A pause may land while we waited in get(): hold this one until resumed. An emergency goes on,
+            # and one that arrives meanwhile is answered while this one waits.
+            while self.paused.is_set() and not query.emergency and not self._stop.is_set():
+                urgent = self.queue.get(timeout=_POLL_S, urgent_only=True)
+                if urgent is not None:
+                    self._generate(urgent)
             if self._stop.is_set():
                 return  # still stored as queued: the next start answers it
+            self._generate(query)
+        finally:
+            self._working.clear()
+
+    def _generate(self, query: Query) -> None:
+        try:
             # Where the backend computes best (llama.cpp: its engine thread), so tidying and
             # fragmenting run between its tokens without a hand-over per token.
             self.model.run(lambda: self.worker.handle(query))
@@ -276,8 +301,9 @@ class Daemon:
                 extra={"event": Event.FAILED, "reason": Reason.WORKER_ERROR, "query_id": query.query_id},
             )
             self.ledger.failed(query.query_id, Reason.WORKER_ERROR)
-        finally:
-            self._working.clear()
+
+    def _asleep(self) -> bool:
+        return self.power is not None and self.power.mode() is Mode.SLEEP
 
     # -- observation and shutdown -------------------------------------------------------------
     def idle(self) -> bool:

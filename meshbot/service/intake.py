@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 
 from meshbot.core import limits
 from meshbot.core.aging import AgedSet
@@ -17,11 +18,13 @@ from meshbot.core.config import Config
 from meshbot.core.domain import Clock, Inbound, Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import labelled
-from meshbot.core.gate import Admin, Gate, Refused, Spend
+from meshbot.core.gate import Admin, Gate, Refused, Spend, admin_command
 from meshbot.core.ids import node_id
 from meshbot.core.policy import Accept, Ignore, Kind, Policy
+from meshbot.core.power import Mode
 from meshbot.core.ratelimit import ChannelCooldown
 from meshbot.service.commands import CommandRequest, CommandTable
+from meshbot.service.emergency import EmergencyLane
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import Admission, Query, QueryQueue
@@ -51,6 +54,8 @@ class Intake:
         *,
         desk: JoinDesk,
         commands: CommandTable,
+        emergency: EmergencyLane | None = None,
+        power_mode: Callable[[], Mode] | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = policy
@@ -66,11 +71,22 @@ class Intake:
         self.desk = desk
         self.commands = commands
         self._cooldown = ChannelCooldown()
+        self.emergency = emergency
+        self.power_mode = power_mode
+        if emergency is not None:
+            emergency.connect(
+                sender,
+                lambda msg, decision: self.ledger.accept(msg, decision, self.clock.now(), self.cfg.model.seed),
+                self.enqueue,
+                lambda text: self.commands.match(text) is not None or admin_command(text) is not None,
+            )
 
     def tick(self) -> None:
         """Queue the multi-part questions whose parts stopped arriving (called often by the intake loop)."""
         for query in self.desk.due():
             self.enqueue(query)
+        if self.emergency is not None:
+            self.emergency.tick()  # alerts held back by the once-a-minute rule
 
     def admit(self, msg: Inbound) -> None:
         """Judge one inbound packet: queue it, run an admin command, or log why not."""
@@ -93,6 +109,9 @@ class Intake:
         )
         if msg.is_dm:
             self.sender.pacer.on_dm_received(self.clock.now())
+        if self.emergency is not None and self.emergency.take(msg):
+            self.tick()  # before policy and gate: no pause, rate limit, cooldown or power mode holds it
+            return
         decision = self._judge(msg)
         if decision is None:
             return
@@ -101,6 +120,8 @@ class Intake:
         spend = Spend.COMMAND if command else Spend.NOTHING if continuing else Spend.QUESTION
         now = self.clock.now()
         if spend is Spend.QUESTION and not msg.is_dm and self._cooling(msg, now):
+            return
+        if spend is Spend.QUESTION and self._asleep(msg, decision, now):
             return
         verdict = self.gate.check(msg, decision, now, spend)
         if isinstance(verdict, Admin):
@@ -126,6 +147,16 @@ class Intake:
                 self._log_ignored(msg, decision.reason, decision.detail)
             return part
         return decision
+
+    def _asleep(self, msg: Inbound, decision: Accept, now: float) -> bool:
+        """Power mode sleep: a question gets the notice, is not queued and spends nothing (others pass on)."""
+        if self.power_mode is None or self.power_mode() is not Mode.SLEEP:
+            return False
+        if self.gate.check(msg, decision, now, Spend.NOTHING) is not None:
+            return False  # denied, a bot, an admin command: the usual path says what happens
+        self._log_ignored(msg, Reason.ASLEEP, "low power")
+        self._reply(decision, self.cfg.power.notice, "power notice", reply_id=msg.packet_id)
+        return True
 
     def _cooling(self, msg: Inbound, now: float) -> bool:
         left = self._cooldown.remaining(msg.channel, now)

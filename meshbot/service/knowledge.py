@@ -14,10 +14,11 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from meshbot.core.config import KnowledgeConfig
 from meshbot.core.domain import ChatTurn, Context, Note
+from meshbot.core.emergency import is_emergency_note
 from meshbot.core.events import Event
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.core.text import graphemes, utf8_len
@@ -86,9 +87,12 @@ def source_key(query: Query) -> tuple[int, int | None]:
 class KnowledgeSource:
     """Notes for each question from the index; keeps the index in step with the files in the background."""
 
-    def __init__(self, index: KnowledgeIndex, cfg: KnowledgeConfig) -> None:
+    def __init__(
+        self, index: KnowledgeIndex, cfg: KnowledgeConfig, may_reindex: Callable[[], bool] | None = None
+    ) -> None:
         self.index = index
         self.cfg = cfg
+        self._may_reindex = may_reindex  # false (power economy or sleep): keep the index as it is for now
         self.ready = threading.Event()  # set after the first full pass over the folders
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,7 +116,8 @@ class KnowledgeSource:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.refresh()
+                if not self.ready.is_set() or self._may_reindex is None or self._may_reindex():
+                    self.refresh()
             except Exception:  # a bad file or a full disk must not end the indexer for good
                 log.exception("knowledge indexing failed", extra={"event": Event.KNOWLEDGE_ERROR})
             self.ready.set()
@@ -144,9 +149,28 @@ class KnowledgeSource:
         hits = self.index.search(" ".join([*earlier, question]), max(CANDIDATES, self.cfg.max_passages))
         return within_budget(hits, self.cfg.max_passages, self.cfg.token_budget)
 
+    def emergency_notes_for(self, question: str, history: Sequence[ChatTurn] = ()) -> tuple[Note, ...]:
+        """An emergency's notes: those whose heading or path says emergency or first aid first, then the rest."""
+        general = self.notes_for(question, history)
+        earlier = [turn.content for turn in history if turn.role == "user"][-1:]
+        hits = self.index.search(" ".join([*earlier, question]), max(CANDIDATES, self.cfg.max_passages))
+        relevant = [hit.note for hit in hits if is_emergency_note(hit.note.title)]
+        titled = self.index.passages_titled(is_emergency_note, CANDIDATES)
+        chosen: list[Note] = []
+        used = 0
+        for note in dict.fromkeys([*relevant, *titled, *general]):
+            cost = note_tokens(note)
+            if len(chosen) < self.cfg.max_passages and used + cost <= self.cfg.token_budget:
+                chosen.append(note)
+                used += cost
+        return tuple(chosen)
+
     def gather(self, query: Query, context: Context) -> Context:
         """Add the notes for this question to its context (ContextSource)."""
-        notes = self.notes_for(query.decision.question, context.history)
+        if query.emergency:
+            notes = self.emergency_notes_for(query.decision.question, context.history)
+        else:
+            notes = self.notes_for(query.decision.question, context.history)
         with self._pending_lock:
             self._pending[query.query_id] = tuple(dict.fromkeys(note.title for note in notes))
             while len(self._pending) > _PENDING_MAX:

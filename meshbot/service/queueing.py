@@ -39,6 +39,7 @@ class Query:
     query_id: int = field(default_factory=lambda: next(_ids))
     seed: int = -1  # the model seed kept with the query, so a resumed answer is the same answer
     skip: frozenset[int] = frozenset()  # fragment indices already delivered before a restart
+    emergency: bool = False  # the emergency lane's: first in the queue, answered while paused or asleep
 
     @property
     def node(self) -> int:
@@ -63,8 +64,11 @@ class QueryQueue(Protocol):
     def put(self, query: Query) -> Admission:
         """Admit a query, or say why not."""
 
-    def get(self, timeout: float) -> Query | None:
-        """The next query in fair order, or None after `timeout` seconds or once closed."""
+    def get(self, timeout: float, *, urgent_only: bool = False) -> Query | None:
+        """The next query in fair order (emergencies first), or None after `timeout` seconds or once closed.
+
+        `urgent_only`: only an emergency will do (the bot is paused or asleep); the rest keep waiting.
+        """
 
     def depth(self) -> int:
         """Queries waiting."""
@@ -86,10 +90,15 @@ class FairQueue:
         self._size = 0
         self._closed = False
         self._cond = threading.Condition()
+        self._urgent: deque[Query] = deque()  # emergencies: before every line, never refused
 
     def put(self, query: Query) -> Admission:
-        """Admit `query` unless the queue or its node's line is full."""
+        """Admit `query` unless the queue or its node's line is full (an emergency always gets in, first)."""
         with self._cond:
+            if query.emergency:
+                self._urgent.append(query)
+                self._cond.notify_all()
+                return Admission.ACCEPTED
             line = self._lines.get(query.node)
             if line is not None and len(line) >= self._max_per_node:
                 return Admission.NODE_FULL
@@ -102,12 +111,16 @@ class FairQueue:
             self._cond.notify()
             return Admission.ACCEPTED
 
-    def get(self, timeout: float) -> Query | None:
-        """Take the head of the next node's line; that node then goes to the back."""
+    def get(self, timeout: float, *, urgent_only: bool = False) -> Query | None:
+        """Take an emergency, else the head of the next node's line; that node then goes to the back."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._size > 0 or self._closed, timeout):
+            if not self._cond.wait_for(
+                lambda: bool(self._urgent) or (self._size > 0 and not urgent_only) or self._closed, timeout
+            ):
                 return None
-            if self._closed and self._size == 0:
+            if self._urgent:
+                return self._urgent.popleft()
+            if self._size == 0 or urgent_only:
                 return None
             node, line = next(iter(self._lines.items()))
             query = line.popleft()
@@ -120,7 +133,7 @@ class FairQueue:
     def depth(self) -> int:
         """Queries waiting."""
         with self._cond:
-            return self._size
+            return self._size + len(self._urgent)
 
     def steal(self) -> Query | None:
         """Take the last query of the last node's line: the one this queue would answer last."""

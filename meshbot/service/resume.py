@@ -8,7 +8,9 @@ and the answer ends with a short cut-off marker, and the model is not asked agai
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 
 from meshbot.core.config import Config
 from meshbot.core.domain import Outbound
@@ -39,8 +41,10 @@ class Housekeeper:
         sender: Sender,
         query_queue: QueryQueue,
         deterministic: bool,
+        is_emergency: Callable[[str], bool] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._is_emergency = is_emergency  # a question with an emergency word goes back to the head of the queue
         self._deterministic = deterministic  # the model's: may a cut-short answer be written again?
         self._store = store
         self._ledger = ledger
@@ -111,6 +115,8 @@ class Housekeeper:
 
     def _requeue(self, stored: StoredQuery, now: float) -> None:
         query = resumed_query(stored, now)
+        if self._is_emergency is not None and self._is_emergency(stored.question):
+            query = dataclasses.replace(query, emergency=True)
         if self._queue.put(query) is Admission.ACCEPTED:
             log.info(
                 "resuming q%d for %s: queued again (%d fragment(s) already delivered)",

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,27 @@ class SendJob:
     index: int | None = None  # the fragment's index within its answer
     on_done: Callable[[SendJob, SendResult, int], None] | None = None
     asker: int | None = None  # whose answer this fragment is: its remainder is kept for them when held
+    urgent: bool = False  # the emergency lane's: sent before every text that is not
+
+
+class _UrgentFirst(queue.Queue):  # type: ignore[type-arg]
+    """A FIFO where urgent jobs overtake the others (and the stop mark, which is never urgent)."""
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: deque[SendJob | None] = deque()
+        self._urgent: deque[SendJob] = deque()
+
+    def _qsize(self) -> int:
+        return len(self.queue) + len(self._urgent)
+
+    def _put(self, item: SendJob | None) -> None:
+        if item is not None and item.urgent:
+            self._urgent.append(item)
+        else:
+            self.queue.append(item)
+
+    def _get(self) -> SendJob | None:
+        return self._urgent.popleft() if self._urgent else self.queue.popleft()
 
 
 class Sender:
@@ -74,7 +96,7 @@ class Sender:
         self.pacer = pacer  # read-only use by status and benchmarks
         self._clock = clock
         self._cfg = cfg
-        self._jobs: queue.Queue[SendJob | None] = queue.Queue()
+        self._jobs: queue.Queue[SendJob | None] = _UrgentFirst()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._drain_until = float("inf")

@@ -14,12 +14,14 @@ from meshbot.core.fragmenter import Fragment, fragment, labelled
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
+from meshbot.core.power import Mode
 from meshbot.core.prompting import build_generation
 from meshbot.models.base import ModelStalled, ModelUnavailable
 from meshbot.service.answering import Abandoned, AnswerStream
 from meshbot.service.context import Contexts
 from meshbot.service.ledger import Ledger
 from meshbot.service.outage import Outage
+from meshbot.service.power import PowerMonitor
 from meshbot.service.queueing import Query
 from meshbot.service.sender import Sender, SendJob
 
@@ -54,8 +56,10 @@ class Worker:
         clock: Clock,
         ledger: Ledger,
         contexts: Contexts | None = None,
+        power: PowerMonitor | None = None,
     ) -> None:
         self._cfg = cfg
+        self._power = power
         self._contexts = contexts or Contexts()
         self._model = model
         self._sender = sender
@@ -92,9 +96,15 @@ class Worker:
             )
         return allowed
 
+    def _economy(self, query: Query) -> bool:
+        """Power mode economy (or lower) for a question that is not an emergency: one fragment, fewer tokens."""
+        return self._power is not None and self._power.mode() is not Mode.NORMAL and not query.emergency
+
     def _ask(self, query: Query) -> None:
         budget = fragment_budget(self._cfg, query)
         allowed = self._fragments_allowed(query, budget)
+        if self._economy(query):
+            allowed = min(allowed, 1)
         if allowed == 0:
             log.warning(
                 "dropped q%d from %s: air-time budget spent",
@@ -117,8 +127,14 @@ class Worker:
             mesh=context.mesh,
         )
         request = dataclasses.replace(request, seed=query.seed, conversation=query.conversation_name)
+        if self._economy(query):
+            request = dataclasses.replace(
+                request, max_tokens=min(request.max_tokens, self._cfg.power.economy_max_tokens)
+            )
         started = self._clock.now()
+        mark = self._power.energy.begin() if self._power is not None else None
         answered = self._generate(query, request, budget, allowed, started)
+        energy = self._power.energy.end(mark) if self._power is not None and mark is not None else None
         if answered is None:
             return
         answer, sent = answered
@@ -129,7 +145,7 @@ class Worker:
             self._keep_remainder(query, answer.remainder, answer.next_index)
         self._ledger.generated(query)
         self._contexts.answered(query, question, answer.text)
-        self._log_answered(query, answer.stats, sent, started, answer.capped)
+        self._log_answered(query, answer.stats, sent, started, answer.capped, energy)
 
     def _generate(
         self, query: Query, request: Generation, budget: int, allowed: int, started: float
@@ -269,11 +285,18 @@ class Worker:
                 index,
                 on_done=self._ledger.on_sent,
                 asker=query.node,
+                urgent=query.emergency,
             )
         )
 
     def _log_answered(
-        self, query: Query, stats: GenerationStats, sent: list[Fragment], started: float, capped: bool
+        self,
+        query: Query,
+        stats: GenerationStats,
+        sent: list[Fragment],
+        started: float,
+        capped: bool,
+        energy: tuple[float, str] | None = None,
     ) -> None:
         elapsed = self._clock.now() - started
         gen_s = stats.total_s or elapsed
@@ -281,8 +304,9 @@ class Worker:
         tps = stats.extra.get("tokens_per_s") or (stats.completion_tokens / gen_s if gen_s > 0 else 0.0)
         nbytes = sum(f.nbytes for f in sent)
         ttft = stats.first_token_s if stats.first_token_s is not None else float("nan")
+        joules, how = energy if energy is not None else (None, None)
         log.info(
-            "answered q%d for %s: first token %.2fs, %d tokens, %.1f tok/s, %d fragment(s), %d B%s",
+            "answered q%d for %s: first token %.2fs, %d tokens, %.1f tok/s, %d fragment(s), %d B%s%s",
             query.query_id,
             node_id(query.node),
             ttft,
@@ -291,7 +315,10 @@ class Worker:
             len(sent),
             nbytes,
             " (more kept)" if capped else "",
+            f", {joules:.1f} J ({how})" if joules is not None else "",
             extra={
+                "energy_j": None if joules is None else round(joules, 3),
+                "energy_method": how,
                 "event": Event.ANSWERED,
                 "ttft_s": ttft,
                 "tokens": stats.completion_tokens,

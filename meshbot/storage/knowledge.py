@@ -18,7 +18,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,6 +232,12 @@ class KnowledgeIndex:
         return [
             Hit(Note(title, body), score) for title, body, score in rows if covered(words, f"{title} {body}") >= need
         ]
+
+    def passages_titled(self, keep: Callable[[str], bool], limit: int) -> list[Note]:
+        """Passages whose title (path and heading) `keep` accepts, in index order, at most `limit`."""
+        with self._lock:
+            rows = self._db.execute("SELECT title, body FROM passages").fetchall()
+        return [Note(title, body) for title, body in rows if keep(title)][:limit]
 
     def counts(self) -> tuple[int, int]:
         """(files, passages) in the index."""
