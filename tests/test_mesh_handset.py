@@ -146,7 +146,7 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
     assert done.wait(WAIT), out.getvalue()
     shown = out.getvalue()
     assert code == [0]
-    assert "virtual mesh: 3 nodes, US SHORT_FAST, hop limit 3, seed 5" in shown
+    assert "virtual mesh: 4 nodes, US SHORT_FAST, hop limit 3, seed 5" in shown
     assert "meshtastic --host 127.0.0.1:" in shown
     assert "mesh report:" in shown and "Relay" in shown
 

@@ -85,6 +85,8 @@ class Event(enum.StrEnum):
     LEASE_LOST = "lease-lost"
     CLUSTER_ERROR = "cluster-error"
     CLUSTER_BACK = "cluster-back"
+    # the channel a transport sits on: the mesh's default public one (answered only with public = true) or not
+    RADIO_CHANNEL = "radio-channel"
 
 
 class Reason(enum.StrEnum):
