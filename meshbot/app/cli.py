@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(sub)
 
+    from meshbot.app.handset import register as register_handset
+
+    register_handset(sub)
+
     # Parsed by the server itself (see main): listed here for `meshbot --help`.
     sub.add_parser(
         "serve-model",

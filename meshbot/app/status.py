@@ -157,6 +157,8 @@ def run_status(
         status = read_status(cfg)
     except StoreMissing as exc:
         hint = "store.path; a relative path is from the working directory: give --config the daemon's config"
+        if store is not None:
+            hint = "--store; a relative path is from the working directory"
         demo = demo_store_path(cfg.store.path)
         if store is None and demo != cfg.store.path and Path(demo).expanduser().is_file():
             hint += f", or --store {demo} for the last demo's"

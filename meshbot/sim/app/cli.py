@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from meshbot.app import configfile, interrupts, logs
 from meshbot.core.config import Config
 from meshbot.core.ids import node_id
-from meshbot.sim.app.commands import nodes_command, script, send_text_command
+from meshbot.sim.app.commands import ask_command, nodes_command, script
 from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
@@ -130,7 +130,7 @@ def describe_mesh(mesh: VirtualMesh) -> str:
         dest = node_id(mesh.bot.node_num)
     if handset is not None:
         port = mesh.node(handset.name).port
-        lines.append(f"talk: {send_text_command(port, 'what is lora?', dest)}")
+        lines.append(f"talk: {ask_command(port, 'what is lora?', dest)}")
         lines.append(f"list the mesh: {nodes_command(port)}")
     return "\n".join(lines)
 

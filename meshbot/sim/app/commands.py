@@ -30,10 +30,10 @@ def script(name: str) -> str:
     return relative.as_posix() if os.sep in str(relative) else f"./{relative.as_posix()}"
 
 
-def send_text_command(port: int, text: str, dest: str) -> str:
-    """The official Meshtastic CLI sending `text` from the virtual handset on `port` to `dest`."""
-    args = ["--host", f"127.0.0.1:{port}", "--sendtext", text, "--dest", dest]
-    return f"{script('meshtastic')} {shlex.join(args)}"
+def ask_command(port: int, text: str, dest: str) -> str:
+    """`meshbot handset` asking `dest` from the virtual handset on `port`, and showing the answer as it comes."""
+    args = ["--host", f"127.0.0.1:{port}", "--to", dest, text]
+    return f"{script('meshbot')} handset {shlex.join(args)}"
 
 
 def nodes_command(port: int) -> str:

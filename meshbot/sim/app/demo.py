@@ -14,7 +14,7 @@ from typing import TextIO
 
 from meshbot.core import limits
 from meshbot.core.ids import node_id
-from meshbot.sim.app.commands import send_text_command
+from meshbot.sim.app.commands import ask_command
 from meshbot.sim.app.console import HELP, HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
@@ -97,7 +97,7 @@ class Demo:
         console.write(
             f"virtual mesh up: you are {self.handset_name} ({node_id(handset.node_num)}), the bot is "
             f"{node_id(bot_num)}. {self._who_asks(asker)} Talk to it from another terminal: "
-            f"{send_text_command(handset.port, 'your question', node_id(bot_num))}"
+            f"{ask_command(handset.port, 'your question', node_id(bot_num))}"
         )
         mesh.scheduler.call_later(self._dm_after_s, lambda: asker.send(SAMPLE_DM, to=bot_num))
         mesh.scheduler.call_later(self._channel_after_s, lambda: asker.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))

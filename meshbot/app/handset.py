@@ -1,0 +1,124 @@
+"""`meshbot handset`: be a person at a handset from the terminal: send a question, see the answer arrive.
+
+It talks to a node's TCP API (a real node's, or a virtual one of `meshbot run`/`meshbot sim`) through
+the same transport the bot uses, so it is the official `meshtastic` library underneath. Unlike the
+library's CLI (`meshtastic --sendtext`, which sends and exits) it waits for the answer and prints
+each fragment as the handset's screen would show it, then exits when the last one is in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+from meshbot.core import limits
+from meshbot.core.config import load_config
+from meshbot.core.domain import AckStatus, Inbound, Outbound, RadioEvent, RadioUnavailable, SendResult
+from meshbot.core.ids import node_id, parse_node_id
+
+# A fragment with more to come: "2/+ ..." (after the bot's tag, if it has one).
+MORE_FOLLOWS = re.compile(r"^\D{0,8}?\d+/\+ ")
+CONNECT_TIMEOUT_S = 30.0
+
+
+def register(sub: Any) -> None:
+    """Add the `handset` subcommand to the main parser's subparsers."""
+    p = sub.add_parser("handset", help="send a question from a node's TCP API and print the answer as it arrives")
+    p.add_argument("--host", required=True, help="the node's TCP API, HOST[:PORT] (a virtual handset's is printed)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--to", metavar="NODE", help="DM this node (e.g. the bot's '!0bb00001')")
+    where.add_argument("--channel", type=int, metavar="N", help="send on channel N (start with !ai for the bot)")
+    p.add_argument("--wait", type=float, default=120.0, metavar="S", help="give up after S s of silence (120)")
+    p.add_argument("text", nargs="?", help="what to send; none: just print what arrives until Ctrl-C")
+    p.set_defaults(func=cmd_handset)
+
+
+def cmd_handset(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Send, then print arrivals until the answer is complete, --wait seconds pass quietly, or Ctrl-C."""
+    out = out or sys.stdout
+    if args.text is not None and args.to is None and args.channel is None:
+        out.write("meshbot handset: say where it goes: --to NODE (a DM) or --channel N\n")
+        return 2
+    dest = parse_node_id(args.to) if args.to else limits.BROADCAST_NUM
+    # The node list too (no_nodes off): the senders' names, as the handset's app shows them.
+    radio_cfg = {"radio.host": args.host, "radio.connect_timeout_s": CONNECT_TIMEOUT_S, "radio.no_nodes": False}
+    cfg = load_config(overrides=radio_cfg, environ={})
+    from meshbot.radios.meshtastic_lib import MeshtasticRadio
+
+    radio = MeshtasticRadio(cfg.radio, backoff_s=(1.0, 1.0))
+    arrivals: queue.Queue[Inbound | SendResult] = queue.Queue()
+    try:
+        radio.start(arrivals.put, _ignore)
+        me = radio.local_node().node_num
+        out.write(f"connected to {args.host} as {node_id(me)}\n")
+        if args.text is not None:
+            message = Outbound(args.text, dest, channel=args.channel or 0, want_ack=args.to is not None)
+            radio.send(message, arrivals.put)
+            out.write(f"[{_clock()}] you → {_where(message)}: {args.text}\n")
+        out.flush()
+        return _show(arrivals, args, radio, me, out)
+    except RadioUnavailable as exc:
+        out.write(f"meshbot handset: {args.host}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        radio.close()
+
+
+def _show(
+    arrivals: queue.Queue[Inbound | SendResult], args: argparse.Namespace, radio: Any, me: int, out: TextIO
+) -> int:
+    """Print arrivals; 0 once the answer is complete (or on silence after some of it), 1 if nothing came."""
+    heard = False
+    while True:
+        try:
+            item = arrivals.get(timeout=args.wait if args.text is not None else None)
+        except queue.Empty:
+            out.write(f"({args.wait:g} s without a word: giving up)\n" if not heard else "")
+            return 0 if heard else 1
+        if isinstance(item, SendResult):
+            out.write(f"[{_clock()}] ({_ack_text(item)})\n")
+        elif item.text is not None and (item.to == me or item.to == limits.BROADCAST_NUM):
+            name = radio.short_name_of(item.sender) or node_id(item.sender)
+            hops = f" ({item.hops} hop{'s' * (item.hops != 1)})" if item.hops is not None else ""
+            to = "you" if item.to == me else f"#ch{item.channel}"
+            out.write(f"[{_clock()}] {name} → {to}{hops}: {item.text}\n")
+            if args.text is not None and _answers_us(item, args) and not MORE_FOLLOWS.match(item.text):
+                out.flush()
+                return 0
+            heard = heard or _answers_us(item, args)
+        out.flush()
+
+
+def _answers_us(item: Inbound, args: argparse.Namespace) -> bool:
+    if args.to is not None:
+        return item.is_dm and item.sender == parse_node_id(args.to)
+    return not item.is_dm and item.channel == (args.channel or 0)
+
+
+ACK_TEXT = {
+    AckStatus.ACKED: "delivered: ACK from the destination",
+    AckStatus.IMPLICIT: "relayed by a neighbour (implicit ACK)",
+    AckStatus.SENT: "sent",
+}
+
+
+def _ack_text(result: SendResult) -> str:
+    return ACK_TEXT.get(result.status) or f"not delivered: {result.status.value} {result.reason}"
+
+
+def _where(message: Outbound) -> str:
+    return f"#ch{message.channel}" if message.dest == limits.BROADCAST_NUM else node_id(message.dest)
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _ignore(event: RadioEvent) -> None:
+    pass
