@@ -23,6 +23,9 @@ def script(name: str) -> str:
     found = shutil.which(name)
     if found is not None and Path(found).resolve() == beside.resolve():
         return name
+    in_checkout = Path(".venv", "bin", name)  # `make run`'s venv, seen from the checkout (maybe via a symlink)
+    if in_checkout.is_file() and in_checkout.resolve() == beside.resolve():
+        return in_checkout.as_posix()
     try:
         relative = beside.relative_to(Path.cwd())
     except ValueError:
