@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -96,6 +97,20 @@ def test_meshbot_handset_gives_up_after_the_wait_with_one_line(
         capsys, "--host", f"127.0.0.1:{alice.port}", "--to", node_id(bob.node_num), "--wait", "3", "hi"
     )
     assert code == 1 and out.rstrip().endswith("(3 s without a word: giving up)")
+
+
+def test_meshbot_handset_lists_the_mesh_and_closes_without_a_traceback(
+    demo_mesh: VirtualMesh, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A one-shot command: it closes right after connecting, the case where the official CLI's library races."""
+    alice = demo_mesh.node("Alice")
+    deadline = time.monotonic() + CLI_S
+    while len(alice.known_nodes()) < 4 and time.monotonic() < deadline:  # the nodes' first NodeInfo
+        time.sleep(0.2)
+    for _ in range(5):
+        code, out = _handset(capsys, "--host", f"127.0.0.1:{alice.port}", "--nodes")  # asserts no traceback
+        assert code == 0
+        assert "Alice Handheld   !0a11ce00  self" in out and "Bob Handheld" in out and "meshbot" in out
 
 
 def test_meshbot_handset_needs_a_destination(capsys: pytest.CaptureFixture[str]) -> None:

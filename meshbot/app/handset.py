@@ -23,6 +23,7 @@ from meshbot.core.ids import node_id, parse_node_id
 # A fragment with more to come: "2/+ ..." (after the bot's tag, if it has one).
 MORE_FOLLOWS = re.compile(r"^\D{0,8}?\d+/\+ ")
 CONNECT_TIMEOUT_S = 30.0
+SETTLE_S = 5.0  # the node's answer to the library's first heartbeat comes in milliseconds; a slow link gets this
 
 
 def register(sub: Any) -> None:
@@ -32,6 +33,7 @@ def register(sub: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--to", metavar="NODE", help="DM this node (e.g. the bot's '!0bb00001')")
     where.add_argument("--channel", type=int, metavar="N", help="send on channel N (start with !ai for the bot)")
+    where.add_argument("--nodes", action="store_true", help="list the nodes this handset knows, then exit")
     p.add_argument("--wait", type=float, default=120.0, metavar="S", help="give up after S s of silence (120)")
     p.add_argument("text", nargs="?", help="what to send; none: just print what arrives until Ctrl-C")
     p.set_defaults(func=cmd_handset)
@@ -53,7 +55,11 @@ def cmd_handset(args: argparse.Namespace, out: TextIO | None = None) -> int:
     arrivals: queue.Queue[Inbound | SendResult] = queue.Queue()
     try:
         radio.start(arrivals.put, _ignore)
+        radio.wait_settled(SETTLE_S)  # then closing never races the library's first heartbeat
         me = radio.local_node().node_num
+        if args.nodes:
+            out.write(nodes_text(radio.known_nodes(), me))
+            return 0
         out.write(f"connected to {args.host} as {node_id(me)}\n")
         if args.text is not None:
             message = Outbound(args.text, dest, channel=args.channel or 0, want_ack=args.to is not None)
@@ -84,7 +90,7 @@ def _show(
         if isinstance(item, SendResult):
             out.write(f"[{_clock()}] ({_ack_text(item)})\n")
         elif item.text is not None and (item.to == me or item.to == limits.BROADCAST_NUM):
-            name = radio.short_name_of(item.sender) or node_id(item.sender)
+            name = _name(radio.short_name_of(item.sender), item.sender)
             hops = f" ({item.hops} hop{'s' * (item.hops != 1)})" if item.hops is not None else ""
             to = "you" if item.to == me else f"#ch{item.channel}"
             out.write(f"[{_clock()}] {name} → {to}{hops}: {item.text}\n")
@@ -93,6 +99,25 @@ def _show(
                 return 0
             heard = heard or _answers_us(item, args)
         out.flush()
+
+
+def _name(short_name: str | None, num: int) -> str:
+    """The sender's short name; its id when the node list has only the library's stand-in (the id's last 4 digits)."""
+    if not short_name or short_name == node_id(num)[-4:]:
+        return node_id(num)
+    return short_name
+
+
+def nodes_text(nodes: list[dict[str, Any]], me: int) -> str:
+    """The handset's node list, as the apps list it: name, id, hops away, SNR."""
+    lines = [f"{'name':<16} {'id':<10} {'hops':>4} {'snr':>6}"]
+    for node in nodes:
+        mine = node["num"] == me
+        hops = "self" if mine else ("?" if node["hops"] is None else str(node["hops"]))
+        snr = "" if mine or node["snr"] is None else f"{node['snr']:.1f}"
+        name = node["long_name"] or node["short_name"] or node_id(node["num"])
+        lines.append(f"{name[:16]:<16} {node_id(node['num']):<10} {hops:>4} {snr:>6}")
+    return "\n".join(lines) + "\n"
 
 
 def _answers_us(item: Inbound, args: argparse.Namespace) -> bool:

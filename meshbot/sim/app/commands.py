@@ -40,5 +40,5 @@ def ask_command(port: int, text: str, dest: str) -> str:
 
 
 def nodes_command(port: int) -> str:
-    """The official Meshtastic CLI listing the mesh as the virtual handset on `port` sees it."""
-    return f"{script('meshtastic')} --host 127.0.0.1:{port} --nodes"
+    """`meshbot handset` listing the mesh as the virtual handset on `port` sees it."""
+    return f"{script('meshbot')} handset --host 127.0.0.1:{port} --nodes"
