@@ -82,6 +82,21 @@ def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert done.returncode == 141  # 128 + SIGPIPE
 
 
+def test_status_finds_the_store_of_the_demo_that_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make run` keeps its state in meshbot-demo.db: `meshbot status` in that folder reads it while it runs."""
+    demo = Store(tmp_path / "meshbot-demo.db")
+    demo.heartbeat(os.getpid(), 0, False)  # what the demo's daemon writes every 5 s
+    config = config_file(tmp_path, f'[store]\npath = "{tmp_path / "meshbot.db"}"\n')
+    try:
+        code, out, err = cli(capsys, "status", "--config", str(config))
+        assert out.startswith(f"running: pid {os.getpid()} on "), out + err
+        assert f"store: {tmp_path / 'meshbot-demo.db'} (the demo's" in out
+        code, out, err = cli(capsys, "status", "--config", str(config), "--store", str(tmp_path / "meshbot.db"))
+        assert code == 1 and out == "" and "--store" in err  # asked for that one: it is not there
+    finally:
+        demo.close()
+
+
 # ----- config check: the files the config names ---------------------------------------------------
 
 
