@@ -80,7 +80,7 @@ def cmd_sim(
     mesh.start()
     code = 0
     try:
-        out.write(describe_mesh(mesh) + "\n")
+        out.write(describe_mesh(mesh, bot_starts=args.bot) + "\n")
         out.flush()
         if args.bot:
             daemon, code = _start_bot(cfg, mesh, out, stop)
@@ -104,8 +104,8 @@ def cmd_sim(
     return code
 
 
-def describe_mesh(mesh: VirtualMesh) -> str:
-    """Who is where, and how to talk to it."""
+def describe_mesh(mesh: VirtualMesh, bot_starts: bool = False) -> str:
+    """Who is where, and how to talk to it (with `bot_starts`, no line on starting a bot: --bot starts one)."""
     m = mesh.topology.mesh
     lines = [
         f"virtual mesh: {len(mesh.topology.nodes)} nodes, {m.region} {m.modem_preset}, hop limit {m.hop_limit}, "
@@ -119,7 +119,9 @@ def describe_mesh(mesh: VirtualMesh) -> str:
         )
     handset = next((s for s in mesh.topology.nodes if s.role == "handset"), None)
     broker = m.mqtt
-    if mesh.bot_num is None and broker is not None:  # no radio for the bot: it joins through the gateways
+    if bot_starts:
+        dest = node_id(mesh.bot.node_num) if mesh.bot_num is not None else "<the bot's node id, printed below>"
+    elif mesh.bot_num is None and broker is not None:  # no radio for the bot: it joins through the gateways
         lines.append(
             f"bot: MESHBOT_RADIO_TRANSPORT=mqtt MESHBOT_MQTT_HOST={broker.host} MESHBOT_MQTT_PORT={broker.port} "
             f"MESHBOT_MQTT_ROOT={broker.root} MESHBOT_MQTT_CHANNEL={broker.channel} {script('meshbot')} run"
