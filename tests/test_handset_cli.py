@@ -116,3 +116,8 @@ def test_meshbot_handset_lists_the_mesh_and_closes_without_a_traceback(
 def test_meshbot_handset_needs_a_destination(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = _handset(capsys, "--host", "127.0.0.1:1", "hello")
     assert code == 2 and out == "meshbot handset: say where it goes: --to NODE (a DM) or --channel N\n"
+
+
+def test_meshbot_handset_with_a_bad_node_id_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _handset(capsys, "--host", "127.0.0.1:1", "--to", "bob", "hello")
+    assert code == 2 and out.count("\n") == 1 and out.startswith("meshbot handset: --to: bad node id 'bob'")

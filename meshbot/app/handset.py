@@ -12,9 +12,11 @@ import argparse
 import queue
 import re
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
+from meshbot.app import logs
 from meshbot.core import limits
 from meshbot.core.config import load_config
 from meshbot.core.domain import AckStatus, Inbound, Outbound, RadioEvent, RadioUnavailable, SendResult
@@ -22,7 +24,7 @@ from meshbot.core.ids import node_id, parse_node_id
 
 # A fragment with more to come: "2/+ ..." (after the bot's tag, if it has one).
 MORE_FOLLOWS = re.compile(r"^\D{0,8}?\d+/\+ ")
-CONNECT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 15.0
 SETTLE_S = 5.0  # the node's answer to the library's first heartbeat comes in milliseconds; a slow link gets this
 
 
@@ -41,11 +43,17 @@ def register(sub: Any) -> None:
 
 def cmd_handset(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Send, then print arrivals until the answer is complete, --wait seconds pass quietly, or Ctrl-C."""
+    if out is None:  # run as a command: errors only (the radio's retries are its business; the give-up is ours)
+        logs.configure("ERROR", "text")
     out = out or sys.stdout
     if args.text is not None and args.to is None and args.channel is None:
         out.write("meshbot handset: say where it goes: --to NODE (a DM) or --channel N\n")
         return 2
-    dest = parse_node_id(args.to) if args.to else limits.BROADCAST_NUM
+    try:
+        dest = parse_node_id(args.to) if args.to else limits.BROADCAST_NUM
+    except ValueError as exc:
+        out.write(f"meshbot handset: --to: {exc}\n")
+        return 2
     # The node list too (no_nodes off): the senders' names, as the handset's app shows them.
     radio_cfg = {"radio.host": args.host, "radio.connect_timeout_s": CONNECT_TIMEOUT_S, "radio.no_nodes": False}
     cfg = load_config(overrides=radio_cfg, environ={})
@@ -53,8 +61,17 @@ def cmd_handset(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     radio = MeshtasticRadio(cfg.radio, backoff_s=(1.0, 1.0))
     arrivals: queue.Queue[Inbound | SendResult] = queue.Queue()
+    # The radio retries for ever, as the bot must; a person at a terminal wants an answer: give up in time.
+    give_up = threading.Timer(CONNECT_TIMEOUT_S, radio.close)
+    give_up.start()
     try:
-        radio.start(arrivals.put, _ignore)
+        try:
+            radio.start(arrivals.put, _ignore)
+        except RadioUnavailable:
+            out.write(f"meshbot handset: no node answered at {args.host} within {CONNECT_TIMEOUT_S:g} s\n")
+            return 1
+        finally:
+            give_up.cancel()
         radio.wait_settled(SETTLE_S)  # then closing never races the library's first heartbeat
         me = radio.local_node().node_num
         if args.nodes:
