@@ -206,6 +206,33 @@ def test_the_mqtt_transport_reports_whether_its_channel_is_the_default_public_on
     assert isinstance(decision, Ignore) == bool(public)
 
 
+@pytest.mark.parametrize(
+    "channel, says",
+    [
+        ("Demo", "channel Demo (its own name): a private channel, not the mesh's default public one"),
+        ("LongFast", "channel LongFast with the default key: the mesh's default public channel"),
+    ],
+)
+def test_the_mqtt_transport_says_at_start_whether_its_channel_is_public(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, channel: str, says: str
+) -> None:
+    from meshbot.core.clock import SystemClock
+    from meshbot.radios.mqtt.transport import from_config
+    from tests.mqtt_support import Broker, mqtt_config
+
+    broker = Broker(tmp_path)
+    broker.start()
+    radio = from_config(mqtt_config(broker.port, **{"mqtt.channel": channel}), Store(":memory:"), SystemClock())
+    caplog.set_level(logging.INFO, logger="meshbot.radios.mqtt.transport")
+    try:
+        radio.start(lambda packet: None, lambda event: None)
+    finally:
+        radio.close()
+        broker.stop()
+    told = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "radio-channel"]
+    assert told == [says]
+
+
 def test_a_public_channel_refusal_says_why_the_channel_counts_as_public() -> None:
     cfg = load_config(environ={}).policy
     told = Policy(cfg, 0xB0B, "BOT", public_channels=frozenset({0})).judge(broadcast("!ai what is lora?"))
