@@ -15,7 +15,7 @@ from typing import TextIO
 from meshbot.core import limits
 from meshbot.core.ids import node_id
 from meshbot.sim.app.commands import ask_command
-from meshbot.sim.app.console import HELP, HandsetConsole
+from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
 from meshbot.sim.app.topology import DEFAULT_TOPOLOGY, load_topology
@@ -101,8 +101,7 @@ class Demo:
         )
         mesh.scheduler.call_later(self._dm_after_s, lambda: asker.send(SAMPLE_DM, to=bot_num))
         mesh.scheduler.call_later(self._channel_after_s, lambda: asker.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
-        if self._stdin.isatty():
-            console.write(f"typing a line here sends it as a DM to the bot ({HELP})")
+        if self._stdin.isatty():  # the console says itself what typing does ("you are Alice ...; type a line ...")
             threading.Thread(target=console.run, args=(self._stdin,), name="demo-console", daemon=True).start()
 
     def _sample_asker(self, console: HandsetConsole) -> HandsetConsole:
