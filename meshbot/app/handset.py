@@ -54,36 +54,13 @@ def cmd_handset(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except ValueError as exc:
         out.write(f"meshbot handset: --to: {exc}\n")
         return 2
-    # The node list too (no_nodes off): the senders' names, as the handset's app shows them.
-    radio_cfg = {"radio.host": args.host, "radio.connect_timeout_s": CONNECT_TIMEOUT_S, "radio.no_nodes": False}
-    cfg = load_config(overrides=radio_cfg, environ={})
     from meshbot.radios.meshtastic_lib import MeshtasticRadio
 
-    radio = MeshtasticRadio(cfg.radio, backoff_s=(1.0, 1.0))
-    arrivals: queue.Queue[Inbound | SendResult] = queue.Queue()
-    # The radio retries for ever, as the bot must; a person at a terminal wants an answer: give up in time.
-    give_up = threading.Timer(CONNECT_TIMEOUT_S, radio.close)
-    give_up.start()
+    # The node list too (no_nodes off): the senders' names, as the handset's app shows them.
+    radio_cfg = {"radio.host": args.host, "radio.connect_timeout_s": CONNECT_TIMEOUT_S, "radio.no_nodes": False}
+    radio = MeshtasticRadio(load_config(overrides=radio_cfg, environ={}).radio, backoff_s=(1.0, 1.0))
     try:
-        try:
-            radio.start(arrivals.put, _ignore)
-        except RadioUnavailable:
-            out.write(f"meshbot handset: no node answered at {args.host} within {CONNECT_TIMEOUT_S:g} s\n")
-            return 1
-        finally:
-            give_up.cancel()
-        radio.wait_settled(SETTLE_S)  # then closing never races the library's first heartbeat
-        me = radio.local_node().node_num
-        if args.nodes:
-            out.write(nodes_text(radio.known_nodes(), me))
-            return 0
-        out.write(f"connected to {args.host} as {node_id(me)}\n")
-        if args.text is not None:
-            message = Outbound(args.text, dest, channel=args.channel or 0, want_ack=args.to is not None)
-            radio.send(message, arrivals.put)
-            out.write(f"[{_clock()}] you → {_where(message)}: {args.text}\n")
-        out.flush()
-        return _show(arrivals, args, radio, me, out)
+        return _session(radio, args, dest, out)
     except RadioUnavailable as exc:
         out.write(f"meshbot handset: {args.host}: {exc}\n")
         return 1
@@ -91,6 +68,33 @@ def cmd_handset(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 0
     finally:
         radio.close()
+
+
+def _session(radio: Any, args: argparse.Namespace, dest: int, out: TextIO) -> int:
+    """Connect, then list the nodes, or send and show what arrives."""
+    arrivals: queue.Queue[Inbound | SendResult] = queue.Queue()
+    # The radio retries for ever, as the bot must; a person at a terminal wants an answer: give up in time.
+    give_up = threading.Timer(CONNECT_TIMEOUT_S, radio.close)
+    give_up.start()
+    try:
+        radio.start(arrivals.put, _ignore)
+    except RadioUnavailable:
+        out.write(f"meshbot handset: no node answered at {args.host} within {CONNECT_TIMEOUT_S:g} s\n")
+        return 1
+    finally:
+        give_up.cancel()
+    radio.wait_settled(SETTLE_S)  # then closing never races the library's first heartbeat
+    me = radio.local_node().node_num
+    if args.nodes:
+        out.write(nodes_text(radio.known_nodes(), me))
+        return 0
+    out.write(f"connected to {args.host} as {node_id(me)}\n")
+    if args.text is not None:
+        message = Outbound(args.text, dest, channel=args.channel or 0, want_ack=args.to is not None)
+        radio.send(message, arrivals.put)
+        out.write(f"[{_clock()}] you → {_where(message)}: {args.text}\n")
+    out.flush()
+    return _show(arrivals, args, radio, me, out)
 
 
 def _show(
