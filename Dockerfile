@@ -87,8 +87,11 @@ COPY --from=builder /opt/meshbot/.venv /opt/meshbot/.venv
 # The example config as the package ships it (config/meshbot.toml is a symlink to it).
 COPY meshbot/app/example.toml /etc/meshbot/meshbot.toml
 
+# A service must not fall back to the virtual-mesh demo when the radio is missing (as the systemd
+# unit): `run` fails, and --restart tries again. `run --sim` still runs the demo on purpose.
 ENV PATH=/opt/meshbot/.venv/bin:$PATH \
     MESHBOT_CONFIG=/etc/meshbot/meshbot.toml \
+    MESHBOT_RADIO_WHEN_NO_RADIO=fail \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 

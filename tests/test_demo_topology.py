@@ -20,7 +20,7 @@ def run_demo(tmp_path: Path, topology: str) -> Command:
     return Command(dev_tree("run", *(["--sim"] if detect_serial_ports() else [])), tmp_path, env)
 
 
-@pytest.mark.parametrize("topology, nodes", [("city", 20), ("file", 3)])
+@pytest.mark.parametrize("topology, nodes", [("city", 20), ("file", 4)])
 def test_the_demo_comes_up_on_the_named_topology(tmp_path: Path, topology: str, nodes: int) -> None:
     if topology == "file":
         topology = str(tmp_path / "mine.toml")

@@ -146,8 +146,8 @@ def test_meshbot_sim_runs_until_quit_and_prints_the_report(tmp_path):
     assert done.wait(WAIT), out.getvalue()
     shown = out.getvalue()
     assert code == [0]
-    assert "virtual mesh: 3 nodes, US SHORT_FAST, hop limit 3, seed 5" in shown
-    assert "meshtastic --host 127.0.0.1:" in shown
+    assert "virtual mesh: 4 nodes, US SHORT_FAST, hop limit 3, seed 5" in shown
+    assert "handset --host 127.0.0.1:" in shown  # `meshbot handset`, spelled to work where it is shown
     assert "mesh report:" in shown and "Relay" in shown
 
 
@@ -189,5 +189,5 @@ def test_the_demo_asks_the_bot_and_shows_the_handset_screen(tmp_path):
     finally:
         demo.stop()
     shown = out.getvalue()
-    assert "--dest '!0bb00001'" in shown and "you → BOT: What is LoRa?" in shown
+    assert "--to '!0bb00001'" in shown and "(Bob's screen)" in shown and "you → BOT: What is LoRa?" in shown
     assert "mesh report:" in shown

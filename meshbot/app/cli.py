@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -13,10 +15,14 @@ from typing import Any
 from meshbot import __version__
 from meshbot.app import configfile, interrupts, logs
 from meshbot.core.config import Config, ConfigError
+from meshbot.core.registry import UnknownName
+from meshbot.models.base import ModelError
 
 log = logging.getLogger(__name__)
 
 CONFIG_HELP = configfile.HELP
+# Errors whose message already says what to fix: one line on stderr and exit code 2, never a traceback.
+KNOWN_ERRORS = (UnknownName, ModelError)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -57,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval(sub)
 
+    from meshbot.app.handset import register as register_handset
+
+    register_handset(sub)
+
     # Parsed by the server itself (see main): listed here for `meshbot --help`.
     sub.add_parser(
         "serve-model",
@@ -67,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="health of a running (or stopped) daemon, from its store")
     status.add_argument("--config", type=Path, help=CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument(
+        "--store",
+        metavar="PATH",
+        help="the state database to read (default: store.path, or the demo's meshbot-demo.db while a demo runs)",
+    )
 
     cfg = sub.add_parser("config", help="config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)
@@ -111,10 +126,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     """`meshbot config check`: validate and print the effective config."""
     from meshbot.app.compose import check_names
+    from meshbot.app.preflight import problems
 
     cfg = load(args)
     check_names(cfg)
-    sys.stdout.write(f"config OK: {_config_path(args) or '(no file: built-in defaults)'}\n")
+    source = _config_path(args) or "(no file: built-in defaults)"
+    found = problems(cfg)
+    if found:
+        sys.stderr.write("".join(f"meshbot: config check: {source}: {problem}\n" for problem in found))
+        return 2
+    sys.stdout.write(f"config OK: {source}\n")
     sys.stdout.write(cfg.model_dump_json(indent=2) + "\n")
     return 0
 
@@ -145,7 +166,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """`meshbot status`: exit 0 when healthy, 1 when not."""
     from meshbot.app.status import run_status
 
-    return run_status(load(args), sys.stdout, sys.stderr, as_json=args.json)
+    return run_status(load(args), sys.stdout, sys.stderr, as_json=args.json, store=args.store)
 
 
 COMMANDS = {"run": cmd_run, "ask": cmd_ask, "config": cmd_config, "status": cmd_status}
@@ -172,13 +193,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handler = getattr(args, "func", None) or COMMANDS[args.command]
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) is a broken pipe here
+        return code
     except ConfigError as exc:
         sys.stderr.write(f"meshbot: config error: {exc}\n")
         return 2
+    except KNOWN_ERRORS as exc:
+        sys.stderr.write(f"meshbot: {exc}\n")
+        return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:  # Ctrl-C in a command without its own handler (ask, status, config)
         sys.stderr.write("meshbot: interrupted\n")
         return 130
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our stdout left (`meshbot status | head -5`): exit as a Unix tool does, without a word."""
+    # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from a second error.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

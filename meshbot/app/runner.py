@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 
 from meshbot.app.compose import build_daemon
+from meshbot.app.preflight import require_model
+from meshbot.app.stores import demo_store_path
 from meshbot.core.config import Config, ConfigError
 from meshbot.core.domain import RadioUnavailable
 from meshbot.core.events import Event
@@ -25,14 +27,6 @@ STOP_GRACE_S = 5.0
 
 def _with_radio(cfg: Config, **radio: object) -> Config:
     return cfg.model_copy(update={"radio": cfg.radio.model_copy(update=radio)})
-
-
-def demo_store_path(path: str) -> str:
-    """Where the demo's daemon keeps its state: beside the configured store, "-demo" added to the name."""
-    if path == ":memory:":
-        return path
-    store = Path(path)
-    return str(store.with_name(f"{store.stem}-demo{store.suffix}"))
 
 
 def _fresh_demo_store(cfg: Config) -> Config:
@@ -87,15 +81,21 @@ def with_example_knowledge(cfg: Config) -> Config:
     return cfg.model_copy(update={"knowledge": cfg.knowledge.model_copy(update={"paths": (str(FOLDER),)})})
 
 
+def demo_config(cfg: Config) -> Config:
+    """The bot's config on a virtual mesh (`run` with no radio, `sim --bot`): its own fresh store, the example notes."""
+    return with_example_knowledge(_fresh_demo_store(cfg))
+
+
 def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> int:
     """Run the daemon until `stop` is set; returns the exit code (1: it could not start)."""
     demo = None
     try:
+        require_model(cfg)  # before the virtual mesh: a missing model ends start-up with one line, nothing else
         cfg, use_sim = choose_radio(cfg, force_sim)
         if use_sim:
             demo = _start_demo(cfg)
             cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)
-            cfg = with_example_knowledge(_fresh_demo_store(cfg))
+            cfg = demo_config(cfg)
         daemon = build_daemon(cfg, stop=stop)
     except STARTUP_ERRORS as exc:
         if demo is not None:

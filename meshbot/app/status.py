@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
+from meshbot.app.stores import demo_store_path
 from meshbot.core.config import Config
 from meshbot.radios.advice import advice
 from meshbot.service.daemon import HEARTBEAT_EVERY_S
@@ -137,12 +139,46 @@ def read_status(cfg: Config) -> dict[str, Any]:
         }
 
 
-def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: bool = False) -> int:
+def _with_store(cfg: Config, path: str) -> Config:
+    return cfg.model_copy(update={"store": cfg.store.model_copy(update={"path": path})})
+
+
+def find_store(cfg: Config, explicit: str | None = None) -> tuple[Config, str]:
+    """The config whose store to read, and a note saying whose it is ("" for the configured one).
+
+    `--store` wins. Else the configured store, unless no daemon runs on it while the demo's (`meshbot run`
+    with no radio keeps its state in meshbot-demo.db beside it) has a daemon running: then the demo's.
+    """
+    if explicit is not None:
+        return _with_store(cfg, explicit), ""
+    demo = _with_store(cfg, demo_store_path(cfg.store.path))
+    if cfg.store.path == ":memory:" or not _running(demo) or _running(cfg):
+        return cfg, ""
+    return demo, "the demo's: `meshbot run` with no radio keeps its state there; --store to choose"
+
+
+def _running(cfg: Config) -> bool:
+    try:
+        with Store.open_read_only(cfg.store.path) as store:
+            return bool(liveness(store.last_heartbeat(), time.time())["running"])
+    except StoreError:
+        return False
+
+
+def run_status(
+    cfg: Config, out: TextIO, err: TextIO | None = None, as_json: bool = False, store: str | None = None
+) -> int:
     """Print the status; exit 0 when running and healthy, 1 when not (for HEALTHCHECK and watchdogs)."""
+    cfg, whose = find_store(cfg, store)
     try:
         status = read_status(cfg)
     except StoreMissing as exc:
         hint = "store.path; a relative path is from the working directory: give --config the daemon's config"
+        if store is not None:
+            hint = "--store; a relative path is from the working directory"
+        demo = demo_store_path(cfg.store.path)
+        if store is None and demo != cfg.store.path and Path(demo).expanduser().is_file():
+            hint += f", or --store {demo} for the last demo's"
         (err or sys.stderr).write(f"meshbot status: {exc} ({hint})\n")
         return 1
     except StoreError as exc:
@@ -158,13 +194,16 @@ def run_status(cfg: Config, out: TextIO, err: TextIO | None = None, as_json: boo
         problems += cluster_problems(status["cluster"])
         extra = cluster_lines(status["cluster"])
     if as_json:
-        out.write(json.dumps({**status, "healthy": not problems, "problems": problems}, default=str))
+        out.write(
+            json.dumps({**status, "store": cfg.store.path, "healthy": not problems, "problems": problems}, default=str)
+        )
         out.write("\n")
     else:
         render(status, cfg, out)
         out.write(_model_line(status["model"], status["now"]))
         if status.get("power") is not None:
             out.write(f"power: {status['power']['mode']} since {_ago(status['now'], status['power']['since'])}\n")
+        out.write(f"store: {cfg.store.path}" + (f" ({whose})" if whose else "") + "\n")
         out.write("".join(line + "\n" for line in extra))
         out.write("healthy\n" if not problems else "UNHEALTHY: " + "; ".join(problems) + "\n")
     return 0 if not problems else 1

@@ -331,12 +331,26 @@ def _apply_moved(data: dict[str, Any]) -> None:
             target.setdefault(new_key, value)  # the new name wins when both are given
 
 
-def _describe(err: ValidationError) -> str:
+# pydantic's error types for a value that should have been a list.
+_LIST_ERRORS = frozenset({"tuple_type", "list_type", "set_type", "frozen_set_type"})
+
+
+def _describe(err: ValidationError, from_env: Mapping[tuple[str, str], str] | None = None) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"{key}: {e['msg']}")
+        lines.append(f"{key}: {e['msg']}{_env_hint(e, from_env or {})}")
     return "; ".join(lines)
+
+
+def _env_hint(error: Any, from_env: Mapping[tuple[str, str], str]) -> str:
+    """For a list given as a plain MESHBOT_* string: the JSON form the variable wants."""
+    loc = tuple(str(p) for p in error["loc"][:2])
+    raw = from_env.get(loc) if len(loc) == 2 else None
+    if raw is None or error["type"] not in _LIST_ERRORS:
+        return ""
+    name = _env_name(*loc)
+    return f" ({name} takes a JSON list, e.g. {name}='{json.dumps([raw])}')"
 
 
 def _merge(base: dict[str, Any], key: tuple[str, ...], value: Any) -> None:
@@ -388,8 +402,11 @@ def load_config(
         except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
             raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     env = os.environ if environ is None else environ
+    from_env: dict[tuple[str, str], str] = {}  # plain-string env values, for the hint on a list error
     for (section, key), value in _env_overrides(env).items():
         _merge(data, (section, key), value)
+        if isinstance(value, str):
+            from_env[(section, key)] = value
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _merge(data, tuple(dotted.split(".")), value)
@@ -398,4 +415,4 @@ def load_config(
         return Config.model_validate(data)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{_describe(exc)}") from exc
+        raise ConfigError(f"{where}{_describe(exc, from_env)}") from exc

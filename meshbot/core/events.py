@@ -99,6 +99,8 @@ class Event(enum.StrEnum):
     EMERGENCY_ALERT = "emergency-alert"  # an alert handed to the sender for the helpers
     POWER_MODE = "power-mode"  # the power mode changed (logged once on entry)
     POWER_SOURCE_ERROR = "power-source-error"  # a power source could not be read (once per outage)
+    # the channel a transport sits on: the mesh's default public one (answered only with public = true) or not
+    RADIO_CHANNEL = "radio-channel"
 
 
 class Reason(enum.StrEnum):

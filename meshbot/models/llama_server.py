@@ -13,12 +13,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from meshbot.models.base import ModelError
+from meshbot.models.base import ModelError, pip_install
 from meshbot.models.llama import import_llama, load_overrides, model_params
 
 log = logging.getLogger(__name__)
 
-SERVER_INSTALL = "pip install 'meshbot[server]'"
+SERVER_INSTALL = pip_install("'llama-cpp-python[server]==0.3.36'")  # what meshbot's `server` extra installs
 
 
 def serve(argv: Sequence[str]) -> int:

@@ -282,6 +282,37 @@ class MeshtasticRadio:
             float(volts) if isinstance(volts, int | float) else None,
         )
 
+    def known_nodes(self) -> list[dict[str, Any]]:
+        """The node list the attached node sent at connect (none with radio.no_nodes): num, names, hops, SNR."""
+        nodes = getattr(self._iface, "nodesByNum", None) or {}
+        listed = []
+        for num, entry in sorted(nodes.items()):
+            user = entry.get("user", {}) if isinstance(entry, dict) else {}
+            listed.append(
+                {
+                    "num": int(num),
+                    "long_name": str(user.get("longName", "")),
+                    "short_name": str(user.get("shortName", "")),
+                    "hops": entry.get("hopsAway") if isinstance(entry, dict) else None,
+                    "snr": entry.get("snr") if isinstance(entry, dict) else None,
+                }
+            )
+        return listed
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until the node answered the library's first heartbeat; False if it did not within `timeout`.
+
+        The library sends that heartbeat from its reader thread just after it reports the connection up. Closing
+        before it went out makes the write fail inside the library, which prints a BrokenPipeError traceback:
+        a client that may close at once (a one-shot command) waits here first.
+        """
+        deadline = time.monotonic() + timeout
+        while getattr(self._iface, "queueStatus", None) is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def local_node(self) -> LocalNode:
         """Our node as read at the last connect."""
         if self._node is None:

@@ -124,7 +124,11 @@ def needed_cover(words: Sequence[str]) -> int:
     return 1 if len(words) <= 3 else 2
 
 
-def note_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+def _warn_missing(root: Path) -> None:
+    log.warning("knowledge path %s is not a folder or file: skipped", root)
+
+
+def note_files(paths: Iterable[str | Path], on_missing: Callable[[Path], None] = _warn_missing) -> Iterator[Path]:
     """Every note file under the given folders (or the files themselves), in a stable order."""
     for root in paths:
         root = Path(root).expanduser()
@@ -132,7 +136,7 @@ def note_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield root
             continue
         if not root.is_dir():
-            log.warning("knowledge path %s is not a folder or file: skipped", root)
+            on_missing(root)
             continue
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -150,6 +154,8 @@ class KnowledgeIndex:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._seq = 0
+        # Paths found missing at the last sync: said once, not at every sync (every 30 s), until they come back.
+        self._missing: set[Path] = set()
         with self._lock:
             if path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -171,7 +177,8 @@ class KnowledgeIndex:
         known = self._known_files()
         seen: set[str] = set()
         indexed = unchanged = passages = failed = 0
-        for file in note_files(paths):
+        missing: set[Path] = set()
+        for file in note_files(paths, missing.add):
             if should_stop is not None and should_stop.is_set():
                 break
             key = str(file.resolve())
@@ -190,6 +197,9 @@ class KnowledgeIndex:
             self._replace_file(key, stat.st_mtime_ns, stat.st_size, parts)
             indexed += 1
             passages += len(parts)
+        for root in sorted(missing - self._missing):
+            _warn_missing(root)
+        self._missing = missing
         stopped = should_stop is not None and should_stop.is_set()
         gone = [] if stopped else [path for path in known if path not in seen]
         for path in gone:

@@ -14,7 +14,7 @@ from meshbot.core.domain import Inbound
 from meshbot.core.events import Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.mqtt import crypto
-from meshbot.radios.protobufs import mesh_pb2, mqtt_pb2, portnums_pb2
+from meshbot.radios.protobufs import config_pb2, mesh_pb2, mqtt_pb2, portnums_pb2
 
 BROADCAST = 0xFFFFFFFF
 PKI_CHANNEL = "PKI"
@@ -249,3 +249,25 @@ def routing_error(data: mesh_pb2.Data) -> str | None:
 
 
 KeyLookup = Callable[[int], bytes | None]
+
+
+# The firmware names a default channel after its modem preset (LONG_FAST -> "LongFast").
+DEFAULT_CHANNEL_NAMES = frozenset(
+    "".join(word.capitalize() for word in name.split("_"))
+    for name in config_pb2.Config.LoRaConfig.ModemPreset.keys()  # noqa: SIM118 (a protobuf enum, not a dict)
+)
+# PSKs everyone has: none, or "AQ==" (the firmware's default key).
+DEFAULT_PSKS = frozenset({b"", b"\x01"})
+
+
+def is_default_public(name: str, psk: bytes) -> bool:
+    """True for the mesh's default public channel: a preset's name (LongFast, MediumFast...) and the default key."""
+    return psk in DEFAULT_PSKS and name in DEFAULT_CHANNEL_NAMES
+
+
+def channel_kind(name: str, psk: bytes) -> str:
+    """One phrase for the start-up log: whether `name` is the mesh's default public channel, and why."""
+    if is_default_public(name, psk):
+        return f"channel {name} with the default key: the mesh's default public channel"
+    why = "its own key" if psk not in DEFAULT_PSKS else "its own name"
+    return f"channel {name} ({why}): a private channel, not the mesh's default public one"

@@ -90,7 +90,9 @@ class MqttRadio:
         self._ack_wait_s = min(self._cfg.ack_wait_s, cfg.mesh.ack_timeout_s * 0.8)
         self._dm_on_channel = any(rule.index == 0 and rule.reply == "channel" for rule in cfg.policy.channels)
         self._long_name = self._cfg.long_name or cfg.persona.bot_name
-        self.channel = Channel.from_psk(self._cfg.channel, parse_psk_bytes(self._cfg.psk))
+        psk = parse_psk_bytes(self._cfg.psk)
+        self.channel = Channel.from_psk(self._cfg.channel, psk)
+        self.channel_is_public = codec.is_default_public(self._cfg.channel, psk)
         wall = wall or time.time
         keys = keys or KeyStore(store)
         self.identity: Identity = resolve_identity(self._cfg, keys, wall)
@@ -151,6 +153,8 @@ class MqttRadio:
         if self._cluster is not None:
             self._cluster.listen_acks(self._resolve_forwarded)
         log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
+        kind = codec.channel_kind(self._cfg.channel, parse_psk_bytes(self._cfg.psk))
+        log.info("%s", kind, extra={"event": Event.RADIO_CHANNEL, "public": self.channel_is_public})
         self._client.connect_async(
             self._cfg.host,
             self._cfg.port,
@@ -303,6 +307,7 @@ class MqttRadio:
             long_name=self._long_name,
             region=region_of(self._cfg.root),
             hop_limit=self._hop_limit,
+            public_channels=frozenset({0}) if self.channel_is_public else frozenset(),
         )
 
     def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:

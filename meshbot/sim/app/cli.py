@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from meshbot.app import configfile, interrupts, logs
 from meshbot.core.config import Config
 from meshbot.core.ids import node_id
+from meshbot.sim.app.commands import ask_command, nodes_command, script
 from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
@@ -79,7 +80,7 @@ def cmd_sim(
     mesh.start()
     code = 0
     try:
-        out.write(describe_mesh(mesh) + "\n")
+        out.write(describe_mesh(mesh, bot_starts=args.bot) + "\n")
         out.flush()
         if args.bot:
             daemon, code = _start_bot(cfg, mesh, out, stop)
@@ -103,8 +104,8 @@ def cmd_sim(
     return code
 
 
-def describe_mesh(mesh: VirtualMesh) -> str:
-    """Who is where, and how to talk to it."""
+def describe_mesh(mesh: VirtualMesh, bot_starts: bool = False) -> str:
+    """Who is where, and how to talk to it (with `bot_starts`, no line on starting a bot: --bot starts one)."""
     m = mesh.topology.mesh
     lines = [
         f"virtual mesh: {len(mesh.topology.nodes)} nodes, {m.region} {m.modem_preset}, hop limit {m.hop_limit}, "
@@ -118,21 +119,21 @@ def describe_mesh(mesh: VirtualMesh) -> str:
         )
     handset = next((s for s in mesh.topology.nodes if s.role == "handset"), None)
     broker = m.mqtt
-    if mesh.bot_num is None and broker is not None:  # no radio for the bot: it joins through the gateways
+    if bot_starts:
+        dest = node_id(mesh.bot.node_num) if mesh.bot_num is not None else "<the bot's node id, printed below>"
+    elif mesh.bot_num is None and broker is not None:  # no radio for the bot: it joins through the gateways
         lines.append(
             f"bot: MESHBOT_RADIO_TRANSPORT=mqtt MESHBOT_MQTT_HOST={broker.host} MESHBOT_MQTT_PORT={broker.port} "
-            f"MESHBOT_MQTT_ROOT={broker.root} MESHBOT_MQTT_CHANNEL={broker.channel} meshbot run"
+            f"MESHBOT_MQTT_ROOT={broker.root} MESHBOT_MQTT_CHANNEL={broker.channel} {script('meshbot')} run"
         )
         dest = "<the bot's node id, logged at its start>"
     else:
-        lines.append(f"bot: meshbot run --host 127.0.0.1:{mesh.bot.port}")
+        lines.append(f"bot: {script('meshbot')} run --host 127.0.0.1:{mesh.bot.port}")
         dest = node_id(mesh.bot.node_num)
     if handset is not None:
         port = mesh.node(handset.name).port
-        lines.append(
-            f"talk: meshtastic --host 127.0.0.1:{port} --sendtext 'what is lora?' "
-            f"--dest '{dest}'   (and --nodes to list the mesh)"
-        )
+        lines.append(f"talk: {ask_command(port, 'what is lora?', dest)}")
+        lines.append(f"list the mesh: {nodes_command(port)}")
     return "\n".join(lines)
 
 
@@ -171,7 +172,10 @@ def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO, stop: threading.Even
     Returns (daemon, 0), or (None, exit code) when it did not start: 0 if a stop came first, else 1.
     """
     from meshbot.app.compose import build_daemon
-    from meshbot.app.runner import STARTUP_ERRORS
+    from meshbot.app.preflight import require_model
+    from meshbot.app.runner import STARTUP_ERRORS, demo_config
+
+    cfg = demo_config(cfg)  # as `make run` does: the example notes (unless the config names some), a fresh store
 
     broker = mesh.topology.mesh.mqtt
     if mesh.bot_num is None and broker is not None:  # a bot with no radio: through the gateways' broker
@@ -191,6 +195,7 @@ def _start_bot(cfg: Config, mesh: VirtualMesh, out: TextIO, stop: threading.Even
     out.write("loading the model and starting the bot...\n")
     out.flush()
     try:
+        require_model(cfg)
         daemon = build_daemon(cfg, clock=mesh.clock, stop=stop)
     except STARTUP_ERRORS as exc:
         if stop.is_set():

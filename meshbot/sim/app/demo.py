@@ -1,4 +1,4 @@
-"""The demo behind `meshbot run` with no radio: a small virtual mesh, a handset that asks the bot.
+"""The demo behind `meshbot run` with no radio: a small virtual mesh, a neighbour's handset that asks the bot.
 
 `runner.py` starts it before the daemon (which connects to `bot_port`), calls
 `after_daemon_started()` once the daemon is up, and `stop()` at the end, which prints the report.
@@ -14,10 +14,13 @@ from typing import TextIO
 
 from meshbot.core import limits
 from meshbot.core.ids import node_id
-from meshbot.sim.app.console import HELP, HandsetConsole
+from meshbot.sim.app.commands import ask_command
+from meshbot.sim.app.console import HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
 from meshbot.sim.app.topology import DEFAULT_TOPOLOGY, load_topology
+from meshbot.sim.node.records import HeardPacket
+from meshbot.sim.rules.firmware import is_broadcast
 
 SAMPLE_DM = "What is LoRa?"
 SAMPLE_CHANNEL = "!ai how far can a mesh reach?"
@@ -26,8 +29,22 @@ SAMPLE_NODES = "!nodes"
 SAMPLE_MESH = "What is the battery of RLY?"
 
 
+class NeighbourScreen(HandsetConsole):
+    """The demo's sample asker: its DMs and their answers, each line marked as seen on that handset."""
+
+    def write(self, line: str) -> None:
+        """Print one line, marked with whose screen it is on."""
+        super().write(f"({self.name}'s screen) {line}")
+
+    def describe(self, heard: HeardPacket) -> str | None:
+        """As the handset shows it, but no channel traffic: the user's own screen shows that already."""
+        if heard.error is None and is_broadcast(heard.to):
+            return None
+        return super().describe(heard)
+
+
 class Demo:
-    """A virtual mesh with the bot's radio, a relay and a handset that asks a question or two."""
+    """A virtual mesh with the bot's radio, a relay, the user's handset, and a neighbour who asks a question or two."""
 
     def __init__(
         self,
@@ -48,7 +65,8 @@ class Demo:
         self._nodes_after_s = nodes_after_s
         self._mesh_after_s = mesh_after_s
         self.mesh: VirtualMesh | None = None
-        self.console: HandsetConsole | None = None
+        self.console: HandsetConsole | None = None  # the user's handset
+        self.asker: HandsetConsole | None = None  # the neighbour who asks the sample questions
 
     def start(self) -> None:
         """Start the mesh (TopologyError if unusable); its nodes announce themselves while the daemon connects."""
@@ -62,38 +80,61 @@ class Demo:
 
     @property
     def handset_name(self) -> str:
-        """The handset the demo types on: the first in the topology."""
-        return next(n.name for n in self._mesh().topology.nodes if n.role == "handset")
+        """The handset the user types on: the first in the topology."""
+        return self._handsets()[0]
+
+    @property
+    def asker_name(self) -> str:
+        """The handset that asks the sample questions: the second, so the user's allowance stays whole."""
+        handsets = self._handsets()
+        return handsets[1] if len(handsets) > 1 else handsets[0]
+
+    def _handsets(self) -> list[str]:
+        return [n.name for n in self._mesh().topology.nodes if n.role == "handset"]
 
     def after_daemon_started(self) -> None:
-        """Show the handset's screen, send the sample questions, and offer a REPL on a terminal."""
+        """Show the handset's screen, have the neighbour ask the sample questions, and offer a REPL on a terminal."""
         mesh = self._mesh()
         console = HandsetConsole(mesh, self.handset_name, self._out)
         self.console = console
         console.attach()
         handset = mesh.node(self.handset_name)
-        bot = mesh.bot
+        bot_num = mesh.bot.node_num
+        asker = self._sample_asker(console)
         console.write(
             f"virtual mesh up: you are {self.handset_name} ({node_id(handset.node_num)}), the bot is "
-            f"{node_id(bot.node_num)}. Talk to it: meshtastic --host 127.0.0.1:{handset.port} "
-            f"--sendtext 'your question' --dest '{node_id(bot.node_num)}'"
+            f"{node_id(bot_num)}. {self._who_asks(asker)} Talk to it from another terminal: "
+            f"{ask_command(handset.port, 'your question', node_id(bot_num))}"
         )
-        bot_num = bot.node_num
-        mesh.scheduler.call_later(self._dm_after_s, lambda: console.send(SAMPLE_DM, to=bot_num))
-        mesh.scheduler.call_later(self._channel_after_s, lambda: console.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
+        mesh.scheduler.call_later(self._dm_after_s, lambda: asker.send(SAMPLE_DM, to=bot_num))
+        mesh.scheduler.call_later(self._channel_after_s, lambda: asker.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
         # What the bot knows about its mesh: a command answered from the node directory, then a question about it.
-        mesh.scheduler.call_later(self._nodes_after_s, lambda: console.send(SAMPLE_NODES, to=bot_num))
-        mesh.scheduler.call_later(self._mesh_after_s, lambda: console.send(SAMPLE_MESH, to=bot_num))
-        if self._stdin.isatty():
-            console.write(f"typing a line here sends it as a DM to the bot ({HELP})")
+        mesh.scheduler.call_later(self._nodes_after_s, lambda: asker.send(SAMPLE_NODES, to=bot_num))
+        mesh.scheduler.call_later(self._mesh_after_s, lambda: asker.send(SAMPLE_MESH, to=bot_num))
+        if self._stdin.isatty():  # the console says itself what typing does ("you are Alice ...; type a line ...")
             threading.Thread(target=console.run, args=(self._stdin,), name="demo-console", daemon=True).start()
+
+    def _sample_asker(self, console: HandsetConsole) -> HandsetConsole:
+        """The console the sample questions are sent from: the neighbour's screen, or the user's if alone."""
+        if self.asker_name == self.handset_name:
+            return console  # a topology with one handset: the samples come out of the user's allowance
+        asker = NeighbourScreen(self._mesh(), self.asker_name, self._out)
+        asker.attach()
+        self.asker = asker
+        return asker
+
+    def _who_asks(self, asker: HandsetConsole) -> str:
+        if asker.name == self.handset_name:
+            return "You ask it a few sample questions first."
+        return f"{asker.name} ({node_id(asker.node.node_num)}) asks it a few sample questions; your own allowance is whole."
 
     def stop(self) -> None:
         """Stop the mesh and print its report."""
         if self.mesh is None:
             return
-        if self.console is not None:
-            self.console.detach()
+        for console in (self.console, self.asker):
+            if console is not None:
+                console.detach()
         report = self.mesh.report()
         self.mesh.stop()
         self._out.write(render_report(report) + "\n")

@@ -419,7 +419,10 @@ class VirtualNode(ModulesApi, PhoneApi):
             with self._lock:
                 self._client.emit([fw.queue_status(res=0, packet_id=0, free=self._queue_free())])
         elif kind == "disconnect":
+            # PhoneAPI::close over TCP is ServerAPI::close: the firmware drops the connection (client.stop()),
+            # so a client that says goodbye (the official CLI at exit) sees the end it waits for.
             self._client.pause(session)
+            self._server.close_link(link, why="client said disconnect")
         elif kind == "packet":
             self._handle_client_packet(session, message.packet)
         else:

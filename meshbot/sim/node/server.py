@@ -176,6 +176,10 @@ class StreamServer:
         done.wait(timeout)
         return bool(result and result[0])
 
+    def close_link(self, link: ClientLink, *, why: str) -> None:
+        """Close `link` with a FIN (from a handler, on the I/O thread): the firmware ending a connection itself."""
+        self._close_link(link, reset=False, why=why)
+
     def _post(self, command: Callable[[], None]) -> None:
         self._commands.append(command)
         self._wake()
