@@ -11,10 +11,12 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
 from meshbot.core.domain import Clock, Model, NodeDirectory, Radio
+from meshbot.core.metrics import NO_METRICS, NodeFigures
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
 from meshbot.radios import TRANSPORTS, make_radio
@@ -27,6 +29,9 @@ from meshbot.service.memory import ConversationMemory, MemoryTables
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
+
+if TYPE_CHECKING:
+    from meshbot.console.console import Console
 
 
 def check_names(cfg: Config) -> None:
@@ -154,6 +159,26 @@ class _ClosesModel:
         self.model.close()
 
 
+def open_console(cfg: Config, nodes: NodeFigures | None = None) -> Console:
+    """The operator's console for `[console]`, its port bound (ConfigError when it cannot be)."""
+    from meshbot.console.console import Console
+    from meshbot.console.history import History
+    from meshbot.console.metrics import ConsoleMetrics
+
+    worker = None
+    if cfg.cluster.enabled:
+        from meshbot.cluster.shared import default_worker_id
+
+        worker = cfg.cluster.worker_id or default_worker_id()
+    history = History(int(cfg.console.history_h * 60), cfg.console.show_text)
+    try:
+        return Console(cfg.console, ConsoleMetrics(history, worker), nodes)
+    except OSError as exc:
+        raise ConfigError(
+            f"console: cannot listen on {cfg.console.host}:{cfg.console.port}: {exc.strerror or exc}"
+        ) from None
+
+
 @contextlib.contextmanager
 def _closed_on(stop: threading.Event | None, radio: Radio) -> Iterator[None]:
     """While connecting: a stop closes the radio, which ends its (otherwise endless) connect retries."""
@@ -195,12 +220,16 @@ def build_daemon(
     check_names(cfg)
     clock = clock or SystemClock()
     store = store or open_store(cfg)
-    opened: list[Model | Radio | KnowledgeSource] = []
+    opened: list[Model | Radio | KnowledgeSource | Console] = []
     cluster: _ClusterParts | None = None
     companions: list[Companion] = []
     try:
         if cfg.cluster.enabled:
             cluster = _ClusterParts(cfg, store)
+        console = open_console(cfg) if cfg.console.enabled else None
+        if console is not None:
+            opened.append(console)
+            companions.append(console)
         if model is None:
             model = make_model(cfg.model, clock)
             opened.append(model)
@@ -232,6 +261,7 @@ def build_daemon(
             hooks=hooks or command_hooks(memory, knowledge),
             ledger=cluster.ledger if cluster else None,
             companions=[*(cluster.companions if cluster else ()), *companions],
+            metrics=console.metrics if console is not None else NO_METRICS,
         )
         if cluster is not None:
             cluster.share_budgets(cfg, daemon)

@@ -25,6 +25,9 @@ from meshbot.core.config_sections import (
     CommandsConfig as CommandsConfig,
 )
 from meshbot.core.config_sections import (
+    ConsoleConfig as ConsoleConfig,
+)
+from meshbot.core.config_sections import (
     JoinConfig as JoinConfig,
 )
 from meshbot.core.config_sections import (
@@ -274,6 +277,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()
     cluster: ClusterConfig = ClusterConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

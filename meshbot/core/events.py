@@ -85,6 +85,8 @@ class Event(enum.StrEnum):
     LEASE_LOST = "lease-lost"
     CLUSTER_ERROR = "cluster-error"
     CLUSTER_BACK = "cluster-back"
+    # the operator's console
+    CONSOLE_UP = "console-up"
 
 
 class Reason(enum.StrEnum):

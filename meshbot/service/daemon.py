@@ -21,6 +21,7 @@ from meshbot.core.domain import Clock, Inbound, LocalNode, Model, Radio, RadioEv
 from meshbot.core.events import Event, Reason
 from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics
 from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
 from meshbot.service.commands import CommandHooks, StandardCommands
@@ -28,6 +29,7 @@ from meshbot.service.context import Contexts
 from meshbot.service.intake import Intake
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
+from meshbot.service.observed import seen
 from meshbot.service.queueing import FairQueue, Query, QueryQueue
 from meshbot.service.resume import Housekeeper
 from meshbot.service.sender import Sender
@@ -89,7 +91,9 @@ class Daemon:
         hooks: CommandHooks | None = None,
         ledger: Ledger | None = None,
         companions: Sequence[Companion] = (),
+        metrics: Metrics = NO_METRICS,
     ) -> None:
+        self.metrics = metrics
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
         self.inbox = inbox
         self.radio_up = inbox.radio_up
@@ -104,9 +108,11 @@ class Daemon:
             region_limit_s(node.region),
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen, node.public_channels)
-        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
+        self.sender = Sender(
+            radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published, metrics=metrics
+        )
         self.contexts = contexts or Contexts()
-        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts)
+        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts, metrics=metrics)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
         gate = Gate(
             cfg.limits,
@@ -134,6 +140,7 @@ class Daemon:
             self.paused,
             desk=JoinDesk(cfg.join, self.ledger, clock, cfg.model.seed),
             commands=commands.table(),
+            metrics=metrics,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -245,6 +252,7 @@ class Daemon:
                 extra={"event": Event.FAILED, "reason": Reason.WORKER_ERROR, "query_id": query.query_id},
             )
             self.ledger.failed(query.query_id, Reason.WORKER_ERROR)
+            self.metrics.question(seen(query, "failed", self.clock.now(), reason=Reason.WORKER_ERROR))
         finally:
             self._working.clear()
 

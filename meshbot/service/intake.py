@@ -18,11 +18,13 @@ from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import labelled
 from meshbot.core.gate import Admin, Gate, Refused, Spend
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics, QuestionSeen
 from meshbot.core.policy import Accept, Ignore, Kind, Policy
 from meshbot.core.ratelimit import ChannelCooldown
 from meshbot.service.commands import CommandRequest, CommandTable
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
+from meshbot.service.observed import seen
 from meshbot.service.queueing import Admission, Query, QueryQueue
 from meshbot.service.sender import Sender, SendJob
 from meshbot.storage.store import Store
@@ -46,8 +48,10 @@ class Intake:
         *,
         desk: JoinDesk,
         commands: CommandTable,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.policy = policy
         self.gate = gate
         self.ledger = ledger
@@ -101,6 +105,9 @@ class Intake:
             self._admin(verdict, decision)
         elif isinstance(verdict, Refused):
             self._log_ignored(msg, verdict.reason)
+            self.metrics.question(
+                QuestionSeen("refused", msg.sender, msg.hops, 0.0, 0, decision.question, verdict.reason)
+            )
             if verdict.notice:
                 self._reply(decision, verdict.notice, "notice")
         elif command is not None:
@@ -182,6 +189,7 @@ class Intake:
             )
             return
         self.ledger.dropped(query.query_id, admission.value)
+        self.metrics.question(seen(query, "dropped", self.clock.now(), reason=admission.value))
         log.warning(
             "dropped q%d from %s: %s (depth %d)",
             query.query_id,

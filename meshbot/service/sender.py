@@ -15,6 +15,7 @@ from meshbot.core.config import MeshConfig
 from meshbot.core.domain import AckStatus, Clock, Outbound, Radio, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics
 from meshbot.core.pacing import Pacer
 from meshbot.storage.store import Store
 
@@ -52,8 +53,10 @@ class Sender:
         radio_up: threading.Event | None = None,
         store: Store | None = None,
         on_published: Callable[[SendJob, int], None] | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._radio = radio
+        self._metrics = metrics
         self._on_published = on_published  # told as soon as a fragment left, before any ACK wait
         self._radio_up = radio_up
         self._store = store
@@ -246,6 +249,7 @@ class Sender:
                 "packet_id": packet_id,
             },
         )
+        self._metrics.on_air(airtime, fragment=job.query_id is not None)
         if not out.want_ack:
             return SendResult(packet_id, AckStatus.SENT)
         return self._await_ack(job, packet_id, inbox)
@@ -262,6 +266,7 @@ class Sender:
                 self._cfg.ack_timeout_s,
                 extra={"event": Event.ACK_TIMEOUT, "packet_id": packet_id},
             )
+            self._metrics.nak("TIMEOUT")
             return SendResult(packet_id, AckStatus.TIMEOUT, "TIMEOUT")
         waited = self._clock.now() - started
         if result.status is AckStatus.NAKED:
@@ -274,6 +279,7 @@ class Sender:
                 result.reason,
                 extra={"event": Event.FRAGMENT_NAK, "reason": result.reason, "packet_id": packet_id},
             )
+            self._metrics.nak(result.reason)
         else:
             log.info(
                 "%s %s (id %d) after %.1fs",
@@ -288,6 +294,7 @@ class Sender:
                     "ack_s": round(waited, 3),
                 },
             )
+            self._metrics.ack()
         return result
 
     def _count_node_retries(self, job: SendJob, result: SendResult | None, waited: float) -> None:

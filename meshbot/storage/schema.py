@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from meshbot.storage import keys, memory
+from meshbot.storage import console, keys, memory
 from meshbot.storage.records import StoreError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,16 @@ _SCHEMA_V2 = (
         queue_depth INTEGER NOT NULL, paused INTEGER NOT NULL, stopped INTEGER NOT NULL DEFAULT 0)""",
 )
 # Migration n takes the database from user_version n-1 to n. Append; never edit a shipped one.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: keys.SCHEMA_V3, 4: memory.SCHEMA}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _SCHEMA_V1,
+    2: _SCHEMA_V2,
+    3: keys.SCHEMA_V3,
+    4: memory.SCHEMA,
+    5: (),  # placeholder: another branch's migration
+    6: (),  # placeholder: another branch's migration
+    7: (),  # placeholder: another branch's migration
+    8: console.SCHEMA,
+}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
