@@ -35,10 +35,14 @@ class ConsoleBot:
         console = next(c for c in self.daemon.companions if hasattr(c, "port"))
         return f"http://127.0.0.1:{console.port}"
 
-    def ask(self, who: str, text: str) -> None:
-        """`who` DMs the bot, on the mesh's own thread."""
+    def ask(self, who: str, text: str, after_s: float = 0.0) -> None:
+        """`who` DMs the bot `after_s` mesh seconds from now, on the mesh's own thread.
+
+        A handset's firmware refuses a second text within 2 s of its first, and two nodes sending at once
+        may collide on air: space the questions.
+        """
         node = self.mesh.node(who)
-        self.mesh.scheduler.call_later(0.0, lambda: node.send_text(text, to=BOT))
+        self.mesh.scheduler.call_later(after_s, lambda: node.send_text(text, to=BOT))
 
 
 def mesh_topology(time_scale: float = 20.0):

@@ -29,7 +29,7 @@ def test_counters_move_after_real_questions(console_bot) -> None:
     assert before["meshbot_radio_up{}"] == 1
     assert before["meshbot_airtime_budget_seconds{}"] > 0
     bot.ask("Alice", "What is LoRa?")
-    bot.ask("Bob", "How far does a mesh reach?")
+    bot.ask("Bob", "How far does a mesh reach?", after_s=5.0)  # not on air at once with Alice's
     after = wait_for(
         bot, lambda s: s["meshbot_questions_total{outcome=answered}"] >= 2 and s["meshbot_acks_total{}"] >= 2
     )

@@ -85,10 +85,17 @@
     return n;
   }
 
+  // At least the last hour on the x axis, so a fresh start's few points are not stretched over years.
+  function span(feed) {
+    var t = feed.series.t, end = t.length ? t[t.length - 1] : feed.now;
+    return { min: Math.min(t.length ? t[0] : end, end - 3600), max: end + 60 };
+  }
+
   function draw(feed) {
     CHARTS.forEach(function (chart) {
       var cols = columns(chart, feed);
       if (!plots[chart.id]) { build(chart, cols); } else { plots[chart.id].plot.setData(cols); }
+      plots[chart.id].plot.setScale("x", span(feed));
       plots[chart.id].box.dataset.points = String(points(chart, cols));
     });
   }
