@@ -53,7 +53,8 @@ def mesh_topology(time_scale: float = 20.0):
         ("Bob", "handset", ["BOT"]),
         ("BOT", "bot", []),
     ]
-    return topology(nodes, time_scale=time_scale)
+    # modules: the nodes send device telemetry and positions (the firmware's intervals, much sped up).
+    return topology(nodes, time_scale=time_scale, modules=True, modules_speedup=60.0)
 
 
 @pytest.fixture

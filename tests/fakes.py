@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from meshbot.core.clock import VirtualClock
+from meshbot.core.directory import NodeReport
 from meshbot.core.domain import (
     AckStatus,
     Generation,
@@ -60,10 +61,22 @@ class FakeRadio:
         self.on_event: Callable[[RadioEvent], None] | None = None
         self.on_send: Callable[[Sent], None] | None = None  # test hook, runs inside send()
         self.unanswered: list[tuple[int, Callable[[SendResult], None]]] = []  # TIMEOUT sends, for late ACKs
-        self.names: dict[int, str] = {}  # short names heard in NodeInfo, as a real node DB would hold them
+        self.names: dict[int, str] = {}
+        self.node_sink: Callable[[NodeReport], None] | None = (
+            None  # short names heard in NodeInfo, as a real node DB would hold them
+        )
 
     def short_name_of(self, node: int) -> str | None:
         return self.names.get(node)
+
+    def report_nodes(self, sink: Callable[[NodeReport], None]) -> None:
+        """Where node reports go (the daemon's node directory), as a real transport would send them."""
+        self.node_sink = sink
+
+    def hear(self, report: NodeReport) -> None:
+        """A packet about a node heard on air (a Position, Telemetry, NodeInfo...), as the radio reports it."""
+        assert self.node_sink is not None, "no node directory listens"
+        self.node_sink(report)
 
     def start(self, on_packet, on_event) -> None:
         self.on_packet, self.on_event = on_packet, on_event

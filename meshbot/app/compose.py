@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from meshbot.console.nodes import DirectoryFigures
 from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
-from meshbot.core.domain import Clock, Model, NodeDirectory, Radio
+from meshbot.core.directory import NodeReport, NodeUser
+from meshbot.core.domain import Clock, Model, NodeDirectory, NodeReporter, Radio
 from meshbot.core.metrics import NO_METRICS, NodeFigures
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
@@ -23,9 +25,13 @@ from meshbot.radios import TRANSPORTS, make_radio
 from meshbot.service.commands import CommandHooks
 from meshbot.service.context import AskerSource, Contexts, ContextSource
 from meshbot.service.daemon import Companion, Daemon, Inbox
+from meshbot.service.directory import DirectoryTable as DirectoryTables
+from meshbot.service.directory import MeshDirectory
 from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory, MemoryTables
+from meshbot.service.mesh_context import MeshContext
+from meshbot.storage.directory import DirectoryTable
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
@@ -84,25 +90,51 @@ def context_sources(
     radio: Radio | None = None,
     memory: ConversationMemory | None = None,
     knowledge: KnowledgeSource | None = None,
+    mesh: MeshContext | None = None,
+    directory: NodeDirectory | None = None,
 ) -> list[ContextSource]:
     """What each question's prompt gets besides the question, in order (see service/context.py)."""
-    directory: NodeDirectory | None = radio if isinstance(radio, NodeDirectory) else None
-    names = directory.short_name_of if directory is not None else None
+    named = directory if directory is not None else radio
+    short_name_of = getattr(named, "short_name_of", None)
     sources: list[ContextSource] = []
     if memory is not None:
         sources.append(memory)
     if knowledge is not None:
         sources.append(knowledge)
-    sources.append(AskerSource(names))
+    if mesh is not None:
+        sources.append(mesh)
+    sources.append(AskerSource(short_name_of if callable(short_name_of) else None))
     return sources
 
 
-def command_hooks(memory: ConversationMemory | None, knowledge: KnowledgeSource | None) -> CommandHooks:
-    """What !reset and !src call: conversation memory's forget, the knowledge index's last source (None: off)."""
+def command_hooks(
+    memory: ConversationMemory | None, knowledge: KnowledgeSource | None, mesh: MeshContext | None = None
+) -> CommandHooks:
+    """What !reset and !src call: memory's forget, the notes' and the directory's last source (None: off)."""
     return CommandHooks(
         forget=memory.forget if memory is not None else None,
         last_source=knowledge.last_source if knowledge is not None else None,
+        mesh_source=mesh.last_source if mesh is not None else None,
     )
+
+
+def open_directory(cfg: Config, store: Store, radio: Radio, table: DirectoryTables | None = None) -> MeshDirectory:
+    """The node directory in `table` (default: `store`'s), fed by `radio` when it reports nodes (before it starts)."""
+    fallback = getattr(radio, "short_name_of", None)
+    directory = MeshDirectory(
+        cfg.mesh_directory,
+        table if table is not None else DirectoryTable(store),
+        fallback_names=fallback if callable(fallback) else None,
+    )
+    if isinstance(radio, NodeReporter):
+        radio.report_nodes(directory.note)
+    return directory
+
+
+def note_own_node(directory: MeshDirectory, radio: Radio) -> None:
+    """The bot's own node, as its radio named it at connect."""
+    node = radio.local_node()
+    directory.note(NodeReport(node.node_num, user=NodeUser(node.short_name, node.long_name), is_self=True))
 
 
 class _ClusterParts:
@@ -110,6 +142,7 @@ class _ClusterParts:
 
     def __init__(self, cfg: Config, store: Store) -> None:
         from meshbot.cluster.custodian import Custodian
+        from meshbot.cluster.directory import SharedDirectoryTable
         from meshbot.cluster.keys import SharedKeys
         from meshbot.cluster.ledger import ClusterLedger
         from meshbot.cluster.memory import SharedMemory
@@ -127,6 +160,8 @@ class _ClusterParts:
         ledger = ClusterLedger(store, WorkLog(self.shared, cfg.cluster.lease_s))
         self.ledger: Ledger = ledger
         self.companions: list[Companion] = [Custodian(self.shared, ledger)]
+        # What each worker hears of the mesh (its share of the uplinks) goes into one directory for all.
+        self.directory: DirectoryTables = SharedDirectoryTable(self.shared)
 
     def share_budgets(self, cfg: Config, daemon: Daemon) -> None:
         """Rate limits per bot and air time per region, not per worker."""
@@ -237,18 +272,23 @@ def build_daemon(
         if radio is None:
             radio = cluster.radio(cfg, store, clock) if cluster else make_radio(cfg, store, clock)
         opened.append(radio)
+        directory = open_directory(cfg, store, radio, cluster.directory if cluster else None)
         inbox = Inbox()
         with _closed_on(stop, radio):
             on_packet = cluster.shared.claiming(inbox.put_packet) if cluster else inbox.put_packet
             radio.start(on_packet, inbox.put_event)
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
+        note_own_node(directory, radio)
+        if console is not None:
+            console.nodes = DirectoryFigures(directory)
+        mesh = MeshContext(directory, cfg.mesh_directory)
         table = cluster.memory if cluster else None
         memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
         knowledge = open_knowledge(cfg, store.path) if cfg.knowledge.active else None
         if knowledge is not None:
             opened.append(knowledge)
-        contexts = Contexts(context_sources(radio, memory, knowledge))
+        contexts = Contexts(context_sources(radio, memory, knowledge, mesh, directory))
         daemon = Daemon(
             cfg,
             radio=radio,
@@ -258,9 +298,10 @@ def build_daemon(
             node=node,
             inbox=inbox,
             contexts=contexts,
-            hooks=hooks or command_hooks(memory, knowledge),
+            hooks=hooks or command_hooks(memory, knowledge, mesh),
             ledger=cluster.ledger if cluster else None,
-            companions=[*(cluster.companions if cluster else ()), *companions],
+            companions=[*(cluster.companions if cluster else ()), directory, *companions],
+            directory=directory,
             metrics=console.metrics if console is not None else NO_METRICS,
         )
         if cluster is not None:

@@ -37,6 +37,9 @@ from meshbot.core.config_sections import (
     LogConfig as LogConfig,
 )
 from meshbot.core.config_sections import (
+    MeshDirectoryConfig as MeshDirectoryConfig,
+)
+from meshbot.core.config_sections import (
     MqttConfig as MqttConfig,
 )
 from meshbot.core.config_sections import (
@@ -60,6 +63,12 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+DEFAULT_MESH_RULE = (
+    "Questions about the mesh (its nodes, battery, signal, hops, distance, channel load) are answered only from "
+    "the mesh facts given with the question: copy their figures exactly, and say you do not know what they do not say."
+)
+
+
 class ConfigError(Exception):
     """A config file or override that cannot be used; the message names the key."""
 
@@ -71,7 +80,7 @@ class RadioConfig(_Section):
     port: str | None = None  # serial device, e.g. /dev/ttyUSB0
     host: str | None = None  # HOST or HOST:PORT of a node's TCP API
     ble: str | None = None  # BLE address or name
-    no_nodes: bool = True  # skip downloading the node DB: faster connect, less memory
+    no_nodes: bool = True  # connect without the node DB (fast); the node directory then asks for it alone (69421)
     connect_timeout_s: float = Field(default=300.0, gt=0)
     # With no device given and none found: "sim" starts the virtual mesh demo, "fail" exits.
     when_no_radio: Literal["sim", "fail"] = "sim"
@@ -136,6 +145,8 @@ class PersonaConfig(_Section):
 
     bot_name: str = "meshbot"
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # Added to the system prompt when a question about the mesh comes with the node directory's facts.
+    mesh_rule: str = DEFAULT_MESH_RULE
 
 
 class MeshConfig(_Section):
@@ -277,6 +288,7 @@ class Config(_Section):
     mqtt: MqttConfig = MqttConfig()
     sim: SimConfig = SimConfig()
     cluster: ClusterConfig = ClusterConfig()
+    mesh_directory: MeshDirectoryConfig = MeshDirectoryConfig()
     console: ConsoleConfig = ConsoleConfig()
 
 

@@ -38,6 +38,11 @@ class CommandsConfig(_Section):
     reset: tuple[str, ...] = ("!reset",)
     more: tuple[str, ...] = ("more", "!more", "more please", "continue")
     src: tuple[str, ...] = ("!src",)
+    # mesh commands, answered from the node directory (`!node` takes a name: `!node BRVO`)
+    nodes: tuple[str, ...] = ("!nodes",)
+    where: tuple[str, ...] = ("!where",)
+    mesh: tuple[str, ...] = ("!mesh",)
+    node: tuple[str, ...] = ("!node",)
     # Commands have their own allowance, apart from questions: this many at once, refilled per hour.
     per_node_burst: float = Field(default=6, ge=1)
     per_node_per_hour: float = Field(default=60, ge=0)
@@ -167,6 +172,17 @@ class ClusterConfig(_Section):
     def enabled(self) -> bool:
         """True when workers share a store."""
         return bool(self.redis_url)
+
+
+class MeshDirectoryConfig(_Section):
+    """What the bot keeps about the nodes of its mesh, and which mesh commands may talk about places."""
+
+    max_nodes: int = Field(default=2000, ge=1, le=100_000)  # the longest-unheard node is forgotten first
+    ttl_days: float = Field(default=7.0, gt=0)  # a node unheard this long is forgotten
+    # false: !where is off, and no command or prompt gives a distance or bearing
+    location_commands: bool = True
+    # prompt tokens the mesh facts block may take (estimated), for a question about the mesh
+    token_budget: int = Field(default=200, ge=32, le=4096)
 
 
 class ConsoleConfig(_Section):

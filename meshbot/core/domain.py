@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
+from meshbot.core.directory import NodeRecord, NodeReport
+
 
 @dataclass(frozen=True)
 class Inbound:
@@ -125,10 +127,36 @@ class Radio(Protocol):
 
 @runtime_checkable
 class NodeDirectory(Protocol):
-    """A radio that knows other nodes' names (from their NodeInfo broadcasts)."""
+    """What the bot knows about the nodes of its mesh (kept by service/directory.py, read by commands and prompts)."""
 
     def short_name_of(self, node: int) -> str | None:
         """The node's short name as its owner set it (raw, untrusted), or None if unknown."""
+
+    def record(self, node: int) -> NodeRecord | None:
+        """Everything known about one node, or None."""
+
+    def records(self) -> list[NodeRecord]:
+        """Every known node, the most recently heard first."""
+
+    def own(self) -> NodeRecord | None:
+        """The bot's own node, once its radio said who it is."""
+
+    def find(self, name: str) -> NodeRecord | None:
+        """A node by short name, long name or `!id`."""
+
+    def named(self, text: str) -> list[NodeRecord]:
+        """The known nodes a text names."""
+
+    def now(self) -> float:
+        """Wall-clock epoch seconds, the time base of every record's `heard.at`."""
+
+
+@runtime_checkable
+class NodeReporter(Protocol):
+    """A transport that tells a node directory what it hears about nodes."""
+
+    def report_nodes(self, sink: Callable[[NodeReport], None]) -> None:
+        """Send every `NodeReport` from now on to `sink` (called before start; it runs on the radio's thread)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +190,7 @@ class Context:
     history: tuple[ChatTurn, ...] = ()
     notes: tuple[Note, ...] | None = None  # None: no knowledge configured; (): nothing relevant found
     asker: Asker | None = None
+    mesh: str | None = None  # the mesh facts block, for a question about the mesh (None: not about it)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,10 @@ class Event(enum.StrEnum):
     LEASE_LOST = "lease-lost"
     CLUSTER_ERROR = "cluster-error"
     CLUSTER_BACK = "cluster-back"
+    # the node directory (what the bot knows about its mesh)
+    DIRECTORY_LOADED = "directory-loaded"
+    DIRECTORY_SEEDED = "directory-seeded"  # the radio's node DB was read at connect
+    DIRECTORY_ERROR = "directory-error"
     # the operator's console
     CONSOLE_UP = "console-up"
 

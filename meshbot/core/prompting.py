@@ -36,11 +36,11 @@ NAME_MAX_CHARS = 12
 _NAME_DROP = regex.compile(r"[^\p{L}\p{M}\p{N}\p{So}\p{Sk} _.\-]+")
 
 
-def clean_name(raw: str | None) -> str | None:
+def clean_name(raw: str | None, max_chars: int = NAME_MAX_CHARS) -> str | None:
     """A node name safe to show the model: no controls or punctuation, one line, at most NAME_MAX_CHARS."""
     if not raw:
         return None
-    name = " ".join(_NAME_DROP.sub(" ", raw).split())[:NAME_MAX_CHARS].strip()
+    name = " ".join(_NAME_DROP.sub(" ", raw).split())[:max_chars].strip()
     return name or None
 
 
@@ -123,6 +123,7 @@ def build_generation(
     *,
     asker: Asker | None = None,
     notes: Sequence[Note] | None = None,
+    mesh: str | None = None,
 ) -> Generation:
     """The chat for one query: our system prompt (and who asks), earlier turns, then the question (with notes).
 
@@ -130,6 +131,8 @@ def build_generation(
     """
     budget = reply_budget_bytes(max_fragment_bytes, max_fragments)
     system = system_prompt(cfg.persona, budget)
+    if mesh:
+        system = f"{system}\n{cfg.persona.mesh_rule}"
     if asker is not None and (asker.short_name or asker.hops is not None):
         system = f"{system}\n{asker_line(asker)}"
     turns = [ChatTurn("system", system)]
@@ -139,10 +142,11 @@ def build_generation(
         # Only one system prompt: ours, which carries the current byte budget.
         if turn.role != "system":
             turns.append(turn)
-    turns.append(ChatTurn("user", with_notes(query.strip(), notes)))
+    turns.append(ChatTurn("user", with_mesh(with_notes(query.strip(), notes), mesh)))
     max_tokens = max_tokens_for(budget, cfg.model.max_tokens_cap)
-    # Memory keeps the question without its notes (they are looked up afresh for every question).
-    return Generation(tuple(turns), max_tokens, remembered=None if notes is None else query.strip())
+    # Memory keeps the question without its notes or mesh facts (they are looked up afresh for every question).
+    plain = notes is None and not mesh
+    return Generation(tuple(turns), max_tokens, remembered=None if plain else query.strip())
 
 
 def notes_block(notes: Sequence[Note]) -> str:
@@ -160,3 +164,11 @@ def with_notes(question: str, notes: Sequence[Note] | None) -> str:
         return question
     # Next to the question rather than in the system prompt: a small model uses what is near.
     return f"{notes_block(notes)}\n\n{QUESTION_HEAD} {question}"
+
+
+def with_mesh(user_turn: str, mesh: str | None) -> str:
+    """The mesh facts block (service/mesh_context.py) before the rest of the user turn; the turn alone without."""
+    if not mesh:
+        return user_turn
+    question = user_turn if user_turn.startswith((NOTES_HEAD, NO_NOTES)) else f"{QUESTION_HEAD} {user_turn}"
+    return f"{mesh}\n\n{question}"

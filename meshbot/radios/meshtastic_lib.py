@@ -6,8 +6,10 @@ immutable `Inbound` messages, and sends texts by integer node number with ACK re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,16 +18,19 @@ import meshtastic.mesh_interface
 import meshtastic.serial_interface
 import meshtastic.tcp_interface
 import meshtastic.util
-from meshtastic.protobuf import config_pb2
+from google.protobuf import json_format
+from meshtastic.protobuf import config_pb2, mesh_pb2
 from pubsub import pub
 
 from meshbot.core import limits
 from meshbot.core.acks import AckRouter
 from meshbot.core.config import Config, RadioConfig
+from meshbot.core.directory import NodeReport
 from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
+from meshbot.radios.nodefacts import report_of, report_of_nodeinfo
 from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,12 @@ TOPIC_DATA = "meshtastic.receive.data"
 TOPIC_LOST = "meshtastic.connection.lost"
 # ACKs and NAKs (ROUTING_APP packets) of every interface, old and new.
 TOPIC_ROUTING = "meshtastic.receive.routing"
+# Every packet the library decodes, once (each is published on exactly one subtopic): the node directory's feed.
+TOPIC_HEARD = "meshtastic.receive"
+# A node-DB entry the radio sent (at connect, and after our node-list request).
+TOPIC_NODE_DB = "meshtastic.node.updated"
+# PhoneAPI.h SPECIAL_NONCE_ONLY_NODES: "send me your node DB only" (firmware 2.7+), asked after a fast connect.
+NONCE_ONLY_NODES = 69421
 # Forget a send's ACK callback after this long (the library would keep it forever).
 HANDLER_TTL_S = 600.0
 
@@ -102,6 +113,7 @@ class MeshtasticRadio:
         # flushes what it held for us as soon as its config is sent, before our connect call returns.
         self._building: Any = None
         self._early: list[Mapping[str, Any]] = []
+        self._node_sink: Callable[[NodeReport], None] | None = None
 
     def describe(self) -> str:
         """Where the radio is, for log lines."""
@@ -123,6 +135,9 @@ class MeshtasticRadio:
         pub.subscribe(self._on_data, TOPIC_DATA)
         pub.subscribe(self._on_routing, TOPIC_ROUTING)
         pub.subscribe(self._on_lost, TOPIC_LOST)
+        if self._node_sink is not None:
+            pub.subscribe(self._on_heard, TOPIC_HEARD)
+            pub.subscribe(self._on_node_db, TOPIC_NODE_DB)
         if not self._reconnect_until_up():
             raise RadioUnavailable(f"radio closed while connecting to {self.describe()}")
 
@@ -173,6 +188,7 @@ class MeshtasticRadio:
         if late is not None:
             close_quietly(late)
             return False
+        self._ask_node_list(iface)
         self._up.set()
         node = self.local_node()
         log.info(
@@ -271,6 +287,46 @@ class MeshtasticRadio:
             log.debug("%d packet(s) arrived during the config handshake", len(early))
         for packet in early:
             self._hand_over(packet, node)
+
+    # -- the node directory's feed -------------------------------------------------------------------
+    def report_nodes(self, sink: Callable[[NodeReport], None]) -> None:
+        """Send what the radio hears about nodes (every packet, and its node DB at connect) to `sink`."""
+        self._node_sink = sink
+
+    def _ask_node_list(self, iface: Any) -> None:
+        """After a node-less connect, ask for the node DB alone: it streams in while the bot already answers."""
+        if self._node_sink is None or not self._cfg.no_nodes:
+            return  # no directory to fill, or the full handshake brought the node DB already
+        try:
+            iface._sendToRadio(mesh_pb2.ToRadio(want_config_id=NONCE_ONLY_NODES))
+        except Exception as exc:  # the node list is a nicety: the link works without it
+            log.warning("node list not requested: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
+
+    def _my_num(self, interface: Any) -> int | None:
+        info = getattr(interface, "myInfo", None)
+        return getattr(info, "my_node_num", None)
+
+    def _on_heard(self, packet: Mapping[str, Any], interface: Any) -> None:
+        sink, raw = self._node_sink, packet.get("raw")
+        if sink is None or interface not in self._ifaces or not isinstance(raw, mesh_pb2.MeshPacket):
+            return
+        try:
+            report = report_of(raw, time.time())
+            if report.node == self._my_num(interface):  # our own node's figures; how we "hear" ourselves means nothing
+                report = dataclasses.replace(report, heard=None, neighbors=None, is_self=True)
+            sink(report)
+        except Exception:  # a bad packet must never stop the library's publishing thread
+            log.exception("node report from a packet failed", extra={"event": Event.DIRECTORY_ERROR})
+
+    def _on_node_db(self, node: Mapping[str, Any], interface: Any) -> None:
+        sink = self._node_sink
+        if sink is None or interface not in self._ifaces:
+            return
+        try:
+            info = json_format.ParseDict(dict(node), mesh_pb2.NodeInfo(), ignore_unknown_fields=True)
+            sink(report_of_nodeinfo(info, time.time(), is_self=info.num == self._my_num(interface)))
+        except Exception as exc:  # json_format.ParseError and friends: one line, and on with the next
+            log.warning("node DB entry not understood: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
 
     def _on_routing(self, packet: Mapping[str, Any], interface: Any) -> None:
         node = self._node
@@ -375,6 +431,8 @@ class MeshtasticRadio:
             (self._on_data, TOPIC_DATA),
             (self._on_routing, TOPIC_ROUTING),
             (self._on_lost, TOPIC_LOST),
+            (self._on_heard, TOPIC_HEARD),
+            (self._on_node_db, TOPIC_NODE_DB),
         ):
             try:
                 pub.unsubscribe(listener, topic)

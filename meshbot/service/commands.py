@@ -17,14 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Inbound
+from meshbot.core.domain import Clock, Inbound, NodeDirectory
 from meshbot.core.policy import Accept
+from meshbot.service.mesh_commands import MeshCommands
 
 log = logging.getLogger(__name__)
 
 Forget = Callable[[int, int | None], None]
 LastSource = Callable[[int, int | None], str | None]
-NAMES = ("help", "ping", "status", "reset", "more", "src")
+NAMES = ("help", "ping", "status", "reset", "more", "src", "nodes", "where", "mesh", "node")
+# Commands followed by a word of their own (`!node BRVO`); the others must be the whole message.
+WITH_ARGUMENT = frozenset({"node"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class CommandHooks:
 
     forget: Forget | None = None
     last_source: LastSource | None = None
+    mesh_source: LastSource | None = None  # the node directory, when the last answer was given mesh facts
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class CommandRequest:
     def channel(self) -> int | None:
         """The conversation's channel: None for a DM (memory is per node there), else the channel index."""
         return None if self.msg.is_dm else self.msg.channel
+
+    @property
+    def argument(self) -> str:
+        """What follows the command word (`!node BRVO` -> "BRVO"); "" when nothing does."""
+        words = self.decision.question.split(maxsplit=1)
+        return words[1].strip() if len(words) > 1 else ""
 
 
 Handler = Callable[[CommandRequest], str]
@@ -68,8 +78,13 @@ class CommandTable:
         self._handlers = dict(handlers)
 
     def match(self, text: str) -> str | None:
-        """The command `text` is, if it is exactly one of the configured words."""
-        return self._by_word.get(_word(text))
+        """The command `text` is: exactly one of the configured words, or one that takes a word and its word."""
+        exact = self._by_word.get(_word(text))
+        if exact is not None:
+            return exact
+        first = text.split(maxsplit=1)
+        name = self._by_word.get(_word(first[0])) if len(first) == 2 else None
+        return name if name in WITH_ARGUMENT else None
 
     def run(self, request: CommandRequest) -> str:
         """The reply text for a command that has a handler."""
@@ -102,8 +117,13 @@ class StandardCommands:
         queue_depth: Callable[[], int],
         forget: Forget | None = None,
         last_source: LastSource | None = None,
+        directory: NodeDirectory | None = None,
+        mesh_source: LastSource | None = None,
     ) -> None:
         self._cfg = cfg
+        self._mesh_source = mesh_source
+        budget = cfg.mesh.max_fragment_bytes - len(cfg.mesh.ai_tag.encode())
+        self._mesh = MeshCommands(cfg, directory, budget) if directory is not None else None
         self._clock = clock
         self._model_name = model_name
         self._queue_depth = queue_depth
@@ -121,12 +141,26 @@ class StandardCommands:
             "reset": self.reset,
             "src": self.src,
         }
+        for name in ("nodes", "where", "mesh", "node"):
+            handlers[name] = self._mesh_handler(name)
         return CommandTable(words, handlers)
+
+    def _mesh_handler(self, name: str) -> Handler:
+        def run(request: CommandRequest) -> str:
+            if self._mesh is None:
+                return "The node directory is off on this bot."
+            msg = request.msg
+            return self._mesh.handlers()[name](msg.sender, msg.is_dm, request.argument)
+
+        return run
 
     def help(self, request: CommandRequest) -> str:
         """What the bot is and the commands, in one line."""
         c = self._cfg.commands
-        first = [words[0] for words in (c.ping, c.status, c.reset, c.src, c.more) if words]
+        mesh: tuple[tuple[str, ...], ...] = ()
+        if self._mesh is not None:
+            mesh = (c.nodes, c.where, c.mesh, c.node) if self._mesh.locations else (c.nodes, c.mesh, c.node)
+        first = [words[0] for words in (c.ping, c.status, c.reset, c.src, *mesh, c.more) if words]
         return (
             f"I am {self._cfg.persona.bot_name}, an AI on this mesh. Ask in plain words; send a long question "
             f"in parts (1/2, 2/2). Commands: {' '.join(first)}"
@@ -158,8 +192,12 @@ class StandardCommands:
         return "Forgotten: the next question starts a new conversation."
 
     def src(self, request: CommandRequest) -> str:
-        """Where the last answer's notes came from."""
+        """Where the last answer's facts came from: the operator's notes, the node directory, or neither."""
+        node, channel = request.msg.sender, request.channel
+        mesh = self._mesh_source(node, channel) if self._mesh_source is not None else None
+        notes = self._last_source(node, channel) if self._last_source is not None else None
+        if notes or mesh:
+            return "Source: " + "; ".join(s for s in (notes, mesh) if s)
         if self._last_source is None:
             return "Knowledge is off: answers come from the model alone."
-        source = self._last_source(request.msg.sender, request.channel)
-        return f"Source: {source}" if source else "No source: the last answer used no notes."
+        return "No source: the last answer used no notes."

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from meshbot.core.airtime import preset
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Inbound, LocalNode, Model, Radio, RadioEvent
+from meshbot.core.domain import Clock, Inbound, LocalNode, Model, NodeDirectory, Radio, RadioEvent
 from meshbot.core.events import Event, Reason
 from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
@@ -91,10 +91,12 @@ class Daemon:
         hooks: CommandHooks | None = None,
         ledger: Ledger | None = None,
         companions: Sequence[Companion] = (),
+        directory: NodeDirectory | None = None,
         metrics: Metrics = NO_METRICS,
     ) -> None:
         self.metrics = metrics
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
+        self.directory = directory  # what the bot knows about its mesh (None: no directory)
         self.inbox = inbox
         self.radio_up = inbox.radio_up
         self.paused = threading.Event()
@@ -128,6 +130,8 @@ class Daemon:
             queue_depth=self.queue.depth,
             forget=hooks.forget,
             last_source=hooks.last_source,
+            directory=directory,
+            mesh_source=hooks.mesh_source,
         )
         self.intake = Intake(
             cfg,

@@ -112,7 +112,14 @@ class Worker:
         question = query.decision.question
         context = self._contexts.gather(query)
         request = build_generation(
-            question, self._cfg, budget, allowed, context.history, asker=context.asker, notes=context.notes
+            question,
+            self._cfg,
+            budget,
+            allowed,
+            context.history,
+            asker=context.asker,
+            notes=context.notes,
+            mesh=context.mesh,
         )
         request = dataclasses.replace(request, seed=query.seed, conversation=query.conversation_name)
         started = self._clock.now()

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from meshbot.storage import console, keys, memory
+from meshbot.storage import console, directory, keys, memory
 from meshbot.storage.records import StoreError
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     3: keys.SCHEMA_V3,
     4: memory.SCHEMA,
     5: (),  # placeholder: another branch's migration
-    6: (),  # placeholder: another branch's migration
+    6: directory.SCHEMA,  # the node directory
     7: (),  # placeholder: another branch's migration
     8: console.SCHEMA,
 }

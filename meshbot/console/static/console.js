@@ -76,13 +76,16 @@
     return cols;
   }
 
+  // How many values a chart shows, and its largest (the tests read both from the chart's data-* attributes).
   function points(chart, cols) {
-    var n = 0;
+    var n = 0, max = null;
     chart.series.forEach(function (def, i) {
       if (def.counted === false) { return; }
-      cols[i + 1].forEach(function (v) { if (v !== null && v !== undefined) { n += 1; } });
+      cols[i + 1].forEach(function (v) {
+        if (v !== null && v !== undefined) { n += 1; max = max === null ? v : Math.max(max, v); }
+      });
     });
-    return n;
+    return [n, max];
   }
 
   // At least the last hour on the x axis, so a fresh start's few points are not stretched over years.
@@ -96,7 +99,9 @@
       var cols = columns(chart, feed);
       if (!plots[chart.id]) { build(chart, cols); } else { plots[chart.id].plot.setData(cols); }
       plots[chart.id].plot.setScale("x", span(feed));
-      plots[chart.id].box.dataset.points = String(points(chart, cols));
+      var seen = points(chart, cols);
+      plots[chart.id].box.dataset.points = String(seen[0]);
+      plots[chart.id].box.dataset.max = seen[1] === null ? "" : String(seen[1]);
     });
   }
 

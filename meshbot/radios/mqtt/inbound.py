@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from meshbot.core.directory import NodeReport
 from meshbot.core.domain import Clock, Inbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import BROADCAST, Dropped
 from meshbot.radios.mqtt.state import BoundedTTL
+from meshbot.radios.nodefacts import report_of
 from meshbot.radios.protobufs import mesh_pb2, portnums_pb2
 
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ class InboundHandler:
     def __init__(self, radio: MqttRadio, clock: Clock, key_wait_s: float) -> None:
         self._radio = radio
         self.on_packet: Callable[[Inbound], None] | None = None
+        self.on_report: Callable[[NodeReport], None] | None = None  # the node directory, when there is one
         self._seen: BoundedTTL[tuple[int, int], bool] = BoundedTTL(SEEN_MAX, SEEN_TTL_S, clock.now)
         self._held: BoundedTTL[tuple[int, int], mesh_pb2.MeshPacket] = BoundedTTL(
             HELD_MAX, max(key_wait_s, 1.0), clock.now, on_drop=_never_opened
@@ -76,6 +80,7 @@ class InboundHandler:
 
     def _dispatch(self, packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data, pki: bool) -> None:
         me, sender = self._radio.identity.node_num, codec.sender_of(packet)
+        self._report(packet, data)
         if data.portnum == portnums_pb2.NODEINFO_APP:
             self._nodeinfo(sender, packet.to, data)
         elif data.portnum == portnums_pb2.ROUTING_APP:
@@ -91,6 +96,18 @@ class InboundHandler:
             if self.on_packet is not None:
                 self.on_packet(codec.to_inbound(packet, data, me, pki))
         # Positions, telemetry and the rest of a region's traffic are no business of a text bot.
+
+    def _report(self, packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data) -> None:
+        """Tell the node directory what this packet says about its sender (heard via a gateway, over MQTT)."""
+        if self.on_report is None:
+            return
+        opened = mesh_pb2.MeshPacket()
+        opened.CopyFrom(packet)
+        opened.decoded.CopyFrom(data)  # the oneof drops the ciphertext
+        try:
+            self.on_report(report_of(opened, time.time(), via_mqtt=True))
+        except Exception:  # the directory must never cost us a question
+            log.exception("node report failed", extra={"event": Event.DIRECTORY_ERROR})
 
     def _nodeinfo(self, sender: int, to: int, data: mesh_pb2.Data) -> None:
         user = codec.parse_user(data)

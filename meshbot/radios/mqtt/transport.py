@@ -21,6 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from meshbot.core import limits
 from meshbot.core.config import Config
+from meshbot.core.directory import NodeReport, NodeUser
 from meshbot.core.domain import (
     AckStatus,
     Clock,
@@ -133,6 +134,12 @@ class MqttRadio:
     def describe(self) -> str:
         """Where the broker is, for log lines."""
         return f"mqtt {self._cfg.host}:{self._cfg.port} {self._cfg.root}/2/e/{self._cfg.channel}"
+
+    def report_nodes(self, sink: Callable[[NodeReport], None]) -> None:
+        """Send what passes on the broker about nodes to `sink` (the node directory); our own node first."""
+        node = self.local_node()
+        sink(NodeReport(node.node_num, user=NodeUser(node.short_name, node.long_name), is_self=True))
+        self._inbound.on_report = sink
 
     def start(self, on_packet: Callable[[Inbound], None], on_event: Callable[[RadioEvent], None]) -> None:
         """Connect (retrying forever, until close()) and begin delivering packets."""

@@ -356,4 +356,5 @@ class MeshAir:
         relay.relay_node = radio.node.node_num & 0xFF
         for name in ("rx_snr", "rx_rssi", "rx_time"):
             relay.ClearField(name)
+        fw.traceroute_hop(relay, radio.node.node_num, link.snr)
         self._enqueue(radio, relay, "relay", rx_snr=link.snr)

@@ -21,6 +21,9 @@ from meshbot.sim.app.topology import DEFAULT_TOPOLOGY, load_topology
 
 SAMPLE_DM = "What is LoRa?"
 SAMPLE_CHANNEL = "!ai how far can a mesh reach?"
+# Once the nodes have shared their positions and telemetry (the demo topology's modules run 30x fast):
+SAMPLE_NODES = "!nodes"
+SAMPLE_MESH = "What is the battery of RLY?"
 
 
 class Demo:
@@ -34,12 +37,16 @@ class Demo:
         stdin: TextIO | None = None,
         dm_after_s: float = 2.0,
         channel_after_s: float = 25.0,
+        nodes_after_s: float = 45.0,
+        mesh_after_s: float = 60.0,
     ) -> None:
         self.topology = topology  # a bundled name or a file
         self._out = out or sys.stdout
         self._stdin = stdin or sys.stdin
         self._dm_after_s = dm_after_s
         self._channel_after_s = channel_after_s
+        self._nodes_after_s = nodes_after_s
+        self._mesh_after_s = mesh_after_s
         self.mesh: VirtualMesh | None = None
         self.console: HandsetConsole | None = None
 
@@ -74,6 +81,9 @@ class Demo:
         bot_num = bot.node_num
         mesh.scheduler.call_later(self._dm_after_s, lambda: console.send(SAMPLE_DM, to=bot_num))
         mesh.scheduler.call_later(self._channel_after_s, lambda: console.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
+        # What the bot knows about its mesh: a command answered from the node directory, then a question about it.
+        mesh.scheduler.call_later(self._nodes_after_s, lambda: console.send(SAMPLE_NODES, to=bot_num))
+        mesh.scheduler.call_later(self._mesh_after_s, lambda: console.send(SAMPLE_MESH, to=bot_num))
         if self._stdin.isatty():
             console.write(f"typing a line here sends it as a DM to the bot ({HELP})")
             threading.Thread(target=console.run, args=(self._stdin,), name="demo-console", daemon=True).start()

@@ -76,6 +76,7 @@ class VirtualMesh:
                 scheduler=self.scheduler,
                 ignore_mqtt=spec.ignore_mqtt,
                 ok_to_mqtt=spec.ok_to_mqtt,
+                position=spec.position,
             )
             for spec in topology.nodes
         }
@@ -134,9 +135,17 @@ class VirtualMesh:
     def _announce_next(self) -> None:
         if not self._running or not self._pending_announcements:
             self._announced.set()
+            self._start_modules()
             return
         self._pending_announcements.pop(0).announce()
         self.air.when_idle(lambda: self.scheduler.call_later(ANNOUNCE_GAP_S, self._announce_next))
+
+    def _start_modules(self) -> None:
+        """Position, Telemetry and NeighborInfo from every node from now on (when the topology asks for them)."""
+        mesh = self.topology.mesh
+        if mesh.modules:
+            for node in self._nodes.values():
+                node.start_modules(mesh.modules_speedup, seed=mesh.seed ^ node.node_num)
 
     def stop(self) -> None:
         """Close every node and stop the timers."""

@@ -8,6 +8,8 @@ modem_preset = "SHORT_FAST"
 region = "US"             # sets the duty-cycle share
 hop_limit = 3
 channels = ["", "Ops"]    # optional: index 0 is the primary channel
+modules = true            # optional: Position, Telemetry, NeighborInfo broadcasts
+modules_speedup = 30.0    # optional: the firmware's intervals divided by this
 
 [[nodes]]
 name = "Alice"            # unique; used by --handset and in neighbours
@@ -83,6 +85,10 @@ class MeshSection(_Strict):
     hop_limit: int = Field(default=limits.DEFAULT_HOP_LIMIT, ge=1, le=limits.MAX_HOP_LIMIT)
     channels: tuple[str, ...] = Field(default=("",), min_length=1, max_length=MAX_NUM_CHANNELS)
     mqtt: BrokerSpec | None = None  # needed when a node is a gateway
+    # Nodes send Position, device Telemetry and NeighborInfo at the firmware's intervals (15 min, 30 min, 6 h)
+    # divided by `modules_speedup`, the first soon after the NodeInfo announcements. false: NodeInfo only.
+    modules: bool = False
+    modules_speedup: float = Field(default=1.0, gt=0)
 
     @field_validator("modem_preset", "region", mode="before")
     @classmethod

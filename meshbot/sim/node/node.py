@@ -20,20 +20,21 @@ from meshbot.core.clock import SystemClock
 from meshbot.core.domain import Clock
 from meshbot.sim.air.air import Air, LoopbackAir
 from meshbot.sim.air.scheduler import Scheduler
+from meshbot.sim.node.modules import ModulesApi
 from meshbot.sim.node.phone import ClientSide, Session
 from meshbot.sim.node.phoneapi import PhoneApi
 from meshbot.sim.node.records import HeardPacket, ReceivedLog, SentLog, SentPacket, heard_of
 from meshbot.sim.node.server import ClientLink, StreamServer
 from meshbot.sim.rules import firmware as fw
 from meshbot.sim.rules.channel import response_hop_limit, retransmission_delay_s
-from meshbot.sim.rules.handshake import Identity, RadioSettings, config_messages, sim_public_key
+from meshbot.sim.rules.handshake import NONCE_ONLY_NODES, Identity, RadioSettings, config_messages, sim_public_key
 from meshbot.sim.rules.inject import build_text_packet
 from meshbot.sim.rules.reliable import ReliableSends
 
 logger = logging.getLogger(__name__)
 
 
-class VirtualNode(PhoneApi):
+class VirtualNode(ModulesApi, PhoneApi):
     """A Meshtastic node on 127.0.0.1 for tests and the demo. Thread-safe; start it once.
 
     `clock` (default: real monotonic time) stamps records and drives the 2 s text rate limit.
@@ -65,6 +66,9 @@ class VirtualNode(PhoneApi):
         scheduler: Scheduler | None = None,
         ignore_mqtt: bool = False,
         ok_to_mqtt: bool = False,
+        position: tuple[float, float] | None = None,
+        precision_bits: int = 32,
+        battery: int | None = None,
     ) -> None:
         if node_num in (0, limits.BROADCAST_NUM) or not 0 < node_num <= 0xFFFFFFFF:
             raise ValueError(f"node_num {node_num:#x} is not a usable node number")
@@ -79,6 +83,10 @@ class VirtualNode(PhoneApi):
         }
         self._clock: Clock = clock or SystemClock()
         self._wall = wall_clock
+        self.position_fix, self.precision_bits = position, precision_bits  # (lat, lon) degrees, or no GPS
+        self._started_at = self._clock.now()
+        self._battery_start = battery if battery is not None else 60 + node_num % 40
+        self._own = dataclasses.replace(self._own, position=self.own_position())
         self._owns_scheduler = scheduler is None
         self._scheduler = scheduler or Scheduler(name=f"node-{node_num:08x}-timer")
         self.air: Air = air or LoopbackAir(self._scheduler, ack_delay_s=ack_delay_s, seed=node_num)
@@ -276,14 +284,19 @@ class VirtualNode(PhoneApi):
                 heard.CopyFrom(packet)
                 if not heard.rx_time:
                     heard.rx_time = int(self._wall())
+                if packet.to == self.node_num and heard.decoded.request_id:
+                    fw.traceroute_hop(heard, None, heard.rx_snr)  # the answer home: our SNR ends the way back
                 self._to_client(heard, airtime_s=self._airtime_of(heard))
             if packet.to == self.node_num and packet.want_ack and answer is None:
                 ack = self._ack_for(packet)
             reply = self._nodeinfo_reply(packet)
+            answer_to = self.answer_request(packet) if packet.to == self.node_num and answer is None else None
         if ack is not None:
             self.air.transmit(self, ack)
         if reply is not None:
             self.air.transmit(self, reply)
+        if answer_to is not None:
+            self.air.transmit(self, answer_to)
         if self.on_heard is not None and not packet.via_mqtt:
             self.on_heard(packet)
 
@@ -350,9 +363,11 @@ class VirtualNode(PhoneApi):
                 user.ParseFromString(packet.decoded.payload)
             except Exception:  # protobuf DecodeError: a garbled NodeInfo teaches nothing
                 return
-            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key, **seen)
+            old = self._known.get(num)
+            kept = {"position": old.position, "device_metrics": old.device_metrics} if old else {}
+            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key, **seen, **kept)
         elif num in self._known:
-            self._known[num] = dataclasses.replace(self._known[num], **seen)
+            self._known[num] = dataclasses.replace(self._known[num], **seen, **learnt_facts(packet))
 
     def _airtime_of(self, packet: mesh_pb2.MeshPacket) -> float:
         frame = fw.frame_len_on_air(packet, packet.pki_encrypted)
@@ -387,8 +402,9 @@ class VirtualNode(PhoneApi):
             return
         if kind == "want_config_id":
             with self._lock:
+                self._own = dataclasses.replace(self._own, device_metrics=self.own_device_metrics())
                 messages = config_messages(self._own, list(self._known.values()), self._radio, message.want_config_id)
-                self._client.send_config(session, messages)
+                self._client.send_config(session, messages, full=message.want_config_id != NONCE_ONLY_NODES)
             logger.info("node %08x: config sent to client #%d", self.node_num, link.number)
         elif kind == "heartbeat":
             with self._lock:
@@ -409,3 +425,20 @@ class VirtualNode(PhoneApi):
 
     def _queue_free(self) -> int:
         return self.air.queue_free(self)
+
+
+def learnt_facts(packet: mesh_pb2.MeshPacket) -> dict[str, object]:
+    """NodeDB::updatePosition / updateTelemetry: what a Position or device Telemetry packet tells the node DB."""
+    from meshtastic.protobuf import telemetry_pb2
+
+    decoded = packet.decoded
+    try:
+        if decoded.portnum == portnums_pb2.POSITION_APP:
+            pos = mesh_pb2.Position.FromString(decoded.payload)
+            return {"position": pos} if pos.HasField("latitude_i") else {}
+        if decoded.portnum == portnums_pb2.TELEMETRY_APP and decoded.payload:
+            telemetry = telemetry_pb2.Telemetry.FromString(decoded.payload)
+            return {"device_metrics": telemetry.device_metrics} if telemetry.HasField("device_metrics") else {}
+    except Exception:  # protobuf DecodeError: a garbled packet teaches nothing
+        return {}
+    return {}

@@ -71,13 +71,13 @@ class ClientSide:
             session = self._session
             return session if session is not None and session.link is link else None
 
-    def send_config(self, session: Session, messages: Iterable[mesh_pb2.FromRadio]) -> None:
-        """Send a config download, then everything that waited for it."""
+    def send_config(self, session: Session, messages: Iterable[mesh_pb2.FromRadio], *, full: bool = True) -> None:
+        """Send a config download, then everything that waited for it; `full` False: a node list only (not counted)."""
         with self._cond:
             session.ready = False
             session.link.send(m.SerializeToString() for m in messages)
             session.ready = True
-            self._handshakes += 1
+            self._handshakes += 1 if full else 0
             self._flush()
             self._cond.notify_all()
 

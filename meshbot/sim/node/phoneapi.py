@@ -110,6 +110,7 @@ class PhoneApi:
         if packet.to == self.node_num:
             self._settle(index, ACK)  # to ourselves: handled locally, never on air
             self._status(session, res=0, packet_id=packet.id)
+            self._answer_locally(packet)
             return None
         if fw.too_large(packet, pki):
             return self._refuse(session, index, packet, "TOO_LARGE", res=fw.error_code("TOO_LARGE"))
@@ -174,7 +175,20 @@ class PhoneApi:
     def _settle(self, index: int, outcome: str) -> None:
         self._log.settle(index, outcome)
 
-    # Provided by VirtualNode.
+    def _answer_locally(self, packet: mesh_pb2.MeshPacket) -> None:
+        """A request from our client to its own node (admin, telemetry): the module's answer goes straight back."""
+        reply = self.answer_admin(packet) or self.answer_request(packet)
+        if reply is not None:
+            reply.rx_time = int(self._wall())
+            self._to_client(reply)
+
+    # Provided by VirtualNode (and its ModulesApi).
+    def answer_admin(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket | None:
+        raise NotImplementedError
+
+    def answer_request(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket | None:
+        raise NotImplementedError
+
     def _to_client(self, packet: mesh_pb2.MeshPacket, *, airtime_s: float = 0.0) -> None:
         raise NotImplementedError
 

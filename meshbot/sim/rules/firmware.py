@@ -253,3 +253,20 @@ def node_info_packet(*, sender: int, packet_id: int, user: mesh_pb2.User, hop_li
     packet.decoded.payload = user.SerializeToString()
     packet.decoded.bitfield = 0
     return packet
+
+
+def traceroute_hop(packet: mesh_pb2.MeshPacket, node_num: int | None, snr: float) -> None:
+    """TraceRouteModule: a relay adds itself and the SNR it heard at, to the route or the route back;
+    the end of the way (`node_num` None) adds its SNR only."""
+    if packet.decoded.portnum != portnums_pb2.TRACEROUTE_APP:
+        return
+    route = mesh_pb2.RouteDiscovery()
+    try:
+        route.ParseFromString(packet.decoded.payload)
+    except Exception:  # protobuf DecodeError: relay it untouched, as the firmware would
+        return
+    back = bool(packet.decoded.request_id)  # the answer, on its way back
+    if node_num is not None:
+        (route.route_back if back else route.route).append(node_num)
+    (route.snr_back if back else route.snr_towards).append(int(round(snr * 4)))
+    packet.decoded.payload = route.SerializeToString()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, module_config_pb2
+from meshtastic.protobuf import channel_pb2, config_pb2, mesh_pb2, module_config_pb2, telemetry_pb2
 
 from meshbot.core.ids import node_id
 
@@ -51,6 +51,9 @@ class Identity:
     hops_away: int = 0
     snr: float = 0.0
     last_heard: int = 0
+    # What the node DB keeps of the node's last Position and device Telemetry (NodeDB::updatePosition/Telemetry).
+    position: mesh_pb2.Position | None = None
+    device_metrics: telemetry_pb2.DeviceMetrics | None = None
 
     def user(self) -> mesh_pb2.User:
         """The User protobuf, with the firmware's ``!%08x`` id."""
@@ -102,6 +105,10 @@ def _node_info(node: Identity, *, is_self: bool) -> mesh_pb2.FromRadio:
     info.user.CopyFrom(node.user())
     if node.last_heard:
         info.last_heard = node.last_heard
+    if node.position is not None:
+        info.position.CopyFrom(node.position)
+    if node.device_metrics is not None:
+        info.device_metrics.CopyFrom(node.device_metrics)
     if is_self:
         info.is_favorite = True  # PhoneAPI marks our own entry a favourite
     else:
