@@ -122,3 +122,59 @@ def test_a_taken_port_is_a_clear_error_at_start(console_bot) -> None:
     cfg = load_config(overrides={"console.port": port, "radio.transport": "meshtastic"}, environ={})
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
         build_daemon(cfg, radio=None, model=bot.model)
+
+
+def _exported(worker: str | None = None) -> dict[str, list[dict[str, str]]]:
+    """Every sample name the console exports (counters moved once), with its labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from meshbot.console.history import History
+    from meshbot.console.metrics import ConsoleMetrics
+    from meshbot.core.metrics import QuestionSeen
+
+    metrics = ConsoleMetrics(History(60), worker)
+    metrics.question(QuestionSeen("answered", 1))
+    metrics.first_fragment(1.5)
+    metrics.on_air(0.4, fragment=True)
+    metrics.ack()
+    metrics.nak("NO_RESPONSE")
+    metrics.tokens(12)
+    for gauge in (metrics.airtime_budget, metrics.airtime_hour, metrics.battery, metrics.channel_util):
+        gauge.set(1)
+    metrics.own(metrics.queue_depth).set(2)
+    metrics.own(metrics.radio_up).set(1)
+    metrics.air_util_tx.set(1)
+    metrics.nodes_heard.labels(window="1h").set(3)
+    families = text_string_to_metric_families(metrics.exposition().decode())
+    samples: dict[str, list[dict[str, str]]] = {}
+    for family in families:
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample.labels)
+    return samples
+
+
+def test_the_names_are_the_issue_s_and_each_worker_labels_only_its_own() -> None:
+    names = _exported()
+    wanted = {
+        "meshbot_questions_total", "meshbot_first_fragment_seconds_bucket", "meshbot_answer_fragments_total",
+        "meshbot_airtime_seconds_total", "meshbot_airtime_budget_seconds", "meshbot_queue_depth", "meshbot_acks_total",
+        "meshbot_naks_total", "meshbot_radio_up", "meshbot_model_tokens_total", "meshbot_nodes_heard",
+        "meshbot_node_battery_percent", "meshbot_node_channel_utilization_percent", "meshbot_node_air_util_tx_percent",
+    }  # fmt: skip
+    assert wanted <= set(names)
+    assert "worker" not in str(names)
+    labelled = _exported("worker-2")
+    assert {"outcome": "answered", "worker": "worker-2"} in labelled["meshbot_questions_total"]
+    assert labelled["meshbot_queue_depth"] == [{"worker": "worker-2"}]
+    for shared in ("meshbot_airtime_budget_seconds", "meshbot_airtime_hour_seconds", "meshbot_nodes_heard"):
+        assert all("worker" not in labels for labels in labelled[shared])  # the same on every worker: no label
+
+
+def test_the_grafana_dashboard_uses_only_exported_metrics() -> None:
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text())
+    used = {name for p in dashboard["panels"] for t in p["targets"] for name in re.findall(r"meshbot_\w+", t["expr"])}
+    assert len(used) >= 12
+    assert used <= set(_exported())
