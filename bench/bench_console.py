@@ -132,9 +132,10 @@ def child(mode: str, questions: int, model_name: str) -> dict[str, Any]:
         print(json.dumps({"port": console.port if console else None}), flush=True)
         for i in range(questions):
             asker = mesh.node("Alice" if i % 2 == 0 else "Bob")
-            text = QUESTIONS[i % len(QUESTIONS)]
+            text = f"{QUESTIONS[i % len(QUESTIONS)]} ({i + 1})"  # never the same text twice: repeats are ignored
             mesh.scheduler.call_later(5.0 + i * SPACING_S, lambda a=asker, t=text: a.send_text(t, to=BOT))
-        deadline = time.monotonic() + 60 + questions * 30
+        # A question lost on air (a collision) would hold the run forever: give up on it after a while.
+        deadline = time.monotonic() + 30 + questions * (SPACING_S / 20 + (30 if model_name == "bundled" else 5))
         while watcher.answered < questions and time.monotonic() < deadline:
             time.sleep(0.2)
         result = {"mode": mode, "ttff": watcher.ttff, "answered": watcher.answered, "rss_mb": rss_mb()}
