@@ -15,7 +15,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian packages the tests start as real servers on 127.0.0.1 (the MQTT broker; Redis for several workers). Installed with apt-get when
 # missing; CI runs as root. Not needed to run the bot itself.
-SYSTEM_PACKAGES := mosquitto redis-server
+SYSTEM_PACKAGES := mosquitto redis-server chromium fonts-dejavu-core
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

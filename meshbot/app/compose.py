@@ -11,11 +11,14 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from meshbot.console.nodes import DirectoryFigures
 from meshbot.core.clock import SystemClock
 from meshbot.core.config import Config, ConfigError
 from meshbot.core.directory import NodeReport, NodeUser
 from meshbot.core.domain import Clock, LocalNode, Model, NodeDirectory, NodeReporter, Radio
+from meshbot.core.metrics import NO_METRICS, NodeFigures
 from meshbot.core.power import Mode
 from meshbot.core.registry import UnknownName
 from meshbot.models import BACKENDS, make_model
@@ -36,6 +39,9 @@ from meshbot.storage.directory import DirectoryTable
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
+
+if TYPE_CHECKING:
+    from meshbot.console.console import Console
 
 
 def check_names(cfg: Config) -> None:
@@ -213,6 +219,26 @@ class _ClosesModel:
         self.model.close()
 
 
+def open_console(cfg: Config, nodes: NodeFigures | None = None) -> Console:
+    """The operator's console for `[console]`, its port bound (ConfigError when it cannot be)."""
+    from meshbot.console.console import Console
+    from meshbot.console.history import History
+    from meshbot.console.metrics import ConsoleMetrics
+
+    worker = None
+    if cfg.cluster.enabled:
+        from meshbot.cluster.shared import default_worker_id
+
+        worker = cfg.cluster.worker_id or default_worker_id()
+    history = History(int(cfg.console.history_h * 60), cfg.console.show_text)
+    try:
+        return Console(cfg.console, ConsoleMetrics(history, worker), nodes)
+    except OSError as exc:
+        raise ConfigError(
+            f"console: cannot listen on {cfg.console.host}:{cfg.console.port}: {exc.strerror or exc}"
+        ) from None
+
+
 @contextlib.contextmanager
 def _closed_on(stop: threading.Event | None, radio: Radio) -> Iterator[None]:
     """While connecting: a stop closes the radio, which ends its (otherwise endless) connect retries."""
@@ -254,12 +280,16 @@ def build_daemon(
     check_names(cfg)
     clock = clock or SystemClock()
     store = store or open_store(cfg)
-    opened: list[Model | Radio | KnowledgeSource] = []
+    opened: list[Model | Radio | KnowledgeSource | Console] = []
     cluster: _ClusterParts | None = None
     companions: list[Companion] = []
     try:
         if cfg.cluster.enabled:
             cluster = _ClusterParts(cfg, store)
+        console = open_console(cfg) if cfg.console.enabled else None
+        if console is not None:
+            opened.append(console)
+            companions.append(console)
         if model is None:
             model = make_model(cfg.model, clock)
             opened.append(model)
@@ -275,6 +305,8 @@ def build_daemon(
         inbox.radio_up.set()  # start() returns connected
         node = radio.local_node()
         note_own_node(directory, radio)
+        if console is not None:
+            console.nodes = DirectoryFigures(directory)
         mesh = MeshContext(directory, cfg.mesh_directory)
         table = cluster.memory if cluster else None
         memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
@@ -299,6 +331,7 @@ def build_daemon(
             directory=directory,
             emergency=emergency_lane(cfg, facts, node, store, clock),
             power=power,
+            metrics=console.metrics if console is not None else NO_METRICS,
         )
         if cluster is not None:
             cluster.share_budgets(cfg, daemon)

@@ -25,6 +25,9 @@ from meshbot.core.config_sections import (
     CommandsConfig as CommandsConfig,
 )
 from meshbot.core.config_sections import (
+    ConsoleConfig as ConsoleConfig,
+)
+from meshbot.core.config_sections import (
     EmergencyConfig as EmergencyConfig,
 )
 from meshbot.core.config_sections import (
@@ -294,6 +297,7 @@ class Config(_Section):
     mesh_directory: MeshDirectoryConfig = MeshDirectoryConfig()
     emergency: EmergencyConfig = EmergencyConfig()
     power: PowerConfig = PowerConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

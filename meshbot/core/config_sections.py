@@ -250,3 +250,39 @@ class PowerConfig(_Section):
         if self.sleep_below_percent > self.economy_below_percent:
             raise ValueError("sleep_below_percent must not be above economy_below_percent")
         return self
+
+
+class ConsoleConfig(_Section):
+    """The operator's console: Prometheus `/metrics`, a JSON feed and a live page at `/`. Off unless `port` is set."""
+
+    host: str = "127.0.0.1"  # anything but loopback needs a token
+    port: int | None = Field(default=None, ge=0, le=65535)  # None: off; 0: any free port (tests)
+    token: SecretStr | None = None  # a bearer token; required when host is not loopback
+    show_text: bool = False  # the page's table shows question text only when true
+    history_h: float = Field(default=24.0, gt=0, le=168)  # hours of one-minute history kept and served
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> ConsoleConfig:
+        if self.enabled and not is_loopback(self.host) and self.token is None:
+            raise ValueError(
+                f"host {self.host} is not loopback: set console.token (MESHBOT_CONSOLE_TOKEN) so the console "
+                "asks for a bearer token, or bind 127.0.0.1"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when the console is to be served."""
+        return self.port is not None
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve anywhere

@@ -101,6 +101,8 @@ class Event(enum.StrEnum):
     POWER_SOURCE_ERROR = "power-source-error"  # a power source could not be read (once per outage)
     # the channel a transport sits on: the mesh's default public one (answered only with public = true) or not
     RADIO_CHANNEL = "radio-channel"
+    # the operator's console
+    CONSOLE_UP = "console-up"
 
 
 class Reason(enum.StrEnum):

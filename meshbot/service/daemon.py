@@ -21,6 +21,7 @@ from meshbot.core.domain import Clock, Inbound, LocalNode, Model, NodeDirectory,
 from meshbot.core.events import Event, Reason
 from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics
 from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
 from meshbot.core.power import Mode
@@ -31,6 +32,7 @@ from meshbot.service.holdback import Holdback
 from meshbot.service.intake import Intake
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
+from meshbot.service.observed import seen
 from meshbot.service.power import PowerMonitor
 from meshbot.service.queueing import FairQueue, Query, QueryQueue
 from meshbot.service.resume import Housekeeper
@@ -99,7 +101,9 @@ class Daemon:
         directory: NodeDirectory | None = None,
         emergency: EmergencyLane | None = None,
         power: PowerMonitor | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
+        self.metrics = metrics
         self.cfg, self.radio, self.model, self.clock, self.store, self.node = cfg, radio, model, clock, store, node
         self.directory = directory  # what the bot knows about its mesh (None: no directory)
         self.inbox = inbox
@@ -124,11 +128,14 @@ class Daemon:
             store,
             self.ledger.published,
             holdback=Holdback(store, cfg.mesh.ai_tag),
+            metrics=metrics,
         )
         inbox.listeners.append(self.sender.on_radio_event)  # a reconnect cuts an ACK wait short
         self.contexts = contexts or Contexts()
         self.power = power
-        self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts, power)
+        self.worker = Worker(
+            cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts, power, metrics=metrics
+        )
         self.housekeeper = Housekeeper(
             cfg,
             store,
@@ -169,6 +176,7 @@ class Daemon:
             commands=commands.table(),
             emergency=emergency,
             power_mode=power.mode if power is not None else None,
+            metrics=metrics,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -301,6 +309,7 @@ class Daemon:
                 extra={"event": Event.FAILED, "reason": Reason.WORKER_ERROR, "query_id": query.query_id},
             )
             self.ledger.failed(query.query_id, Reason.WORKER_ERROR)
+            self.metrics.question(seen(query, "failed", self.clock.now(), reason=Reason.WORKER_ERROR))
 
     def _asleep(self) -> bool:
         return self.power is not None and self.power.mode() is Mode.SLEEP

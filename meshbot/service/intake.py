@@ -20,6 +20,7 @@ from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import labelled
 from meshbot.core.gate import Admin, Gate, Refused, Spend, admin_command
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics, QuestionSeen
 from meshbot.core.policy import Accept, Ignore, Kind, Policy
 from meshbot.core.power import Mode
 from meshbot.core.ratelimit import ChannelCooldown
@@ -27,6 +28,7 @@ from meshbot.service.commands import CommandRequest, CommandTable
 from meshbot.service.emergency import EmergencyLane
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
+from meshbot.service.observed import seen
 from meshbot.service.queueing import Admission, Query, QueryQueue
 from meshbot.service.sender import Sender, SendJob
 from meshbot.storage.store import Store
@@ -56,8 +58,10 @@ class Intake:
         commands: CommandTable,
         emergency: EmergencyLane | None = None,
         power_mode: Callable[[], Mode] | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics
         self.policy = policy
         self.gate = gate
         self.ledger = ledger
@@ -128,6 +132,9 @@ class Intake:
             self._admin(verdict, decision)
         elif isinstance(verdict, Refused):
             self._log_ignored(msg, verdict.reason)
+            self.metrics.question(
+                QuestionSeen("refused", msg.sender, msg.hops, 0.0, 0, decision.question, verdict.reason)
+            )
             if verdict.notice:
                 self._reply(decision, verdict.notice, "notice")
         elif command is not None:
@@ -219,6 +226,7 @@ class Intake:
             )
             return
         self.ledger.dropped(query.query_id, admission.value)
+        self.metrics.question(seen(query, "dropped", self.clock.now(), reason=admission.value))
         log.warning(
             "dropped q%d from %s: %s (depth %d)",
             query.query_id,

@@ -17,6 +17,7 @@ from meshbot.core.config import MeshConfig
 from meshbot.core.domain import AckStatus, Clock, Outbound, Radio, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics
 from meshbot.core.pacing import Pacer
 from meshbot.service.ackwait import AckInbox, Stopped
 from meshbot.service.holdback import Holdback
@@ -86,9 +87,11 @@ class Sender:
         store: Store | None = None,
         on_published: Callable[[SendJob, int], None] | None = None,
         holdback: Holdback | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._radio = radio
         self.holdback = holdback  # None: a fragment given up does not stop the rest (no store to keep it in)
+        self._metrics = metrics
         self._on_published = on_published  # told as soon as a fragment left, before any ACK wait
         self._radio_up = radio_up
         self._store = store
@@ -324,6 +327,7 @@ class Sender:
                 "packet_id": packet_id,
             },
         )
+        self._metrics.on_air(airtime, fragment=job.query_id is not None)
         if not out.want_ack:
             return SendResult(packet_id, AckStatus.SENT)
         return self._await_ack(job, packet_id, inbox)
@@ -342,6 +346,7 @@ class Sender:
                 self._cfg.ack_timeout_s,
                 extra={"event": Event.ACK_TIMEOUT, "packet_id": packet_id},
             )
+            self._metrics.nak("TIMEOUT")
             return SendResult(packet_id, AckStatus.TIMEOUT, "TIMEOUT")
         waited = self._clock.now() - started
         if result.status is AckStatus.NAKED:
@@ -354,6 +359,7 @@ class Sender:
                 result.reason,
                 extra={"event": Event.FRAGMENT_NAK, "reason": result.reason, "packet_id": packet_id},
             )
+            self._metrics.nak(result.reason)
         else:
             log.info(
                 "%s %s (id %d) after %.1fs",
@@ -368,6 +374,7 @@ class Sender:
                     "ack_s": round(waited, 3),
                 },
             )
+            self._metrics.ack()
         return result
 
     def _count_node_retries(self, job: SendJob, result: SendResult | None, waited: float) -> None:

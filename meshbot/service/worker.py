@@ -12,6 +12,7 @@ from meshbot.core.domain import Clock, Generation, GenerationStats, Model, Outbo
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import Fragment, fragment, labelled
 from meshbot.core.ids import node_id
+from meshbot.core.metrics import NO_METRICS, Metrics
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.power import Mode
@@ -20,6 +21,7 @@ from meshbot.models.base import ModelStalled, ModelUnavailable
 from meshbot.service.answering import Abandoned, AnswerStream
 from meshbot.service.context import Contexts
 from meshbot.service.ledger import Ledger
+from meshbot.service.observed import seen
 from meshbot.service.outage import Outage
 from meshbot.service.power import PowerMonitor
 from meshbot.service.queueing import Query
@@ -57,9 +59,11 @@ class Worker:
         ledger: Ledger,
         contexts: Contexts | None = None,
         power: PowerMonitor | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._cfg = cfg
         self._power = power
+        self._metrics = metrics
         self._contexts = contexts or Contexts()
         self._model = model
         self._sender = sender
@@ -112,6 +116,7 @@ class Worker:
                 node_id(query.node),
                 extra={"event": Event.DROPPED, "reason": Reason.AIRTIME_BUDGET},
             )
+            self._metrics.question(seen(query, "dropped", self._clock.now(), reason=Reason.AIRTIME_BUDGET))
             self._ledger.dropped(query.query_id, Reason.AIRTIME_BUDGET)
             return
         question = query.decision.question
@@ -208,6 +213,7 @@ class Worker:
             extra={"event": Event.FAILED, "reason": Reason.MODEL_UNAVAILABLE, "query_id": query.query_id},
         )
         self._ledger.failed(query.query_id, Reason.MODEL_UNAVAILABLE)
+        self._metrics.question(seen(query, "failed", self._clock.now(), reason=Reason.MODEL_UNAVAILABLE))
         decision = query.decision
         apology = labelled(MODEL_APOLOGY, self._cfg.mesh.ai_tag, fragment_budget(self._cfg, query))
         out = Outbound(apology, decision.reply_to, decision.reply_channel, decision.want_ack, query.inbound.packet_id)
@@ -254,6 +260,7 @@ class Worker:
                     ttff,
                     extra={"event": Event.FIRST_FRAGMENT, "ttff_s": round(ttff, 3)},
                 )
+                self._metrics.first_fragment(ttff)
                 self._store.record_event("ttff", ttff)
             sent.append(frag)
             if frag.index in query.skip:
@@ -327,3 +334,5 @@ class Worker:
                 "bytes": nbytes,
             },
         )
+        self._metrics.tokens(stats.completion_tokens)
+        self._metrics.question(seen(query, "answered", self._clock.now(), len(sent)))

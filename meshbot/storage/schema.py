@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from meshbot.storage import directory, keys, memory
+from meshbot.storage import console, directory, keys, memory
 from meshbot.storage.records import StoreError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: memory.SCHEMA,
     5: (),  # placeholder: another branch's migration
     6: directory.SCHEMA,  # the node directory
+    7: console.SCHEMA,  # the console's minutes
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
