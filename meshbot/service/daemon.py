@@ -17,7 +17,7 @@ from typing import Protocol
 
 from meshbot.core.airtime import preset
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Inbound, LocalNode, Model, Radio, RadioEvent
+from meshbot.core.domain import Clock, Inbound, KeyPins, LocalNode, Model, Radio, RadioEvent
 from meshbot.core.events import Event, Reason
 from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
@@ -134,6 +134,7 @@ class Daemon:
             self.paused,
             desk=JoinDesk(cfg.join, self.ledger, clock, cfg.model.seed),
             commands=commands.table(),
+            keys=radio if isinstance(radio, KeyPins) else None,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

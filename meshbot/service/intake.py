@@ -13,13 +13,14 @@ import threading
 
 from meshbot.core import limits
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Inbound, Outbound
+from meshbot.core.domain import Clock, Inbound, KeyPins, Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import labelled
 from meshbot.core.gate import Admin, Gate, Refused, Spend
-from meshbot.core.ids import node_id
+from meshbot.core.ids import node_id, parse_node_id
 from meshbot.core.policy import Accept, Ignore, Kind, Policy
 from meshbot.core.ratelimit import ChannelCooldown
+from meshbot.core.trust import OncePerNode, is_legacy_dm
 from meshbot.service.commands import CommandRequest, CommandTable
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
@@ -46,6 +47,7 @@ class Intake:
         *,
         desk: JoinDesk,
         commands: CommandTable,
+        keys: KeyPins | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = policy
@@ -60,6 +62,8 @@ class Intake:
         self.desk = desk
         self.commands = commands
         self._cooldown = ChannelCooldown()
+        self.keys = keys  # the radio's key pins, for !rekey (None: the radio keeps none of its own)
+        self._legacy_told = OncePerNode()
 
     def tick(self) -> None:
         """Queue the multi-part questions whose parts stopped arriving (called often by the intake loop)."""
@@ -68,6 +72,9 @@ class Intake:
 
     def admit(self, msg: Inbound) -> None:
         """Judge one inbound packet: queue it, run an admin command, or log why not."""
+        if is_legacy_dm(msg) and not self.cfg.radio.accept_legacy_dms:
+            self._refuse_legacy(msg)
+            return
         where = "DM" if msg.is_dm else f"ch{msg.channel}"
         log.info(
             "received %s from %s: %d B, %s hops, id %d",
@@ -110,6 +117,19 @@ class Intake:
                 self._cooldown.start(msg.channel, self.policy.cooldown_s(msg.channel), now)
             self._question(msg, decision)
         self.tick()
+
+    def _refuse_legacy(self, msg: Inbound) -> None:
+        """A text DM not PKI-encrypted: no reply, one line per node (a forger may send thousands)."""
+        first = self._legacy_told.first(msg.sender)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "refused DM id %d from %s: %s (not PKI-encrypted, so anyone with the channel key could have sent it; "
+            "further ones from this node are not logged)",
+            msg.packet_id,
+            node_id(msg.sender),
+            Reason.LEGACY_DM,
+            extra={"event": Event.IGNORED, "reason": Reason.LEGACY_DM, "from": node_id(msg.sender)},
+        )
 
     def _judge(self, msg: Inbound) -> Accept | None:
         """Policy's decision; a channel message without the trigger still counts as a waiting question's part."""
@@ -202,7 +222,9 @@ class Intake:
         self.sender.submit(SendJob(out, label))
 
     def _admin(self, command: Admin, decision: Accept) -> None:
-        if command is Admin.PAUSE:
+        if command is Admin.REKEY:
+            text = self._rekey(decision.question.split()[-1])
+        elif command is Admin.PAUSE:
             self.paused.set()
             text = "Paused: questions are kept and answered after !resume."
         elif command is Admin.RESUME:
@@ -218,6 +240,17 @@ class Intake:
             extra={"event": Event.ADMIN, "command": command.value},
         )
         self._reply(decision, text, f"admin {command.value}")
+
+    def _rekey(self, target: str) -> str:
+        try:
+            node = parse_node_id(target)
+        except ValueError:
+            return f"!rekey needs a node id like !a1b2c3d4, not {target[:12]}"
+        if self.keys is None:
+            return "This radio keeps no key pins of its own (the node's firmware does)."
+        if not self.keys.forget_key(node):
+            return f"No key pinned for {node_id(node)}."
+        return f"Key of {node_id(node)} forgotten: its next NodeInfo is pinned."
 
     def _stats_text(self) -> str:
         status = self.store.status()

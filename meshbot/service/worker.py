@@ -15,6 +15,7 @@ from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.prompting import build_generation
+from meshbot.core.trust import remainder_slot
 from meshbot.models.base import ModelStalled, ModelUnavailable
 from meshbot.service.answering import Abandoned, AnswerStream
 from meshbot.service.context import Contexts
@@ -119,7 +120,7 @@ class Worker:
             log.warning("model gave q%d an empty answer", query.query_id, extra={"event": Event.EMPTY_ANSWER})
             self._submit_one(query, 1, labelled(NO_ANSWER, self._cfg.mesh.ai_tag, budget), "empty")
         if answer.capped:
-            self._store.put_remainder(query.node, answer.remainder, answer.next_index)
+            self._store.put_remainder(remainder_slot(query.inbound), answer.remainder, answer.next_index)
         self._ledger.generated(query)
         self._contexts.answered(query, question, answer.text)
         self._log_answered(query, answer.stats, sent, started, answer.capped)
@@ -192,7 +193,7 @@ class Worker:
 
     def _more(self, query: Query) -> None:
         budget = fragment_budget(self._cfg, query)
-        kept = self._store.take_remainder(query.node, REMAINDER_TTL_S)
+        kept = self._store.take_remainder(remainder_slot(query.inbound), REMAINDER_TTL_S)
         if kept is None or not kept[0].strip():
             self._submit_one(query, 1, labelled(NOTHING_MORE, self._cfg.mesh.ai_tag, budget), "more: none")
             self._ledger.generated(query)
@@ -203,7 +204,7 @@ class Worker:
         sent: list[Fragment] = []
         self._submit(query, list(plan.fragments), sent, self._clock.now())
         if plan.remainder.strip() and plan.fragments:
-            self._store.put_remainder(query.node, plan.remainder, plan.fragments[-1].index + 1)
+            self._store.put_remainder(remainder_slot(query.inbound), plan.remainder, plan.fragments[-1].index + 1)
         self._ledger.generated(query)
         log.info(
             "more for %s: %d fragment(s), %d B left",

@@ -87,7 +87,11 @@ class MqttRadio:
         self._hop_limit = cfg.mesh.hop_limit or limits.DEFAULT_HOP_LIMIT
         # An answer's ACK through some gateway, if it comes, comes well inside the sender's own timeout.
         self._ack_wait_s = min(self._cfg.ack_wait_s, cfg.mesh.ack_timeout_s * 0.8)
-        self._dm_on_channel = any(rule.index == 0 and rule.reply == "channel" for rule in cfg.policy.channels)
+        # A DM whose asker's key never came goes on the channel only when the operator said so (and policy
+        # answers that channel there): everyone on the channel reads it.
+        self._dm_on_channel = self._cfg.dm_fallback_to_channel and any(
+            rule.index == 0 and rule.reply == "channel" for rule in cfg.policy.channels
+        )
         self._long_name = self._cfg.long_name or cfg.persona.bot_name
         self.channel = Channel.from_psk(self._cfg.channel, parse_psk_bytes(self._cfg.psk))
         wall = wall or time.time
@@ -106,8 +110,9 @@ class MqttRadio:
         self._closing = threading.Event()
         self._was_up = False
         self._next_announce = 0.0
+        self._last_announce: float | None = None
         self._on_event: Callable[[RadioEvent], None] | None = None
-        self._inbound = InboundHandler(self, clock, self._cfg.key_wait_s)
+        self._inbound = InboundHandler(self, clock, self._cfg.key_wait_s, cfg.radio.accept_legacy_dms)
         self._client = self._make_client()
         self._housekeeper: threading.Thread | None = None
 
@@ -179,7 +184,9 @@ class MqttRadio:
         if self._was_up and self._on_event is not None:
             self._on_event(RadioEvent.CONNECTED)
         self._was_up = True
-        self._next_announce = 0.0  # announce at once: gateways must know our key before handsets can DM us
+        # Announce at once (gateways must know our key before handsets can DM us), but a link that comes and
+        # goes gets at most one announcement per announce_min_gap_s (see _tick).
+        self._next_announce = 0.0
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any, why: str | None = None) -> None:
         log.warning(
@@ -336,7 +343,8 @@ class MqttRadio:
             on_result(SendResult(packet_id, AckStatus.IMPLICIT, "ON_CHANNEL"))
             return packet_id
         log.warning(
-            "dropped DM to %s: their public key is unknown and policy answers no channel",
+            "dropped DM to %s: their public key is unknown (no NodeInfo within key_wait_s); a DM is answered only "
+            "by DM",
             node_id(message.dest),
             extra={"event": Event.DROPPED, "reason": Reason.NO_PUBKEY, "dest": node_id(message.dest)},
         )
@@ -356,9 +364,20 @@ class MqttRadio:
         if self._up.is_set():  # copies not sent while the broker is away wait for it; they are not used up
             self._retransmit()
         self._inbound.expire_held()
-        if self._up.is_set() and self._clock.now() >= self._next_announce:
-            self._next_announce = self._clock.now() + self._cfg.nodeinfo_interval_s
+        now = self._clock.now()
+        if self._up.is_set() and now >= self._next_announce and self._announce_gap_ok(now):
+            self._next_announce = now + self._cfg.nodeinfo_interval_s
+            self._last_announce = now
             self.send_nodeinfo()
+
+    def _announce_gap_ok(self, now: float) -> bool:
+        last = self._last_announce
+        return last is None or now - last >= self._cfg.announce_min_gap_s
+
+    def forget_key(self, node: int) -> bool:
+        """Unpin `node`'s public key (an admin's !rekey): its next NodeInfo is pinned."""
+        self._keyless.pop(node)
+        return self.keyring.forget(node)
 
     def _retransmit(self) -> None:
         for packet_id, where, envelope in self._retransmits.due():

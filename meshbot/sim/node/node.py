@@ -65,6 +65,7 @@ class VirtualNode(PhoneApi):
         scheduler: Scheduler | None = None,
         ignore_mqtt: bool = False,
         ok_to_mqtt: bool = False,
+        reject_legacy_dms: bool = False,
     ) -> None:
         if node_num in (0, limits.BROADCAST_NUM) or not 0 < node_num <= 0xFFFFFFFF:
             raise ValueError(f"node_num {node_num:#x} is not a usable node number")
@@ -102,6 +103,10 @@ class VirtualNode(PhoneApi):
         self._history = fw.RecentKeys(fw.PACKET_HISTORY_LEN)
         self.ignore_mqtt = ignore_mqtt  # lora.ignore_mqtt: packets marked via_mqtt are dropped
         self.ok_to_mqtt = ok_to_mqtt  # lora.config_ok_to_mqtt: our packets carry the OK-to-MQTT bit
+        # Router.cpp perhapsDecode (firmware 2.7): a text DM to us on a channel key is dropped, not ACKed, unless
+        # the owner is licensed. Off by default: a licensed owner's node (or older firmware) hands it over, so
+        # the bot's own refusal can be seen.
+        self.reject_legacy_dms = reject_legacy_dms
         self.on_heard: Callable[[mesh_pb2.MeshPacket], None] | None = None  # an MQTT gateway's uplink
         self._server = StreamServer(self, host=host, port=port, name=f"node-{node_num:08x}")
 
@@ -206,15 +211,16 @@ class VirtualNode(PhoneApi):
     ) -> int:
         """Deliver a text to the client as if heard over the air (a DM to us unless `to`); return its id.
 
-        Bytes are sent raw (for invalid-UTF-8 tests). `pki` None: a DM from a known peer arrives
-        PKI-encrypted, as the firmware would report it.
+        Bytes are sent raw (for invalid-UTF-8 tests). `pki` None: a DM to us arrives PKI-encrypted, as a
+        firmware 2.7 node hands one over (a known peer's key, else the one the simulator gives that node);
+        False: a legacy channel-key DM, as a licensed owner's node hands it over.
         """
         dest = self.node_num if to is None else to
         with self._lock:
             packet_id = packet_id or self._ids.next()
-            key = self._known[sender].public_key if sender in self._known else b""
+            key = self._known[sender].public_key if sender in self._known else sim_public_key(sender)
         if pki is None:
-            pki = bool(key) and dest == self.node_num and channel == 0
+            pki = dest == self.node_num and channel == 0
         packet = build_text_packet(
             sender=sender,
             to=dest,
@@ -267,6 +273,9 @@ class VirtualNode(PhoneApi):
                 return  # flooded duplicate
             if packet.via_mqtt and self.ignore_mqtt:
                 return  # Router::perhapsHandleReceived: ignore_mqtt drops what came through a broker
+            if self.reject_legacy_dms and fw.is_legacy_dm(packet, self.node_num):
+                logger.info("node %08x: Rejecting legacy DM %08x from %08x", self.node_num, packet.id, sender)
+                return  # a decode failure: no ACK, nothing to the client
             self._learn(packet)
             answer = fw.routing_error_of(packet)
             if answer is not None and self._reliable.destination(packet.decoded.request_id) == sender:
@@ -276,6 +285,8 @@ class VirtualNode(PhoneApi):
                 heard.CopyFrom(packet)
                 if not heard.rx_time:
                     heard.rx_time = int(self._wall())
+                if heard.pki_encrypted and sender in self._known:
+                    heard.public_key = self._known[sender].public_key  # perhapsDecode: the key it opened with
                 self._to_client(heard, airtime_s=self._airtime_of(heard))
             if packet.to == self.node_num and packet.want_ack and answer is None:
                 ack = self._ack_for(packet)
@@ -350,7 +361,12 @@ class VirtualNode(PhoneApi):
                 user.ParseFromString(packet.decoded.payload)
             except Exception:  # protobuf DecodeError: a garbled NodeInfo teaches nothing
                 return
-            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key, **seen)
+            pinned = self._known[num].public_key if num in self._known else b""
+            if pinned and user.public_key and bytes(user.public_key) != pinned:
+                # NodeDB::updateUser: "Public Key mismatch, dropping NodeInfo" (the first key heard stays)
+                logger.warning("node %08x: Public Key mismatch for %08x, dropping NodeInfo", self.node_num, num)
+                return
+            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key or pinned, **seen)
         elif num in self._known:
             self._known[num] = dataclasses.replace(self._known[num], **seen)
 
