@@ -84,6 +84,14 @@ class SharedKeys:
         key, at = pipe.execute()
         return None if key is None or at is None else (bytes(key), float(at))
 
+    def pins(self, limit: int) -> list[tuple[int, bytes, float]]:
+        """Pinned keys, most recently heard first (read only: `meshbot keys list`)."""
+        nodes = self._r.zrevrange(self._heard, 0, limit - 1, withscores=True)
+        if not nodes:
+            return []
+        keys = self._r.hmget(self._keys, [n for n, _ in nodes])
+        return [(int(n), bytes(k), float(at)) for (n, at), k in zip(nodes, keys, strict=True) if k is not None]
+
     def count(self) -> int:
         """Keys kept."""
         return int(self._r.hlen(self._keys))

@@ -85,6 +85,14 @@ class KeyStore:
             row = conn.execute("SELECT public_key, heard_at FROM node_keys WHERE node = ?", (node,)).fetchone()
         return None if row is None else (bytes(row[0]), float(row[1]))
 
+    def pins(self, limit: int) -> list[tuple[int, bytes, float]]:
+        """Pinned keys, most recently heard first (read only: `meshbot keys list`)."""
+        with self._store._tx() as conn:
+            rows = conn.execute(
+                "SELECT node, public_key, heard_at FROM node_keys ORDER BY heard_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [(int(n), bytes(k), float(at)) for n, k, at in rows]
+
     def count(self) -> int:
         """Keys stored."""
         with self._store._tx() as conn:
