@@ -247,7 +247,8 @@ class Intake:
         except ValueError:
             return f"!rekey needs a node id like !a1b2c3d4, not {target[:12]}"
         if self.keys is None:
-            return "This radio keeps no key pins of its own (the node's firmware does)."
+            # The node's firmware pins keys itself (NodeDB): removing the node there lets its next key in.
+            return f"The radio's node pins keys: remove {node_id(node)} there (meshtastic --remove-node)."
         if not self.keys.forget_key(node):
             return f"No key pinned for {node_id(node)}."
         return f"Key of {node_id(node)} forgotten: its next NodeInfo is pinned."
