@@ -216,9 +216,7 @@ def test_an_admin_pinned_in_config_is_not_taken_over_by_whoever_announced_that_i
     assert not daemon.paused.is_set() and mallory.texts() == []
 
 
-def test_a_dm_from_an_unknown_key_is_dropped_never_answered_on_the_public_channel(
-    start_bot, handsets, caplog
-) -> None:
+def test_a_dm_from_an_unknown_key_is_dropped_never_answered_on_the_public_channel(start_bot, handsets, caplog) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     carol = handsets(0x0CA201E0)  # the channel is answered in public; Carol never announces her key
     daemon, model = start_bot("Nobody hears this.", **{"mqtt.key_wait_s": 1.0})
@@ -242,6 +240,6 @@ def test_reconnects_announce_our_nodeinfo_at_most_once_per_gap(start_bot, broker
         time.sleep(0.5)
         rival.disconnect()
         rival.loop_stop()
-        wait_until(lambda: len(records(caplog, event="radio-up")) > before, timeout=10)  # noqa: B023
+        wait_until(lambda: len(records(caplog, event="radio-up")) > before, timeout=10)
     assert len(records(caplog, event="radio-down")) >= 4
     assert len(records(caplog, event="nodeinfo-sent", dest=node_id(0xFFFFFFFF))) == 1

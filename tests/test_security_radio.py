@@ -18,8 +18,8 @@ from meshtastic.protobuf import mesh_pb2
 
 from meshbot.app.compose import build_daemon
 from meshbot.core.config import load_config
-from meshbot.core.limits import TEXT_RATE_LIMIT_S
 from meshbot.core.ids import node_id
+from meshbot.core.limits import TEXT_RATE_LIMIT_S
 from meshbot.service.daemon import Daemon
 from meshbot.sim.node.node import VirtualNode
 from meshbot.sim.rules import firmware as fw
