@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meshbot.core.config import MqttConfig
+from meshbot.core.domain import Clock
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id, parse_node_id
 from meshbot.core.keytext import parse_key_bytes
@@ -185,6 +186,38 @@ class Keyring:
 
     def __len__(self) -> int:
         return len(self._mem)
+
+
+class KeyWait:
+    """A DM to a node whose key we lack waits briefly for its NodeInfo; one that never came is not waited for again soon."""
+
+    def __init__(self, keyring: Keyring, clock: Clock, wait_s: float, ask: Callable[[int], None]) -> None:
+        self._keyring, self._clock, self._wait_s, self._ask = keyring, clock, wait_s, ask
+        # Nodes whose key did not come in time: their next fragments are dropped at once, not after another wait.
+        self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(wait_s * 8, 60.0), clock.now)
+
+    def ready(self, dest: int) -> bool:
+        """True once `dest`'s key is known, asking for it and waiting up to `wait_s` if need be."""
+        if self._keyring.get(dest) is not None:
+            return True
+        if self._keyless.get(dest) is not None:
+            return False
+        log.info(
+            "no public key for %s yet: asking for their NodeInfo, waiting up to %.0fs",
+            node_id(dest),
+            self._wait_s,
+            extra={"event": Event.KEY_WAIT, "node": node_id(dest)},
+        )
+        waiter = self._keyring.waiter(dest)
+        self._ask(dest)
+        if self._clock.wait_for(waiter, self._wait_s) and self._keyring.get(dest) is not None:
+            return True
+        self._keyless.put(dest, True)
+        return False
+
+    def forget(self, dest: int) -> None:
+        """Wait for `dest`'s key again next time (its pin was forgotten)."""
+        self._keyless.pop(dest)
 
 
 def key_ttl_s(cfg: MqttConfig) -> float:

@@ -36,7 +36,7 @@ from meshbot.core.ids import node_id
 from meshbot.core.keytext import parse_psk_bytes
 from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import BROADCAST, PKI_CHANNEL, Channel, Header
-from meshbot.radios.mqtt.identity import Identity, KeyBackend, Keyring, key_ttl_s, resolve_identity
+from meshbot.radios.mqtt.identity import Identity, KeyBackend, Keyring, KeyWait, key_ttl_s, resolve_identity
 from meshbot.radios.mqtt.inbound import InboundHandler
 from meshbot.radios.mqtt.state import BoundedTTL, Retransmits
 from meshbot.radios.protobufs import config_pb2, mesh_pb2
@@ -104,13 +104,12 @@ class MqttRadio:
         )
         # Unanswered DMs go out again, as many times in all as the firmware sends one, inside that wait.
         self._retransmits = Retransmits(self._ack_wait_s / limits.MAX_RETRANSMIT, limits.MAX_RETRANSMIT, clock.now)
-        # Nodes whose key did not come in time: their next fragments fall back at once, not after another wait.
-        self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(self._cfg.key_wait_s * 8, 60.0), clock.now)
+        self._key_wait = KeyWait(self.keyring, clock, self._cfg.key_wait_s, self._ask_key)
         self._up = threading.Event()
         self._closing = threading.Event()
         self._was_up = False
         self._next_announce = 0.0
-        self._last_announce: float | None = None
+        self._last_announce = -float("inf")
         self._on_event: Callable[[RadioEvent], None] | None = None
         self._inbound = InboundHandler(self, clock, self._cfg.key_wait_s, cfg.radio.accept_legacy_dms)
         self._client = self._make_client()
@@ -283,6 +282,9 @@ class MqttRadio:
             extra={"event": Event.NODEINFO_SENT, "dest": node_id(dest)},
         )
 
+    def _ask_key(self, node: int) -> None:
+        self.send_nodeinfo(node, want_response=True)
+
     @staticmethod
     def _new_id() -> int:
         return 1 + secrets.randbelow(0xFFFFFFFE)
@@ -305,30 +307,12 @@ class MqttRadio:
         data = codec.text_data(message.text, message.reply_id, self._cfg.ok_to_mqtt)
         if message.dest == BROADCAST:
             return self.publish_data(BROADCAST, data)
-        if not self._await_key(message.dest):
+        if not self._key_wait.ready(message.dest):
             return self._no_key(message, data, on_result)
         packet_id = self.publish_data(message.dest, data, want_ack=message.want_ack, pki=True)
         if message.want_ack:
             self._pending.put(packet_id, on_result)
         return packet_id
-
-    def _await_key(self, dest: int) -> bool:
-        if self.keyring.get(dest) is not None:
-            return True
-        if self._keyless.get(dest) is not None:
-            return False
-        log.info(
-            "no public key for %s yet: asking for their NodeInfo, waiting up to %.0fs",
-            node_id(dest),
-            self._cfg.key_wait_s,
-            extra={"event": Event.KEY_WAIT, "node": node_id(dest)},
-        )
-        waiter = self.keyring.waiter(dest)
-        self.send_nodeinfo(dest, want_response=True)
-        if self._clock.wait_for(waiter, self._cfg.key_wait_s) and self.keyring.get(dest) is not None:
-            return True
-        self._keyless.put(dest, True)
-        return False
 
     def _no_key(self, message: Outbound, data: mesh_pb2.Data, on_result: Callable[[SendResult], None]) -> int:
         # No legacy channel-key DM (firmware 2.7.14+ rejects them): the channel if policy answers there, else drop.
@@ -365,18 +349,14 @@ class MqttRadio:
             self._retransmit()
         self._inbound.expire_held()
         now = self._clock.now()
-        if self._up.is_set() and now >= self._next_announce and self._announce_gap_ok(now):
-            self._next_announce = now + self._cfg.nodeinfo_interval_s
-            self._last_announce = now
+        gap_ok = now - self._last_announce >= self._cfg.announce_min_gap_s
+        if self._up.is_set() and now >= self._next_announce and gap_ok:
+            self._next_announce, self._last_announce = now + self._cfg.nodeinfo_interval_s, now
             self.send_nodeinfo()
-
-    def _announce_gap_ok(self, now: float) -> bool:
-        last = self._last_announce
-        return last is None or now - last >= self._cfg.announce_min_gap_s
 
     def forget_key(self, node: int) -> bool:
         """Unpin `node`'s public key (an admin's !rekey): its next NodeInfo is pinned."""
-        self._keyless.pop(node)
+        self._key_wait.forget(node)
         return self.keyring.forget(node)
 
     def _retransmit(self) -> None:

@@ -7,7 +7,6 @@ firmware (PhoneAPI, MeshService, Router, ReliableRouter); see `firmware.py` for 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from meshbot.sim.node.phoneapi import PhoneApi
 from meshbot.sim.node.records import HeardPacket, ReceivedLog, SentLog, SentPacket, heard_of
 from meshbot.sim.node.server import ClientLink, StreamServer
 from meshbot.sim.rules import firmware as fw
+from meshbot.sim.rules import nodedb
 from meshbot.sim.rules.channel import response_hop_limit, retransmission_delay_s
 from meshbot.sim.rules.handshake import Identity, RadioSettings, config_messages, sim_public_key
 from meshbot.sim.rules.inject import build_text_packet
@@ -276,7 +276,7 @@ class VirtualNode(PhoneApi):
             if self.reject_legacy_dms and fw.is_legacy_dm(packet, self.node_num):
                 logger.info("node %08x: Rejecting legacy DM %08x from %08x", self.node_num, packet.id, sender)
                 return  # a decode failure: no ACK, nothing to the client
-            self._learn(packet)
+            nodedb.learn(self._known, packet, int(self._wall()), self.node_num)  # NodeDB::updateFrom
             answer = fw.routing_error_of(packet)
             if answer is not None and self._reliable.destination(packet.decoded.request_id) == sender:
                 self._reliable.resolve(packet.decoded.request_id, answer, implicit=False)
@@ -346,29 +346,6 @@ class VirtualNode(PhoneApi):
         if self.ok_to_mqtt:
             ack.decoded.bitfield |= 1
         return ack
-
-    def _learn(self, packet: mesh_pb2.MeshPacket) -> None:
-        """NodeDB::updateFrom: remember when and how we heard a node, and its names from NodeInfo."""
-        num = getattr(packet, "from")
-        seen = {
-            "snr": packet.rx_snr,
-            "hops_away": max(packet.hop_start - packet.hop_limit, 0),
-            "last_heard": packet.rx_time or int(self._wall()),
-        }
-        if packet.decoded.portnum == portnums_pb2.NODEINFO_APP:
-            user = mesh_pb2.User()
-            try:
-                user.ParseFromString(packet.decoded.payload)
-            except Exception:  # protobuf DecodeError: a garbled NodeInfo teaches nothing
-                return
-            pinned = self._known[num].public_key if num in self._known else b""
-            if pinned and user.public_key and bytes(user.public_key) != pinned:
-                # NodeDB::updateUser: "Public Key mismatch, dropping NodeInfo" (the first key heard stays)
-                logger.warning("node %08x: Public Key mismatch for %08x, dropping NodeInfo", self.node_num, num)
-                return
-            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key or pinned, **seen)
-        elif num in self._known:
-            self._known[num] = dataclasses.replace(self._known[num], **seen)
 
     def _airtime_of(self, packet: mesh_pb2.MeshPacket) -> float:
         frame = fw.frame_len_on_air(packet, packet.pki_encrypted)
