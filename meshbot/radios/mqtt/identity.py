@@ -153,9 +153,9 @@ class Keyring:
 
     def _mismatch(self, node: int, kept: bytes, offered: bytes) -> None:
         # One WARNING per node and offered key an hour: an impostor may announce every few seconds.
-        warned = self._warned.get(node)
-        first = warned != offered
-        self._warned.put(node, offered)
+        first = self._warned.get(node) != offered
+        if first:  # not refreshed by repeats: an impostor who keeps announcing is warned of again hourly
+            self._warned.put(node, offered)
         log.log(
             logging.WARNING if first else logging.DEBUG,
             "dropped NodeInfo from %s: %s (pinned %s..., offered %s...); if the node really has a new key, "

@@ -105,6 +105,8 @@ class InboundHandler:
         user = codec.parse_user(data)
         if user is None:
             raise Dropped(Reason.MALFORMED, f"NodeInfo from {node_id(sender)} does not parse")
+        if bytes(user.public_key) == self._radio.identity.public_key:  # NodeDB: a node cannot have our key
+            raise Dropped(Reason.KEY_MISMATCH, f"NodeInfo from {node_id(sender)} carries our own public key")
         if user.public_key and self._radio.keyring.learn(sender, bytes(user.public_key)):
             self._retry_held(sender)
         if data.want_response and to == self._radio.identity.node_num:
