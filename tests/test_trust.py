@@ -115,3 +115,19 @@ def test_meshbot_keys_lists_and_forgets_a_pin(tmp_path: Path, capsys) -> None:
         f"no key pinned for {node_id(ALICE)}",
     ]
     assert cmd_keys(Namespace(keys_command="forget", node="!nope", config=config), out) == 2
+
+
+def test_a_resumed_question_keeps_whether_its_sender_was_proven(tmp_path: Path) -> None:
+    from meshbot.core.policy import Accept, Kind
+    from meshbot.service.ledger import resumed_query
+
+    store = Store(tmp_path / "q.db")
+    ask = Accept(Kind.ASK, "q", ALICE, 0, True)
+    proven = store.add_query(dm("q"), ask, seed=1)
+    legacy = store.add_query(dm("q", pki=False, packet_id=2), ask, seed=1)
+    store.close()
+    store = Store(tmp_path / "q.db")  # a restart
+    resumed = {q.query_id: resumed_query(q, 0.0) for q in store.unfinished()}
+    assert resumed[proven].conversation == (ALICE, None)  # after a crash, still the person's own conversation
+    assert resumed[legacy].conversation == (ALICE, UNPROVEN_DM)
+    store.close()
