@@ -8,6 +8,13 @@ would answer almost nothing. Prints the NAKs the bot's node returned, by reason,
 daemon did with the load. Not a test.
 
     .venv/bin/python bench/soak.py [--preset LONG_FAST] [--region EU_868] [--scale 20] [--hours 1]
+
+With ``--askers N`` it measures memory instead: N distinct nodes take turns asking, one question every
+``--ask-every`` simulated seconds, through one virtual node whose neighbours ACK every DM; the process's
+resident memory (the daemon and the `meshtastic` library; the virtual node runs in a process of its own) is
+printed every ``--sample-every`` seconds.
+
+    .venv/bin/python bench/soak.py --askers 500 --hours 2 --preset SHORT_TURBO --region US
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import multiprocessing
+import os
 import random
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,6 +43,7 @@ from meshbot.core.events import Event
 from meshbot.models.base import BaseModel
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.topology import parse_topology
+from meshbot.sim.node.node import VirtualNode
 
 BOT = 0x0BB0_0001
 HANDSETS = 10
@@ -173,6 +184,77 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rss_mb(pid: int | str = "self") -> float:
+    """A process's resident memory in MB (Linux /proc)."""
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def serve_node(conn: Connection, scale: float, preset: str, region: str) -> None:
+    """The virtual node in a process of its own, so that its logs of every packet stay out of the bot's RSS."""
+    node = VirtualNode(BOT, modem_preset=preset, region=region, clock=ScaledClock(scale), ack_delay_s=0.5 / scale)
+    node.start()
+    conn.send(node.port)
+    while (asked := conn.recv()) is not None:
+        node.inject_text(*asked[:2], packet_id=asked[2])
+    node.stop()
+
+
+def run_askers(args: argparse.Namespace) -> int:
+    """N distinct askers in turn for the given hours; print the daemon's RSS over time."""
+    clock = ScaledClock(args.scale)
+    ours, theirs = multiprocessing.Pipe()
+    node = multiprocessing.get_context("spawn").Process(
+        target=serve_node, args=(theirs, args.scale, args.preset, args.region), daemon=True
+    )
+    node.start()
+    port = ours.recv()
+    cfg = load_config(
+        overrides={
+            "radio.host": f"127.0.0.1:{port}",
+            "join.window_s": 0,
+            "limits.repeat_window_s": 0,
+            "limits.global_per_hour": 100_000,
+            "limits.global_burst": 1000,
+            "store.path": str(Path(tempfile.mkdtemp(prefix="meshbot-soak-")) / "soak.db"),
+        },
+        environ={},
+    )
+    events = Events()
+    logging.getLogger("meshbot").addHandler(events)
+    daemon = build_daemon(cfg, model=ScriptedModel(clock), clock=clock)
+    daemon.start()
+    out = sys.stdout
+    out.write(
+        f"{args.askers} distinct askers, a question every {args.ask_every:g}s, {args.hours:g} h simulated, "
+        f"{args.preset} {args.region}\n\n| simulated min | RSS MB | questions | answered | unreachable |\n"
+        "|---|---|---|---|---|\n"
+    )
+    start = clock.now()
+    asked, next_ask, next_sample = 0, start, start
+    while True:
+        now = clock.now()
+        if now >= next_sample:
+            out.write(
+                f"| {(now - start) / 60:.0f} | {rss_mb():.1f} | {asked} | {events.counts[Event.ANSWERED]} "
+                f"| {events.counts[Event.UNREACHABLE]} |\n"
+            )
+            out.flush()
+            next_sample += args.sample_every
+        if now - start >= args.hours * 3600:
+            break
+        if now >= next_ask:
+            sender = 0x0A000000 + asked % args.askers
+            ours.send((sender, f"{PROMPTS[asked % len(PROMPTS)]} #{asked}", 100_000 + asked))
+            asked += 1
+            next_ask += args.ask_every
+        clock.sleep(0.5)
+    daemon.stop(grace_s=5)
+    ours.send(None)
+    node.join(10)
+    return 0
+
+
 def main() -> int:
     """Parse the flags and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -180,11 +262,14 @@ def main() -> int:
     parser.add_argument("--region", default="EU_868")
     parser.add_argument("--scale", type=float, default=20.0)
     parser.add_argument("--hours", type=float, default=1.0)
+    parser.add_argument("--askers", type=int, default=0, help="measure RSS with this many distinct askers")
+    parser.add_argument("--ask-every", type=float, default=10.0, help="simulated seconds between questions")
+    parser.add_argument("--sample-every", type=float, default=600.0, help="simulated seconds between RSS rows")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("meshbot").setLevel(logging.INFO)
     logging.getLogger().handlers[0].setLevel(logging.ERROR)
-    return run(args)
+    return run_askers(args) if args.askers else run(args)
 
 
 if __name__ == "__main__":

@@ -81,15 +81,15 @@ class FakeRadio:
             raise RadioUnavailable("fake radio down")
         with self._lock:
             self._next_id += 1
-            packet_id = self._next_id
+            packet_id = message.packet_id or self._next_id  # a copy goes under the id it was given, as radios do
             record = Sent(packet_id, message, self.clock.now())
             self.sent.append(record)
             status, reason = self.outcomes.popleft() if self.outcomes else (AckStatus.ACKED, "NONE")
-        if self.on_send is not None:
-            self.on_send(record)
         if message.want_ack and status is AckStatus.TIMEOUT:
             self.unanswered.append((packet_id, on_result))
-        elif message.want_ack:
+        if self.on_send is not None:
+            self.on_send(record)
+        if message.want_ack and status is not AckStatus.TIMEOUT:
             on_result(SendResult(packet_id, status, reason))
         return packet_id
 

@@ -252,3 +252,23 @@ def test_status_reports_and_exits_by_health(
     out = io.StringIO()
     assert run_status(cfg, out) == 1
     assert "NOT RUNNING: it stopped cleanly" in out.getvalue() and "UNHEALTHY: not running" in out.getvalue()
+
+
+def test_a_fragment_on_air_before_a_crash_goes_again_under_its_packet_id(
+    tmp_path: Path, radio: FakeRadio, model: FakeModel, clock: VirtualClock
+) -> None:
+    # A handset that got it before the crash drops the copy; one that did not shows it once.
+    with Store(tmp_path / "bot.db") as store:
+        qid = ask(store, "what is lora?", 1)
+        store.set_state(qid, QueryState.GENERATING)
+        for index in (1, 2):
+            store.add_fragment(qid, index, f"{index}/{'+' if index < 2 else 2} part {index}")
+        store.generation_finished(qid)
+        store.set_state(qid, QueryState.SENDING)
+        store.fragment_sent(qid, 1, 4111)  # on air, never ACKed: the crash came first
+    daemon = run_daemon(tmp_path, radio, model, clock)
+    wait_until(daemon.idle)
+    first = radio.sent[0]
+    assert (first.message.text, first.packet_id) == ("1/+ part 1", 4111)
+    assert radio.sent[1].message.packet_id is None  # never on air: a new id
+    daemon.stop(grace_s=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from meshbot.core.config import RadioConfig
 from meshbot.core.domain import AckStatus, Inbound, Outbound, RadioEvent, SendResult
 from meshbot.radios.meshtastic_lib import MeshtasticRadio
 from meshbot.sim.node.node import VirtualNode
+from meshbot.sim.rules.inject import build_text_packet
 from tests.conftest import wait_until
 
 BOT = 0x0BB0_0001
@@ -102,3 +104,30 @@ def test_an_ack_held_while_the_link_was_down_reaches_its_send_after_the_reconnec
             node.wait_for_handshakes(2, timeout=5)  # and it came over the new link
         finally:
             radio.close()
+
+
+@pytest.mark.parametrize("port", ["TELEMETRY_APP", "POSITION_APP", "NODEINFO_APP"])
+def test_a_corrupt_payload_is_one_info_line_not_a_traceback(
+    node: VirtualNode, link, port: str, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    _, inbox = link
+    corrupt = build_text_packet(sender=ALICE, to=0xFFFFFFFF, text=b"\xff\xff\xff\x08\x96", packet_id=4242, portnum=port)
+    node.inject_packet(corrupt)
+    node.inject_text(ALICE, "still here?", packet_id=4243)  # and the link goes on as before
+    assert next_packet(inbox).text == "still here?"
+    shown = [r for r in caplog.records if r.levelno >= logging.INFO]  # what a default log level shows
+    about = [r for r in shown if "4242" in r.getMessage() or "corrupt" in r.getMessage()]
+    (line,) = about
+    assert line.levelno == logging.INFO and (line.event, line.reason) == ("ignored", "malformed")
+    assert line.getMessage().startswith(f"ignored {port} from !0a11ce00 (id 4242): malformed")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_librarys_other_logging_is_left_as_it_is(node: VirtualNode, link, caplog) -> None:
+    # A dropped link is still the library's own ERROR line: the guard only rewords undecodable payloads.
+    caplog.set_level(logging.INFO)
+    radio, inbox = link
+    node.drop_client(reset=True)
+    wait_until(lambda: any(r.name.startswith("meshtastic") and r.levelno == logging.ERROR for r in caplog.records))

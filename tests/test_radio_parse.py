@@ -94,3 +94,13 @@ def test_sends_nobody_answers_are_forgotten_after_their_time() -> None:
     router.resolve(1, SendResult(1, AckStatus.ACKED))
     router.expect(99, got.append)  # the stray answer was dropped too
     assert got == []
+
+
+@pytest.mark.parametrize(
+    ("hop_start", "hop_limit", "hops"),
+    [(3, 3, 0), (7, 0, 7), (200, 7, None), (3, 5, None), (9, 9, None), (3, -1, None), (None, 3, None)],
+)
+def test_hop_counts_outside_the_three_bit_header_are_unknown(hop_start, hop_limit, hops) -> None:
+    # A corrupt header (hop_start 200) used to read as "193 hops"; the ping reply and the log say "?" instead.
+    packet = text_packet(hopStart=hop_start, hopLimit=hop_limit)
+    assert parse_packet(packet, ME).hops == hops

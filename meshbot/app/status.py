@@ -13,6 +13,7 @@ import time
 from typing import Any, TextIO
 
 from meshbot.core.config import Config
+from meshbot.radios.advice import advice
 from meshbot.service.daemon import HEARTBEAT_EVERY_S
 from meshbot.storage.store import Store, StoreError, StoreMissing
 
@@ -47,6 +48,7 @@ def health(status: dict[str, Any], cfg: Config) -> list[str]:
     problems = []
     if status["radio_up_since"] is None:
         problems.append("radio not connected")
+    problems += [f"radio {code.replace('-', ' ')}" for code in status.get("radio_problems", ())]
     oldest = status["oldest_unfinished_at"]
     if oldest is not None and status["now"] - oldest > cfg.store.max_age_s:
         problems.append(f"a question has waited {status['now'] - oldest:.0f}s")
@@ -81,6 +83,7 @@ def render(status: dict[str, Any], cfg: Config, out: TextIO) -> None:
     lines = [_running_line(status)]
     if status["running"]:  # a stopped daemon's last radio event says nothing about now
         lines.append(f"radio connected since: {_ago(now, status['radio_up_since'])}")
+        lines += [f"radio WARNING: {advice(code)}" for code in status.get("radio_problems", ())]
     lines += [
         f"queue: {status['queue_depth']} waiting, {status['in_progress']} in progress",
         f"last hour: {hour['answered']} answered, {hour['failed']} failed, {hour['dropped']} dropped",

@@ -135,6 +135,7 @@ class ClusterLedger(Ledger):
 
     def published(self, job: SendJob, packet_id: int) -> None:
         """The fragment reached the broker: a successor starts after it."""
+        super().published(job, packet_id)
         if job.query_id is None or job.index is None:
             return
         with self._lock:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
+_MAX_HOPS = 7  # the header's 3-bit hop fields (limits.MAX_HOP_LIMIT)
+
 
 @dataclass(frozen=True)
 class Inbound:
@@ -38,10 +40,17 @@ class Inbound:
 
     @property
     def hops(self) -> int | None:
-        """Hops the packet travelled, when the firmware told us."""
-        if self.hop_start is None or self.hop_limit is None:
+        """Hops the packet travelled, when the firmware told us; None (unknown) for impossible values.
+
+        Both fields are 3-bit on air (0-7), and a packet cannot have more hops left than it started with:
+        anything else is a corrupt or forged header, not a distance.
+        """
+        start, left = self.hop_start, self.hop_limit
+        if start is None or left is None:
             return None
-        return max(self.hop_start - self.hop_limit, 0)
+        if not (0 <= left <= start <= _MAX_HOPS):
+            return None
+        return start - left
 
 
 class AckStatus(enum.Enum):
@@ -77,6 +86,21 @@ class LocalNode:
     # Channel indices that are the mesh's default public channel (named after the preset, default key);
     # None when the radio did not say (policy then assumes index 0 is).
     public_channels: frozenset[int] | None = None
+    can_transmit: bool = True  # False: the node's settings keep its transmitter off (it hears, never answers)
+
+    def problems(self) -> tuple[str, ...]:
+        """What keeps this node from serving, as neutral codes (the radio module words the advice)."""
+        found = []
+        if not self.can_transmit:
+            found.append(CANNOT_TRANSMIT)
+        if self.region == "UNSET":
+            found.append(NO_REGION)
+        return tuple(found)
+
+
+# LocalNode.problems codes; `meshbot status` reads them back from the store as "radio-<code>" events.
+CANNOT_TRANSMIT = "cannot-transmit"
+NO_REGION = "no-region"
 
 
 class RadioEvent(enum.Enum):
@@ -95,6 +119,9 @@ class Outbound:
     channel: int = 0
     want_ack: bool = False
     reply_id: int | None = None
+    # Send under this packet id: a copy of a text that may be on air already, so that a receiver that has it drops
+    # the copy (and ACKs it again). None: the radio picks a new id.
+    packet_id: int | None = None
 
 
 class RadioUnavailable(Exception):

@@ -88,6 +88,11 @@ class Event(enum.StrEnum):
     LEASE_LOST = "lease-lost"
     CLUSTER_ERROR = "cluster-error"
     CLUSTER_BACK = "cluster-back"
+    # delivery edge cases
+    UNREACHABLE = "unreachable"  # a fragment was given up: the asker is out of reach, the rest is held for "more"
+    ANSWER_HELD = "answer-held"  # a fragment could not be sent for another reason: the rest is held the same way
+    RESENT_AFTER_RECONNECT = "resent-after-reconnect"  # an unACKed fragment, sent again under its id at once
+    RADIO_CANNOT_SEND = "radio-cannot-send"  # the node's settings keep it from transmitting (or from a region)
 
 
 class Reason(enum.StrEnum):

@@ -57,6 +57,9 @@ class SeenPackets:
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._capacity = capacity
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
     def is_new(self, sender: int, packet_id: int) -> bool:
         """True the first time a pair is seen; remembers it either way."""
         key = (sender, packet_id)

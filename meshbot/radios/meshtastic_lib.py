@@ -16,7 +16,7 @@ import meshtastic.mesh_interface
 import meshtastic.serial_interface
 import meshtastic.tcp_interface
 import meshtastic.util
-from meshtastic.protobuf import config_pb2
+from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
 from pubsub import pub
 
 from meshbot.core import limits
@@ -25,7 +25,9 @@ from meshbot.core.config import Config, RadioConfig
 from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
+from meshbot.radios.advice import advice
 from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
+from meshbot.radios.guard import guard_decoding
 from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 log = logging.getLogger(__name__)
@@ -133,7 +135,9 @@ class MeshtasticRadio:
         if kind == "ble":
             from meshtastic import ble_interface  # bleak is heavy; load it only for BLE
 
-            return ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
+            ble = ble_interface.BLEInterface(address=where, noNodes=self._cfg.no_nodes, timeout=timeout)
+            guard_decoding(ble)
+            return ble
         iface: Any
         if kind == "tcp":
             host, port = split_host(self._cfg.host or "")
@@ -145,6 +149,7 @@ class MeshtasticRadio:
                 devPath=self._serial_path(), noNodes=self._cfg.no_nodes, timeout=timeout, connectNow=False
             )
         made(iface)  # from here a close() can reach the half-built link
+        guard_decoding(iface)  # before it reads: a corrupt payload in the config download is one line too
         self._hold_early(iface)
         try:
             # What the constructors do with connectNow=True, split so the object exists before it blocks.
@@ -185,6 +190,13 @@ class MeshtasticRadio:
             node.hop_limit,
             extra={"event": Event.RADIO_UP, "node": node_id(node.node_num)},
         )
+        for code in node.problems():
+            log.warning(
+                "radio %s: %s",
+                node_id(node.node_num),
+                advice(code),
+                extra={"event": Event.RADIO_CANNOT_SEND, "reason": code},
+            )
         return True
 
     def _serial_path(self) -> str:
@@ -212,6 +224,8 @@ class MeshtasticRadio:
             modem_preset=lora_cls.ModemPreset.Name(lora.modem_preset),
             region=lora_cls.RegionCode.Name(lora.region),
             hop_limit=lora.hop_limit or limits.DEFAULT_HOP_LIMIT,
+            # A node whose config was never read says nothing: assume it can (the field's proto default is off).
+            can_transmit=bool(lora.tx_enabled) or not iface.localNode.localConfig.HasField("lora"),
         )
 
     def short_name_of(self, node: int) -> str | None:
@@ -336,14 +350,7 @@ class MeshtasticRadio:
             raise RadioUnavailable("radio link is down")
 
         try:
-            sent = iface.sendText(
-                message.text,
-                destinationId=int(message.dest),
-                wantAck=message.want_ack,
-                channelIndex=message.channel,
-                replyId=message.reply_id,
-                hopLimit=self._hop_limit,
-            )
+            sent = self._write(iface, message)
         except OSError as exc:
             self._link_down(f"send failed: {exc}")
             raise RadioUnavailable(str(exc)) from exc
@@ -355,6 +362,22 @@ class MeshtasticRadio:
         if message.want_ack:
             self._acks.expect(int(sent.id), on_result)
         return int(sent.id)
+
+    def _write(self, iface: Any, message: Outbound) -> Any:
+        """Hand the text to the library; a copy of an earlier send goes under that send's packet id."""
+        if message.packet_id is None or not hasattr(iface, "_sendPacket"):
+            return iface.sendText(
+                message.text,
+                destinationId=int(message.dest),
+                wantAck=message.want_ack,
+                channelIndex=message.channel,
+                replyId=message.reply_id,
+                hopLimit=self._hop_limit,
+            )
+        # sendData always draws a new id; _sendPacket is the library's documented way to send a prebuilt
+        # MeshPacket, and it keeps an id that is set. The packet is built as sendData builds it.
+        packet = text_packet(message)
+        return iface._sendPacket(packet, int(message.dest), wantAck=message.want_ack, hopLimit=self._hop_limit)
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def _close_iface(self) -> None:
@@ -385,6 +408,20 @@ class MeshtasticRadio:
         if supervisor is not None and supervisor is not threading.current_thread():
             supervisor.join(CLOSE_WAIT_S)  # its waits all end on _closing: this is quick
         log.info("radio closed", extra={"event": Event.RADIO_CLOSED})
+
+
+def text_packet(message: Outbound) -> Any:
+    """The MeshPacket `sendText` would build for `message`, with `message.packet_id` as its id."""
+    payload = message.text.encode("utf-8")
+    if len(payload) > mesh_pb2.Constants.DATA_PAYLOAD_LEN:
+        raise meshtastic.mesh_interface.MeshInterface.MeshInterfaceError("Data payload too big")
+    packet = mesh_pb2.MeshPacket(id=message.packet_id or 0, channel=message.channel)
+    packet.decoded.payload = payload
+    packet.decoded.portnum = portnums_pb2.PortNum.TEXT_MESSAGE_APP
+    if message.reply_id is not None:
+        packet.decoded.reply_id = message.reply_id
+    packet.priority = mesh_pb2.MeshPacket.Priority.RELIABLE
+    return packet
 
 
 def from_config(cfg: Config, store: object, clock: object) -> MeshtasticRadio:

@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from meshbot.core.airtime import preset
@@ -25,6 +25,7 @@ from meshbot.core.pacing import Pacer, hourly_budget_s, region_limit_s
 from meshbot.core.policy import Policy
 from meshbot.service.commands import CommandHooks, StandardCommands
 from meshbot.service.context import Contexts
+from meshbot.service.holdback import Holdback
 from meshbot.service.intake import Intake
 from meshbot.service.joining import JoinDesk
 from meshbot.service.ledger import Ledger
@@ -60,6 +61,7 @@ class Inbox:
     def __init__(self) -> None:
         self.items: queue.Queue[Inbound | RadioEvent] = queue.Queue()
         self.radio_up = threading.Event()
+        self.listeners: list[Callable[[RadioEvent], None]] = []  # told of link events at once, on the radio's thread
 
     def put_packet(self, msg: Inbound) -> None:
         """The radio's packet callback: hand off, nothing else (it runs on the radio's thread)."""
@@ -68,6 +70,8 @@ class Inbox:
     def put_event(self, event: RadioEvent) -> None:
         """The radio's link callback; the flag is set here so the sender stops trying at once."""
         (self.radio_up.set if event is RadioEvent.CONNECTED else self.radio_up.clear)()
+        for listener in self.listeners:
+            listener(event)
         self.items.put(event)
 
 
@@ -104,7 +108,17 @@ class Daemon:
             region_limit_s(node.region),
         )
         self.policy = Policy(cfg.policy, node.node_num, node.short_name, store.mark_seen, node.public_channels)
-        self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
+        self.sender = Sender(
+            radio,
+            self.pacer,
+            clock,
+            cfg.mesh,
+            inbox.radio_up,
+            store,
+            self.ledger.published,
+            holdback=Holdback(store, cfg.mesh.ai_tag),
+        )
+        inbox.listeners.append(self.sender.on_radio_event)  # a reconnect cuts an ACK wait short
         self.contexts = contexts or Contexts()
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts)
         self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
@@ -148,7 +162,7 @@ class Daemon:
     # -- start-up -----------------------------------------------------------------------------
     def start(self) -> None:
         """Resume what a previous run left, then start the threads."""
-        self.store.record_event("radio-up")
+        self._record_radio_up()
         self._beat()
         self.sender.start()
         for companion in self.companions:
@@ -172,6 +186,16 @@ class Daemon:
             extra={"event": Event.STARTED},
         )
 
+    def _record_radio_up(self) -> None:
+        """The link is up; what keeps the node from serving (its settings, read at connect) goes with it."""
+        self.store.record_event("radio-up")
+        try:
+            problems = self.radio.local_node().problems()
+        except Exception:  # the link went again already: the next connect records it
+            problems = ()
+        for code in problems:
+            self.store.record_event(f"radio-{code}")
+
     # -- intake ---------------------------------------------------------------------------------
     def _intake_loop(self) -> None:
         items = self.inbox.items
@@ -185,7 +209,10 @@ class Daemon:
             try:
                 if isinstance(item, RadioEvent):
                     # The radio logs the transition; the store keeps it for `meshbot status`.
-                    self.store.record_event("radio-up" if item is RadioEvent.CONNECTED else "radio-down")
+                    if item is RadioEvent.CONNECTED:
+                        self._record_radio_up()
+                    else:
+                        self.store.record_event("radio-down")
                 else:
                     self.intake.admit(item)
             except Exception:  # one bad packet must never stop the intake

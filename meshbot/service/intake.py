@@ -12,6 +12,7 @@ import logging
 import threading
 
 from meshbot.core import limits
+from meshbot.core.aging import AgedSet
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, Inbound, KeyPins, Outbound
 from meshbot.core.events import Event, Reason
@@ -27,6 +28,10 @@ from meshbot.service.ledger import Ledger
 from meshbot.service.queueing import Admission, Query, QueryQueue
 from meshbot.service.sender import Sender, SendJob
 from meshbot.storage.store import Store
+
+# Nodes remembered as told "busy": a flood of distinct senders must not grow the set without end.
+BUSY_TOLD_MAX = 1024
+BUSY_TOLD_FOR_S = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,8 @@ class Intake:
         self.sender = sender
         self.clock = clock
         self.paused = paused
-        self._busy_told: set[int] = set()  # nodes told "busy" since their last accepted query
+        # Nodes told "busy" since their last accepted query: bounded, and told again after a quiet hour.
+        self._busy_told = AgedSet(BUSY_TOLD_MAX, BUSY_TOLD_FOR_S)
         self.desk = desk
         self.commands = commands
         self._cooldown = ChannelCooldown()
@@ -210,8 +216,7 @@ class Intake:
             self.queue.depth(),
             extra={"event": Event.DROPPED, "reason": admission.value},
         )
-        if node not in self._busy_told:
-            self._busy_told.add(node)
+        if self._busy_told.first_time(node, self.clock.now()):
             self._reply(query.decision, self.cfg.queue.busy_message, "busy")
 
     def _reply(self, decision: Accept, text: str, label: str, reply_id: int | None = None) -> None:

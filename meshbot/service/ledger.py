@@ -85,14 +85,17 @@ class Ledger:
         self.store.set_state(query_id, QueryState.FAILED, reason)
 
     def published(self, job: SendJob, packet_id: int) -> None:
-        """A fragment was handed to the radio (the sender's hook); the local store learns it from on_sent."""
+        """A fragment was handed to the radio (the sender's hook, each attempt): SENT under `packet_id`.
+
+        Written before any ACK wait, so that after a crash the fragment goes again under the same id.
+        """
+        if job.query_id is not None and job.index is not None:
+            self.store.fragment_sent(job.query_id, job.index, packet_id)
 
     def on_sent(self, job: SendJob, result: SendResult, attempts: int) -> None:
         """The sender's verdict on one fragment (SendJob.on_done)."""
         if job.query_id is None or job.index is None:
             return
-        if result.packet_id:
-            self.store.fragment_sent(job.query_id, job.index, result.packet_id)
         state = FragmentState.ACKED if result.status in _DELIVERED else FragmentState.FAILED
         self.store.fragment_done(job.query_id, job.index, state)
         self._maybe_close(job.query_id)

@@ -15,10 +15,11 @@ from meshbot.core.domain import Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import cut_off_ending, is_final_text, labelled
 from meshbot.core.ids import node_id
+from meshbot.core.trust import remainder_slot
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
 from meshbot.service.sender import Sender, SendJob
-from meshbot.service.worker import fragment_budget
+from meshbot.service.worker import REMAINDER_TTL_S, fragment_budget
 from meshbot.storage.store import FragmentState, Store, StoredQuery
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,10 @@ class Housekeeper:
             extra={"event": Event.RESUMED, "query_id": stored.query_id, "fragments": len(left)},
         )
         for frag in left:
-            out = Outbound(frag.text, stored.reply_to, stored.reply_channel, stored.want_ack, reply_id=stored.packet_id)
+            # A fragment on air before the restart goes again under its id: a handset that has it drops the copy,
+            # and an ACK the node held for us while we were down settles it at once.
+            same_id = frag.packet_id if frag.state is FragmentState.SENT else None
+            out = Outbound(frag.text, stored.reply_to, stored.reply_channel, stored.want_ack, stored.packet_id, same_id)
             self._sender.submit(
                 SendJob(
                     out,
@@ -102,6 +106,7 @@ class Housekeeper:
                     stored.query_id,
                     frag.index,
                     on_done=self._ledger.on_sent,
+                    asker=remainder_slot(resumed_query(stored, 0.0).inbound),  # its conversation's remainder
                 )
             )
 
@@ -145,6 +150,6 @@ class Housekeeper:
             self.expire()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_EVERY_S
-            removed = self._store.prune(self._cfg.store.keep_days)
+            removed = self._store.prune(self._cfg.store.keep_days) + self._store.expire_remainders(REMAINDER_TTL_S)
             if removed:
                 log.info("pruned %d old row(s) from the store", removed)

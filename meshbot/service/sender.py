@@ -5,6 +5,7 @@ The meshtastic library has no locks on its send path, so exactly one thread may 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -12,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshbot.core.config import MeshConfig
-from meshbot.core.domain import AckStatus, Clock, Outbound, Radio, RadioUnavailable, SendResult
+from meshbot.core.domain import AckStatus, Clock, Outbound, Radio, RadioEvent, RadioUnavailable, SendResult
 from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id
 from meshbot.core.pacing import Pacer
+from meshbot.service.ackwait import AckInbox, Stopped
+from meshbot.service.holdback import Holdback
 from meshbot.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -24,9 +27,16 @@ _STOP_WAIT_S = 1.0  # after stop() cuts its waits, the sender thread ends within
 
 # Routing errors worth another try: congestion and timing, not a packet that can never fit.
 # Not DUTY_CYCLE_LIMIT: the node's hour is full, and every retry would only be refused again.
-RETRYABLE = frozenset(
-    {"TIMEOUT", "RATE_LIMIT_EXCEEDED", "MAX_RETRANSMIT", "NO_RESPONSE", "NO_INTERFACE", "SEND_ERROR", "RADIO_DOWN"}
-)
+# Not MAX_RETRANSMIT: the node already sent the packet as many times as the firmware does, under its one id. A copy
+# under the same id is dropped by the node (PhoneAPI ignores a client packet id among its last 20), and one under a
+# new id shows twice on a handset that had it and whose ACK was lost. The node is out of reach: the rest is held.
+RETRYABLE = frozenset({"TIMEOUT", "RATE_LIMIT_EXCEEDED", "NO_RESPONSE", "NO_INTERFACE", "SEND_ERROR", "RADIO_DOWN"})
+# A result that may mean the packet went on air: any later copy goes under the same packet id, so a handset that has
+# it drops the copy (and ACKs it again) instead of showing it twice.
+MAYBE_ON_AIR = frozenset({"TIMEOUT", "RECONNECTED"})
+# After a reconnect, how long an ACK wait gives the node to hand over the verdicts it held while the link was
+# away (they come right after its config download) before the fragment is sent again.
+RECONNECT_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class SendJob:
     query_id: int | None = None
     index: int | None = None  # the fragment's index within its answer
     on_done: Callable[[SendJob, SendResult, int], None] | None = None
+    asker: int | None = None  # whose answer this fragment is: its remainder is kept for them when held
 
 
 class Sender:
@@ -52,8 +63,10 @@ class Sender:
         radio_up: threading.Event | None = None,
         store: Store | None = None,
         on_published: Callable[[SendJob, int], None] | None = None,
+        holdback: Holdback | None = None,
     ) -> None:
         self._radio = radio
+        self.holdback = holdback  # None: a fragment given up does not stop the rest (no store to keep it in)
         self._on_published = on_published  # told as soon as a fragment left, before any ACK wait
         self._radio_up = radio_up
         self._store = store
@@ -65,7 +78,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._drain_until = float("inf")
-        self._current = _Inbox()  # the inbox of the job being sent: stop() wakes its ACK wait
+        self._current = AckInbox()  # the inbox of the job being sent: stop() wakes its ACK wait
         self._left: list[SendJob] = []  # what stop() left unsent
         self._queued_airtime = 0.0  # air time of texts submitted but not yet sent
         self._airtime_lock = threading.Lock()
@@ -118,6 +131,8 @@ class Sender:
                 if self._clock.now() > self._drain_until:
                     self._left.append(job)
                     continue
+                if self._held(job):
+                    continue
                 self.send_now(job)
             except Exception:  # the sender must outlive any one bad job
                 log.exception("sender failed on %s", job.label if job else "?")
@@ -134,18 +149,38 @@ class Sender:
         stays pending and the next start sends it.
         """
         # One inbox for every attempt: a late ACK of attempt 1 still ends the job during attempt 2.
-        inbox = self._current = _Inbox()
+        inbox = self._current = AckInbox()
         try:
             result, attempts = self._send_with_retries(job, inbox)
-        except _Stopped:
+        except Stopped:
             self._left.append(job)  # logged with the rest when the sender ends
             return SendResult(0, AckStatus.FAILED, "SHUTDOWN")
+        if self.holdback is not None and _given_up(job, result):
+            assert job.query_id is not None and job.index is not None and job.asker is not None
+            self.holdback.give_up(job.query_id, job.asker, job.index, job.outbound.text, result, attempts)
         if job.on_done is not None:
             job.on_done(job, result, attempts)
         return result
 
-    def _send_with_retries(self, job: SendJob, inbox: _Inbox) -> tuple[SendResult, int]:
+    def _held(self, job: SendJob) -> bool:
+        """A later fragment of an answer whose earlier fragment was given up: kept for "more", not sent."""
+        if self.holdback is None or not self.holdback.is_held(job.query_id):
+            return False
+        assert job.query_id is not None
+        self.holdback.divert(job.query_id, job.outbound.text)
+        log.debug("held %s: an earlier fragment was not delivered", job.label)
+        if job.on_done is not None:
+            job.on_done(job, SendResult(0, AckStatus.FAILED, "HELD"), 0)
+        return True
+
+    def on_radio_event(self, event: RadioEvent) -> None:
+        """The radio's link events (any thread): a reconnect cuts a pending ACK wait short."""
+        if event is RadioEvent.CONNECTED:
+            self._current.relinked()
+
+    def _send_with_retries(self, job: SendJob, inbox: AckInbox) -> tuple[SendResult, int]:
         attempts = 0
+        same_id: int | None = None  # once a copy may be on air, every later one goes under its id
         while True:
             attempts += 1
             self._wait_for_radio(job)
@@ -160,14 +195,21 @@ class Sender:
                 )
                 result = SendResult(0, AckStatus.FAILED, "AIRTIME_BUDGET")
                 break
-            result = self._attempt(job, inbox)
+            result = self._attempt(job, inbox, same_id)
+            if result.reason in MAYBE_ON_AIR and result.packet_id:
+                same_id = result.packet_id
+            if result.reason == "RECONNECTED":
+                result = self._after_reconnect(job, inbox, result)
+                if result.reason == "RECONNECTED":
+                    attempts -= 1  # the link that lost it is gone: not the text's fault
+                    continue
             if result.reason == "RADIO_DOWN" and self._radio_up is not None:
                 attempts -= 1  # the link dropped under us: wait for it, it is not the text's fault
                 continue
             if result.status in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT):
                 break
             if self._stopping.is_set():
-                raise _Stopped  # no verdict: the next start sends it again
+                raise Stopped  # no verdict: the next start sends it again
             reason = result.reason if result.status is not AckStatus.TIMEOUT else "TIMEOUT"
             if reason not in RETRYABLE or attempts > self._cfg.max_retries:
                 log.warning(
@@ -193,23 +235,37 @@ class Sender:
         return result, attempts
 
     def _pause(self, seconds: float) -> None:
-        """Sleep on the clock; raise _Stopped at once when stop() cuts it."""
+        """Sleep on the clock; raise Stopped at once when stop() cuts it."""
         if seconds > 0 and self._clock.wait_for(self._stopping, seconds):
-            raise _Stopped
+            raise Stopped
 
     def _wait_for_radio(self, job: SendJob) -> None:
-        """Block while the radio is away (the queue waits, nothing is dropped); raise _Stopped at shutdown."""
+        """Block while the radio is away (the queue waits, nothing is dropped); raise Stopped at shutdown."""
         if self._radio_up is None or self._radio_up.is_set():
             return
         log.info("holding %s until the radio is back", job.label, extra={"event": Event.WAITING_FOR_RADIO})
         while not self._clock.wait_for(self._radio_up, 1.0):
             if self._stopping.is_set() or self._clock.now() > self._drain_until:
-                raise _Stopped
+                raise Stopped
 
-    def _attempt(self, job: SendJob, inbox: _Inbox) -> SendResult:
+    def _after_reconnect(self, job: SendJob, inbox: AckInbox, result: SendResult) -> SendResult:
+        """The link came back during the ACK wait: take a verdict the node held for us, else send again now."""
+        verdict = inbox.wait(self._clock, result.packet_id, RECONNECT_GRACE_S, self._stopping)
+        if verdict is not None and verdict.reason != "RECONNECTED":
+            return verdict
+        log.info(
+            "radio reconnected while %s (id %d) waited for its ACK: sending it again under the same id",
+            job.label,
+            result.packet_id,
+            extra={"event": Event.RESENT_AFTER_RECONNECT, "packet_id": result.packet_id},
+        )
+        return result
+
+    def _attempt(self, job: SendJob, inbox: AckInbox, same_id: int | None = None) -> SendResult:
         self._pause(self._pacer.earliest_send() - self._clock.now())
-        out = job.outbound
+        out = job.outbound if same_id is None else dataclasses.replace(job.outbound, packet_id=same_id)
         airtime = self._pacer.airtime_of(out.text, reply_id=out.reply_id is not None)
+        inbox.new_attempt()
         try:
             packet_id = self._radio.send(out, inbox.put)
         except RadioUnavailable as exc:
@@ -250,9 +306,11 @@ class Sender:
             return SendResult(packet_id, AckStatus.SENT)
         return self._await_ack(job, packet_id, inbox)
 
-    def _await_ack(self, job: SendJob, packet_id: int, inbox: _Inbox) -> SendResult:
+    def _await_ack(self, job: SendJob, packet_id: int, inbox: AckInbox) -> SendResult:
         started = self._clock.now()
         result = inbox.wait(self._clock, packet_id, self._cfg.ack_timeout_s, self._stopping)
+        if result is not None and result.reason == "RECONNECTED":
+            return result
         self._count_node_retries(job, result, self._clock.now() - started)
         if result is None:
             log.warning(
@@ -306,8 +364,11 @@ class Sender:
             )
 
 
-class _Stopped(Exception):
-    """stop() cut a send short: the job is left for the next start."""
+def _given_up(job: SendJob, result: SendResult) -> bool:
+    """A fragment of an answer that will not be delivered (not one that shutdown merely left for later)."""
+    if job.query_id is None or job.index is None or job.asker is None:
+        return False
+    return result.status not in (AckStatus.ACKED, AckStatus.IMPLICIT, AckStatus.SENT) and result.reason != "SHUTDOWN"
 
 
 def _log_left(left: list[SendJob]) -> None:
@@ -332,43 +393,3 @@ def _log_left(left: list[SendJob]) -> None:
             ", ".join(f"{job.label} to {node_id(job.outbound.dest)}" for job in gone),
             extra={"event": Event.DROPPED, "reason": Reason.SHUTDOWN},
         )
-
-
-class _Inbox:
-    """ACKs and NAKs for every attempt of one job, filled from the radio's thread."""
-
-    def __init__(self) -> None:
-        self._results: list[SendResult] = []
-        self._lock = threading.Lock()
-        self._changed = threading.Event()
-
-    def put(self, result: SendResult) -> None:
-        """Called by the radio with an ACK or NAK."""
-        with self._lock:
-            self._results.append(result)
-        self._changed.set()
-
-    def _verdict(self, packet_id: int) -> SendResult | None:
-        with self._lock:
-            self._changed.clear()  # under the lock, before reading: no wake-up can be lost
-            acks = [r for r in self._results if r.status in (AckStatus.ACKED, AckStatus.IMPLICIT)]
-            if acks:
-                return acks[0]  # any attempt delivered: done
-            naks = [r for r in self._results if r.packet_id in (packet_id, 0)]
-            return naks[-1] if naks else None
-
-    def wake(self) -> None:
-        """Make a waiting `wait` look at its stop flag now."""
-        self._changed.set()
-
-    def wait(self, clock: Clock, packet_id: int, timeout: float, stopping: threading.Event) -> SendResult | None:
-        """The verdict for the current attempt, or None on timeout; raises _Stopped once `stopping` is set."""
-        deadline = clock.now() + timeout
-        while True:
-            verdict = self._verdict(packet_id)
-            left = deadline - clock.now()
-            if verdict is not None or left <= 0:
-                return verdict
-            if stopping.is_set():
-                raise _Stopped
-            clock.wait_for(self._changed, left)

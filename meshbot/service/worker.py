@@ -120,7 +120,7 @@ class Worker:
             log.warning("model gave q%d an empty answer", query.query_id, extra={"event": Event.EMPTY_ANSWER})
             self._submit_one(query, 1, labelled(NO_ANSWER, self._cfg.mesh.ai_tag, budget), "empty")
         if answer.capped:
-            self._store.put_remainder(remainder_slot(query.inbound), answer.remainder, answer.next_index)
+            self._keep_remainder(query, answer.remainder, answer.next_index)
         self._ledger.generated(query)
         self._contexts.answered(query, question, answer.text)
         self._log_answered(query, answer.stats, sent, started, answer.capped)
@@ -204,7 +204,7 @@ class Worker:
         sent: list[Fragment] = []
         self._submit(query, list(plan.fragments), sent, self._clock.now())
         if plan.remainder.strip() and plan.fragments:
-            self._store.put_remainder(remainder_slot(query.inbound), plan.remainder, plan.fragments[-1].index + 1)
+            self._keep_remainder(query, plan.remainder, plan.fragments[-1].index + 1)
         self._ledger.generated(query)
         log.info(
             "more for %s: %d fragment(s), %d B left",
@@ -213,6 +213,14 @@ class Worker:
             len(plan.remainder.encode("utf-8")),
             extra={"event": Event.MORE, "fragments": len(sent)},
         )
+
+    def _keep_remainder(self, query: Query, text: str, next_index: int) -> None:
+        """Keep text for "more"; after the fragments the sender held, if it held this answer."""
+        holdback, slot = self._sender.holdback, remainder_slot(query.inbound)  # the asker's own conversation's
+        if holdback is None:
+            self._store.put_remainder(slot, text, next_index)
+        else:
+            holdback.keep_tail(query.query_id, slot, text, next_index)
 
     def _submit(self, query: Query, fragments: list[Fragment], sent: list[Fragment], started: float) -> None:
         for frag in fragments:
@@ -248,7 +256,14 @@ class Worker:
             reply_id=query.inbound.packet_id,
         )
         self._sender.submit(
-            SendJob(out, f"q{query.query_id} {marker}", query.query_id, index, on_done=self._ledger.on_sent)
+            SendJob(
+                out,
+                f"q{query.query_id} {marker}",
+                query.query_id,
+                index,
+                on_done=self._ledger.on_sent,
+                asker=remainder_slot(query.inbound),  # where a held rest is kept: this conversation's slot
+            )
         )
 
     def _log_answered(

@@ -13,6 +13,7 @@ from meshbot.storage.records import OUTCOMES, TERMINAL, UNFINISHED, QueryState, 
 HOUR_S = 3600.0
 DAY_S = 86400.0
 _HEARTBEAT_KEYS = ("pid", "host", "beat_at", "queue_depth", "paused", "stopped")
+RADIO_PROBLEM_EVENTS = ("radio-cannot-transmit", "radio-no-region")  # LocalNode.problems codes, as events
 
 
 def last_heartbeat(conn: sqlite3.Connection) -> dict[str, Any] | None:
@@ -45,6 +46,19 @@ def status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
         "AND at <= ? ORDER BY at DESC, id DESC LIMIT 1",
         (now,),
     ).fetchone()
+    up_since = radio[1] if radio is not None and radio[0] == "radio-up" else None
+    # What the node's settings keep it from doing, recorded with the last connect (radio-<code> events).
+    problems = (
+        []
+        if up_since is None
+        else [
+            kind.removeprefix("radio-")
+            for (kind,) in conn.execute(
+                "SELECT DISTINCT kind FROM events WHERE kind IN (?, ?) AND at >= ? AND at <= ? ORDER BY kind",
+                (*RADIO_PROBLEM_EVENTS, up_since, now),
+            )
+        ]
+    )
     last = conn.execute("SELECT MAX(at) FROM events WHERE at <= ?", (now,)).fetchone()[0]
     oldest = conn.execute(f"SELECT MIN(accepted_at) FROM queries WHERE state IN ({marks})", unfinished).fetchone()[0]
     per_kind = {kind: (int(in_hour), int(in_day)) for kind, in_hour, in_day in counts}
@@ -57,7 +71,8 @@ def status(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
         "last_day": {k: per_kind.get(k, (0, 0))[1] for k in OUTCOMES},
         "ttff_mean_last_hour_s": ttff,
         "airtime_last_hour_s": airtime,
-        "radio_up_since": radio[1] if radio is not None and radio[0] == "radio-up" else None,
+        "radio_up_since": up_since,
+        "radio_problems": problems,
         "last_event_at": last,
     }
 
@@ -72,11 +87,11 @@ def prune(conn: sqlite3.Connection, cutoff: float) -> int:
         ("DELETE FROM seen WHERE at < ?", (cutoff,)),
         ("DELETE FROM recent_texts WHERE at < ?", (cutoff,)),
         ("DELETE FROM remainders WHERE at < ?", (cutoff,)),
-        # Keep the latest radio-up/down so "connected since" survives a week of quiet uptime.
+        # Keep the latest radio-up/down (and its problems) so "connected since" survives a week of quiet uptime.
         (
             "DELETE FROM events WHERE at < ? AND id NOT IN (SELECT MAX(id) FROM events "
-            "WHERE kind IN ('radio-up', 'radio-down') GROUP BY kind)",
-            (cutoff,),
+            "WHERE kind IN ('radio-up', 'radio-down', ?, ?) GROUP BY kind)",
+            (cutoff, *RADIO_PROBLEM_EVENTS),
         ),
     )
     return sum(conn.execute(sql, params).rowcount for sql, params in statements)

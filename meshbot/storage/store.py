@@ -339,6 +339,16 @@ class Store:
             return None
         return row[0], row[1]
 
+    def expire_remainders(self, max_age_s: float) -> int:
+        """Delete local remainders older than `max_age_s` (no "more" would take them); rows deleted."""
+        with self._tx() as conn:
+            return int(conn.execute("DELETE FROM remainders WHERE at < ?", (self._wall() - max_age_s,)).rowcount)
+
+    def remainder_count(self) -> int:
+        """Local remainders kept (one per node at most)."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM remainders").fetchone()[0])
+
     # -- health --------------------------------------------------------------------------------
 
     def record_event(self, kind: str, value: float = 0.0) -> None:

@@ -236,16 +236,23 @@ class MqttRadio:
         if request_id in dict(self._pending.snapshot()):
             self.resolve(request_id, error, sender)
 
-    def publish_data(self, dest: int, data: mesh_pb2.Data, want_ack: bool = False, pki: bool = False) -> int:
-        """Publish one packet from us; PKI-encrypted to `dest`'s known key when `pki`. Returns its id."""
-        packet_id, where, envelope = self._seal(dest, data, want_ack, pki)
+    def publish_data(
+        self, dest: int, data: mesh_pb2.Data, want_ack: bool = False, pki: bool = False, packet_id: int | None = None
+    ) -> int:
+        """Publish one packet from us; PKI-encrypted to `dest`'s known key when `pki`. Returns its id.
+
+        `packet_id`: publish again under that id (a copy of a packet that may be on air), else a new one.
+        """
+        packet_id, where, envelope = self._seal(dest, data, want_ack, pki, packet_id)
         self._publish(where, envelope)
         if want_ack:
             self._retransmits.track(packet_id, where, envelope)
         return packet_id
 
-    def _seal(self, dest: int, data: mesh_pb2.Data, want_ack: bool, pki: bool) -> tuple[int, str, bytes]:
-        head = Header(self.identity.node_num, dest, self._new_id(), self._hop_limit, want_ack)
+    def _seal(
+        self, dest: int, data: mesh_pb2.Data, want_ack: bool, pki: bool, packet_id: int | None = None
+    ) -> tuple[int, str, bytes]:
+        head = Header(self.identity.node_num, dest, packet_id or self._new_id(), self._hop_limit, want_ack)
         if pki:
             their_key = self.keyring.get(dest)
             if their_key is None:
@@ -309,7 +316,9 @@ class MqttRadio:
             return self.publish_data(BROADCAST, data)
         if not self._key_wait.ready(message.dest):
             return self._no_key(message, data, on_result)
-        packet_id = self.publish_data(message.dest, data, want_ack=message.want_ack, pki=True)
+        packet_id = self.publish_data(
+            message.dest, data, want_ack=message.want_ack, pki=True, packet_id=message.packet_id
+        )
         if message.want_ack:
             self._pending.put(packet_id, on_result)
         return packet_id

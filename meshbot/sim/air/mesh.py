@@ -18,6 +18,7 @@ manual (VirtualClock) run is deterministic. The air's lock is a leaf: nodes are 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import random
@@ -83,6 +84,12 @@ class MeshAir:
         with self._lock:
             role = self._roles.get(node.node_num, "handset")
             self._radios[node.node_num] = Radio(node, self._links[node.node_num], role, self._region)
+
+    def set_loss(self, sender: int, receiver: int, loss: float) -> None:
+        """Change one direction of a link while the mesh runs: `receiver` loses this share of `sender`'s frames."""
+        with self._lock:
+            link = self._links[sender][receiver]  # a KeyError names a link the topology does not have
+            self._links[sender][receiver] = dataclasses.replace(link, loss=loss)
 
     def detach(self, node: AirNode) -> None:
         """Switch the node's radio off (what it has on air still ends)."""

@@ -41,7 +41,8 @@ class VirtualNode(PhoneApi):
     tries of an unanswered want_ack packet; None: the firmware's retransmission delay) run in real
     seconds. On a mesh, pass the mesh's `air` and its shared `scheduler`, which run in `clock` time.
     `channel_names` are the enabled channels (index 0 PRIMARY); a send on another index is NAKed
-    NO_CHANNEL.
+    NO_CHANNEL. `tx_enabled` False reports `lora.tx_enabled = false` in the config download, as a node
+    set to listen only does.
     """
 
     def __init__(
@@ -66,11 +67,12 @@ class VirtualNode(PhoneApi):
         ignore_mqtt: bool = False,
         ok_to_mqtt: bool = False,
         reject_legacy_dms: bool = False,
+        tx_enabled: bool = True,
     ) -> None:
         if node_num in (0, limits.BROADCAST_NUM) or not 0 < node_num <= 0xFFFFFFFF:
             raise ValueError(f"node_num {node_num:#x} is not a usable node number")
         self._own = Identity(node_num, long_name, short_name, sim_public_key(node_num))
-        self._radio = RadioSettings(modem_preset, region, hop_limit, tuple(channel_names))
+        self._radio = RadioSettings(modem_preset, region, hop_limit, tuple(channel_names), tx_enabled)
         self._radio.lora()  # fail now, not at first connect, on a bad preset or region name
         self._modem = airtime.preset(modem_preset)
         now_wall = int(wall_clock())
@@ -97,7 +99,7 @@ class VirtualNode(PhoneApi):
             scheduler=self._scheduler,
             lock=self._lock,
             interval_s=self._retransmit_interval,
-            transmit=lambda packet: self.air.transmit(self, packet),
+            transmit=self._transmit,
             finish=self._finish,
         )
         self._history = fw.RecentKeys(fw.PACKET_HISTORY_LEN)
@@ -257,7 +259,7 @@ class VirtualNode(PhoneApi):
             )
             if self.ok_to_mqtt:
                 packet.decoded.bitfield |= 1
-        self.air.transmit(self, packet)
+        self._transmit(packet)
 
     # ----- the air side ----------------------------------------------------------------------
 
@@ -292,11 +294,18 @@ class VirtualNode(PhoneApi):
                 ack = self._ack_for(packet)
             reply = self._nodeinfo_reply(packet)
         if ack is not None:
-            self.air.transmit(self, ack)
+            self._transmit(ack)
         if reply is not None:
-            self.air.transmit(self, reply)
+            self._transmit(reply)
         if self.on_heard is not None and not packet.via_mqtt:
             self.on_heard(packet)
+
+    def _transmit(self, packet: mesh_pb2.MeshPacket) -> str | None:
+        """Put a frame on air, unless lora.tx_enabled is off (RadioLibInterface::send drops it, the queue moves on)."""
+        if not self._radio.tx_enabled:
+            logger.debug("node %08x: tx disabled, %08x not sent", self.node_num, packet.id)
+            return None
+        return self.air.transmit(self, packet)
 
     def _nodeinfo_reply(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket | None:
         """NodeInfoModule::allocReply: a NodeInfo request to us is answered with our User, to the asker."""
@@ -319,13 +328,13 @@ class VirtualNode(PhoneApi):
             relay.CopyFrom(packet)
             relay.hop_limit = packet.hop_limit - 1
             relay.relay_node = self.node_num & 0xFF
-            self.air.transmit(self, relay)
+            self._transmit(relay)
 
     def acknowledge(self, packet: mesh_pb2.MeshPacket) -> None:
         """ACK a want_ack packet to us again: its sender retried it, so our first ACK was lost."""
         with self._lock:
             ack = self._ack_for(packet)
-        self.air.transmit(self, ack)
+        self._transmit(ack)
 
     def on_queue_freed(self, free: int) -> None:
         """The air's TX queue has room again: tell the client, which stops sending at free == 0."""

@@ -70,6 +70,7 @@ class RadioSettings:
     region: str = "US"
     hop_limit: int = 3
     channel_names: tuple[str, ...] = ("",)  # index 0 is PRIMARY; "" is the preset's default name
+    tx_enabled: bool = True  # lora.tx_enabled: False makes a node that only listens
 
     def lora(self) -> config_pb2.Config.LoRaConfig:
         """The LoRaConfig protobuf; raises ValueError for an unknown preset or region name."""
@@ -78,7 +79,7 @@ class RadioSettings:
         lora.modem_preset = config_pb2.Config.LoRaConfig.ModemPreset.Value(self.modem_preset)
         lora.region = config_pb2.Config.LoRaConfig.RegionCode.Value(self.region)
         lora.hop_limit = self.hop_limit
-        lora.tx_enabled = True
+        lora.tx_enabled = self.tx_enabled
         lora.tx_power = 30
         lora.sx126x_rx_boosted_gain = True
         return lora
