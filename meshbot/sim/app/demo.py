@@ -18,6 +18,7 @@ from meshbot.sim.app.console import HELP, HandsetConsole
 from meshbot.sim.app.network import VirtualMesh
 from meshbot.sim.app.report import render_report
 from meshbot.sim.app.topology import DEFAULT_TOPOLOGY, load_topology
+from meshbot.sim.node.node import VirtualNode
 
 SAMPLE_DM = "What is LoRa?"
 SAMPLE_CHANNEL = "!ai how far can a mesh reach?"
@@ -72,11 +73,21 @@ class Demo:
             f"--sendtext 'your question' --dest '{node_id(bot.node_num)}'"
         )
         bot_num = bot.node_num
-        mesh.scheduler.call_later(self._dm_after_s, lambda: console.send(SAMPLE_DM, to=bot_num))
-        mesh.scheduler.call_later(self._channel_after_s, lambda: console.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
+        mesh.scheduler.call_later(self._dm_after_s, lambda: self._dm_once_keyed(console, handset, bot_num))
         if self._stdin.isatty():
             console.write(f"typing a line here sends it as a DM to the bot ({HELP})")
             threading.Thread(target=console.run, args=(self._stdin,), name="demo-console", daemon=True).start()
+
+    def _dm_once_keyed(self, console: HandsetConsole, handset: VirtualNode, bot_num: int, tries: int = 60) -> None:
+        """Send the sample DM once the handset has the bot's key: a DM sealed without it is refused (legacy)."""
+        keyed = any(n.num == bot_num and n.public_key for n in handset.known_nodes())
+        if keyed or tries <= 0:
+            console.send(SAMPLE_DM, to=bot_num)
+            # The channel question follows the DM, never within the node's 2 s text rate limit of it.
+            wait_s = max(self._channel_after_s - self._dm_after_s, limits.TEXT_RATE_LIMIT_S + 0.5)
+            self._mesh().scheduler.call_later(wait_s, lambda: console.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
+        else:
+            self._mesh().scheduler.call_later(1.0, lambda: self._dm_once_keyed(console, handset, bot_num, tries - 1))
 
     def stop(self) -> None:
         """Stop the mesh and print its report."""
