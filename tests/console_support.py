@@ -65,6 +65,8 @@ def console_bot(tmp_path: Path) -> Iterator[Callable[..., ConsoleBot]]:
     def start(store_path: Path | None = None, **overrides: object) -> ConsoleBot:
         mesh = VirtualMesh(mesh_topology(), manual=False)
         mesh.start(announce=True)
+        # Every node has heard the others' keys before anyone asks: a DM sealed without one is refused (issue 17).
+        assert mesh.settle(WAIT), "the virtual mesh did not settle"
         settings = {
             "radio.host": f"127.0.0.1:{mesh.bot.port}",
             "radio.connect_timeout_s": 20,

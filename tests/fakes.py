@@ -167,7 +167,7 @@ class FakeModel:
 
 
 def dm(text: str | None, *, sender: int = ALICE, packet_id: int = 1, **kw) -> Inbound:
-    """An inbound DM to the bot."""
+    """An inbound DM to the bot, PKI-encrypted as firmware 2.7 sends one (pki=False: a legacy channel-key DM)."""
     fields = dict(
         sender=sender,
         to=BOT_NUM,
@@ -176,6 +176,7 @@ def dm(text: str | None, *, sender: int = ALICE, packet_id: int = 1, **kw) -> In
         text=text,
         payload_len=len((text or "").encode()),
         is_dm=True,
+        pki=True,
         hop_start=3,
         hop_limit=3,
     )

@@ -103,6 +103,7 @@ class Handset:
         gateways: tuple[int, ...] = (0x6A7E0001,),
         auto_ack: bool = True,
         answers_nodeinfo: bool = False,
+        client_name: str | None = None,
     ) -> None:
         self.num, self.gateways, self.auto_ack, self.answers_nodeinfo = num, gateways, auto_ack, answers_nodeinfo
         self.private = crypto.generate_private_key()
@@ -114,7 +115,9 @@ class Handset:
         self.packets_from: Counter[int] = Counter()  # every envelope seen, by sender
         self._seen: set[tuple[int, int]] = set()  # the firmware drops a packet id it has seen
         self._lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"handset-{num:08x}", protocol=paho.MQTTv5)
+        # An impostor writing someone else's `from` needs a client id of its own on the broker.
+        client_id = client_name or f"handset-{num:08x}"
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         self.client.on_connect = lambda c, *_: c.subscribe(f"{ROOT}/2/e/#", qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port, clean_start=True)
@@ -215,10 +218,16 @@ class Handset:
         with self._lock:
             self.heard.append(Heard(packet, data, pki))
         if pki and packet.want_ack and self.auto_ack and self.bot_key is not None:
-            ack = codec.seal_pki(
-                Header(self.num, sender, new_id(), 3), codec.routing_data(packet.id), self.private, self.bot_key
-            )
-            self.publish(ack, "PKI", wait=False)
+            # As the firmware seals an ACK: on the channel key, never PKI (Router.cpp perhapsEncode).
+            ack = codec.seal_channel(Header(self.num, sender, new_id(), 3), codec.routing_data(packet.id), LONGFAST)
+            self.publish(ack, LONGFAST.name, wait=False)
+
+    def acks_for(self, packet_id: int) -> list[Heard]:
+        """Routing packets (ACKs, NAKs) heard for one of our packets."""
+        with self._lock:
+            return [
+                h for h in self.heard if h.data.portnum == portnums_pb2.ROUTING_APP and h.data.request_id == packet_id
+            ]
 
     def texts(self, *, dm: bool | None = None) -> list[str]:
         """Texts heard from the bot, without its AI tag: DMs (dm=True), channel broadcasts (False) or both."""

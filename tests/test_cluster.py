@@ -121,7 +121,9 @@ def workers(redis_server: RedisServer) -> Iterator[Workers]:
 
 def dm(text: str, packet_id: int, sender: int = ALICE) -> Inbound:
     raw = text.encode("utf-8")
-    return Inbound(sender, BOT_NUM, packet_id, "TEXT_MESSAGE_APP", text, len(raw), is_dm=True, hop_start=3, hop_limit=3)
+    return Inbound(
+        sender, BOT_NUM, packet_id, "TEXT_MESSAGE_APP", text, len(raw), is_dm=True, hop_start=3, hop_limit=3, pki=True
+    )
 
 
 def ghost_question(server: RedisServer, fragments: list[str], published: int) -> None:

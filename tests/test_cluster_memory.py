@@ -133,7 +133,9 @@ def workers(redis_server: RedisServer) -> Iterator[Workers]:
 
 def dm(text: str, packet_id: int) -> Inbound:
     raw = text.encode("utf-8")
-    return Inbound(ALICE, BOT_NUM, packet_id, "TEXT_MESSAGE_APP", text, len(raw), is_dm=True, hop_start=3, hop_limit=3)
+    return Inbound(
+        ALICE, BOT_NUM, packet_id, "TEXT_MESSAGE_APP", text, len(raw), is_dm=True, hop_start=3, hop_limit=3, pki=True
+    )
 
 
 def ask(daemon: Daemon, radio: FakeRadio, model: FakeModel, text: str, packet_id: int) -> Generation:

@@ -56,7 +56,11 @@ def test_a_handset_whose_acks_are_lost_shows_the_fragment_once_and_nothing_after
     meshes, run_daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
-    mesh = meshes(topology([("Alice", "handset", ["BOT"]), ("BOT", "bot", [])], time_scale=20.0), manual=False)
+    # The nodes announce first, so Alice's DMs are PKI-sealed: the bot refuses a legacy one (issue 17).
+    mesh = meshes(
+        topology([("Alice", "handset", ["BOT"]), ("BOT", "bot", [])], time_scale=20.0), manual=False, announce=True
+    )
+    assert mesh.settle(WAIT)
     model = GatedModel()
     model.queue(LONG_ANSWER)
     daemon = run_daemon(mesh, model)
@@ -130,7 +134,8 @@ def test_a_copy_after_a_reconnect_shows_once_on_a_handset_that_already_has_it(
     # through the answer is done. Under a new id she would see the text twice.
     caplog.set_level(logging.INFO, logger="meshbot")
     topo = topology([("Alice", "handset", ["BOT"]), ("BOT", "bot", [])], time_scale=5.0, modem_preset="LONG_FAST")
-    mesh = meshes(topo, manual=False)
+    mesh = meshes(topo, manual=False, announce=True)  # keys known: Alice's DMs are PKI-sealed (issue 17)
+    assert mesh.settle(WAIT)
     model = GatedModel()
     model.queue("A short answer that fits one fragment.")
     daemon = run_daemon(mesh, model)

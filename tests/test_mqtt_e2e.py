@@ -114,7 +114,10 @@ def test_a_dm_is_answered_pki_encrypted_in_order_within_the_byte_budget(bot, han
     fragments = answer_of(alice, dm=True)
     assert_in_order(fragments, LONG_ANSWER)
     for heard in alice.heard:
-        assert heard.data.portnum != portnums_pb2.TEXT_MESSAGE_APP or heard.text.startswith(AI_TAG)  # labelled
+        if heard.data.portnum == portnums_pb2.ROUTING_APP:  # the ACK of her DM: never PKI, as the firmware seals it
+            assert not heard.pki and heard.packet.channel == 8  # LongFast's hash
+            continue
+        assert heard.text.startswith(AI_TAG)  # labelled
         assert heard.pki and heard.packet.channel == 0 and heard.packet.pki_encrypted
         assert len(heard.text.encode()) <= limits.APP_TEXT_LIMIT_BYTES
         assert len(heard.packet.encrypted) <= limits.DATA_PAYLOAD_LEN  # what goes on air fits one packet
@@ -223,9 +226,11 @@ def test_identity_is_generated_once_and_kept_in_the_store(broker, tmp_path) -> N
     store.close()
 
 
-def test_a_legacy_dm_waits_for_the_askers_nodeinfo_then_is_answered_pki(bot, handsets) -> None:
+def test_a_legacy_dm_with_the_option_on_waits_for_the_askers_nodeinfo_then_is_answered_pki(bot, handsets) -> None:
+    # Was "a legacy DM ... is answered PKI" with the default config: legacy DMs are now refused unless the
+    # operator accepts them (issue 17); with the option on, the answer still goes only by PKI DM.
     dave = handsets(0x0DA7E000, answers_nodeinfo=True)
-    _, model = bot()
+    _, model = bot(**{"radio.accept_legacy_dms": True})
     wait_until(lambda: dave.bot_key is not None, timeout=10)
     model.queue("Answered privately.")
     dave.legacy_dm("hi bot")  # channel-key DM: the bot cannot answer that way, and does not know dave's key
@@ -233,10 +238,11 @@ def test_a_legacy_dm_waits_for_the_askers_nodeinfo_then_is_answered_pki(bot, han
     assert dave.heard[-1].pki  # the bot asked for dave's NodeInfo, learnt the key and answered PKI
 
 
-def test_a_dm_to_a_node_whose_key_never_comes_goes_on_the_channel_when_policy_allows(bot, handsets, caplog) -> None:
+def test_the_channel_fallback_for_an_unknown_key_is_an_explicit_option(bot, handsets, caplog) -> None:
+    # Was the default whenever policy answered channel 0 (issue 17: a private question answered in public).
     caplog.set_level(logging.INFO, logger="meshbot")
     erin = handsets(0x0E2100E0)  # never answers a NodeInfo request
-    _, model = bot()
+    _, model = bot(**{"radio.accept_legacy_dms": True, "mqtt.dm_fallback_to_channel": True})
     wait_until(lambda: erin.bot_key is not None, timeout=10)
     model.queue("On the channel then.")
     erin.legacy_dm("hi bot")
@@ -245,10 +251,10 @@ def test_a_dm_to_a_node_whose_key_never_comes_goes_on_the_channel_when_policy_al
     assert any(getattr(r, "event", "") == "dm-on-channel" for r in caplog.records)
 
 
-def test_without_a_channel_to_answer_on_a_dm_to_an_unknown_key_is_dropped_with_a_reason(bot, handsets, caplog) -> None:
+def test_a_dm_to_an_unknown_key_is_dropped_with_a_reason_never_answered_on_the_channel(bot, handsets, caplog) -> None:
     caplog.set_level(logging.INFO, logger="meshbot")
     erin = handsets(0x0E2100E0)
-    _, model = bot(**{"policy.channels": []})
+    _, model = bot(**{"radio.accept_legacy_dms": True})  # the public channel is answered, yet not for a DM
     wait_until(lambda: erin.bot_key is not None, timeout=10)
     model.queue("Nobody hears this.")
     erin.legacy_dm("hi bot")

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_handset(sub)
 
+    from meshbot.app.keys import register as register_keys
+
+    register_keys(sub)
+
     # Parsed by the server itself (see main): listed here for `meshbot --help`.
     sub.add_parser(
         "serve-model",

@@ -16,6 +16,7 @@ from meshbot.models.base import ModelError
 from meshbot.radios.meshtastic_lib import detect_serial_ports
 from meshbot.sim.app.demo import Demo
 from meshbot.sim.app.topology import TopologyError
+from meshbot.storage.lock import StoreLock, StoreLocked
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +87,38 @@ def demo_config(cfg: Config) -> Config:
     return with_example_knowledge(_fresh_demo_store(cfg))
 
 
+def lock_store(cfg: Config, use_sim: bool) -> StoreLock | None:
+    """The lock on the store this run will use (None for ":memory:"); StoreLocked when another daemon has it."""
+    path = demo_store_path(cfg.store.path) if use_sim else cfg.store.path
+    if path == ":memory:":
+        return None
+    lock = StoreLock(path)
+    lock.acquire()
+    return lock
+
+
 def run_daemon(cfg: Config, stop: threading.Event, force_sim: bool = False) -> int:
-    """Run the daemon until `stop` is set; returns the exit code (1: it could not start)."""
-    demo = None
+    """Run the daemon until `stop` is set; returns the exit code (1: it could not start, 2: store in use)."""
     try:
         require_model(cfg)  # before the virtual mesh: a missing model ends start-up with one line, nothing else
         cfg, use_sim = choose_radio(cfg, force_sim)
+        lock = lock_store(cfg, use_sim)  # before the demo empties its store, and before the radio connects
+    except StoreLocked as exc:
+        log.error("cannot start: %s", exc, extra={"event": Event.STORE_LOCKED})
+        return 2
+    except STARTUP_ERRORS as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        return _run_locked(cfg, stop, use_sim)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(cfg: Config, stop: threading.Event, use_sim: bool) -> int:
+    demo = None
+    try:
         if use_sim:
             demo = _start_demo(cfg)
             cfg = _with_radio(cfg, host=f"127.0.0.1:{demo.bot_port}", port=None, ble=None)

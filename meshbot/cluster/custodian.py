@@ -260,6 +260,7 @@ def _question(f: dict[str, str]) -> tuple[Inbound, Accept]:
         payload_len=len(question.encode("utf-8")),
         channel=int(f["reply_channel"]),
         is_dm=is_dm,
+        pki=is_dm and f.get("pki") == "1",
     )
     decision = Accept(Kind(f["kind"]), question, int(f["reply_to"]), int(f["reply_channel"]), f["want_ack"] == "1")
     return msg, decision

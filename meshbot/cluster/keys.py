@@ -34,12 +34,30 @@ class SharedKeys:
         assert kept is not None
         return kept
 
-    def remember(self, node: int, public_key: bytes, now: float, max_rows: int) -> None:
-        """Keep `node`'s key (heard now), forgetting the least recently heard past `max_rows`."""
+    def pin(self, node: int, public_key: bytes, now: float, max_rows: int, max_age_s: float) -> bytes:
+        """Pin `node`'s key unless a worker pinned another (HSETNX: the first wins); returns the pinned key."""
+        heard = self._r.zscore(self._heard, str(node))
+        if heard is not None and float(heard) < now - max_age_s:
+            self.forget(node)  # not heard for too long: the pin is gone
+        self._r.hsetnx(self._keys, str(node), public_key)
+        kept = self._r.hget(self._keys, str(node))
+        if kept is None:  # forgotten between the two calls: try once more
+            self._r.hsetnx(self._keys, str(node), public_key)
+            kept = self._r.hget(self._keys, str(node)) or public_key
+        if bytes(kept) == public_key:
+            self._r.zadd(self._heard, {str(node): now})
+        self._bound(max_rows)
+        return bytes(kept)
+
+    def forget(self, node: int) -> bool:
+        """Unpin `node`'s key on every worker; True when one was pinned."""
         pipe = self._r.pipeline()
-        pipe.hset(self._keys, str(node), public_key)
-        pipe.zadd(self._heard, {str(node): now})
-        pipe.execute()
+        pipe.hdel(self._keys, str(node))
+        pipe.zrem(self._heard, str(node))
+        gone, _ = pipe.execute()
+        return bool(gone)
+
+    def _bound(self, max_rows: int) -> None:
         excess = self._r.zcard(self._heard) - max_rows
         if excess > 0:
             old = self._r.zrange(self._heard, 0, excess - 1)
@@ -65,6 +83,14 @@ class SharedKeys:
         pipe.zscore(self._heard, str(node))
         key, at = pipe.execute()
         return None if key is None or at is None else (bytes(key), float(at))
+
+    def pins(self, limit: int) -> list[tuple[int, bytes, float]]:
+        """Pinned keys, most recently heard first (read only: `meshbot keys list`)."""
+        nodes = self._r.zrevrange(self._heard, 0, limit - 1, withscores=True)
+        if not nodes:
+            return []
+        keys = self._r.hmget(self._keys, [n for n, _ in nodes])
+        return [(int(n), bytes(k), float(at)) for (n, at), k in zip(nodes, keys, strict=True) if k is not None]
 
     def count(self) -> int:
         """Keys kept."""

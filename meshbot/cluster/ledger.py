@@ -41,6 +41,7 @@ def record_fields(query: Query, wall: float) -> dict[str, str]:
         "reply_channel": str(d.reply_channel),
         "want_ack": "1" if d.want_ack else "0",
         "is_dm": "1" if m.is_dm else "0",
+        "pki": "1" if m.is_dm and m.pki else "0",
         "seed": str(query.seed),
         "accepted_at": repr(wall),
     }

@@ -90,6 +90,10 @@ class RadioConfig(_Section):
     connect_timeout_s: float = Field(default=300.0, gt=0)
     # With no device given and none found: "sim" starts the virtual mesh demo, "fail" exits.
     when_no_radio: Literal["sim", "fail"] = "sim"
+    # A text DM that is not PKI-encrypted proves nothing about its sender: refused, as firmware 2.7 does.
+    # Licensed operators running without encryption may accept them; such a sender still never runs admin
+    # commands nor reaches a PKI-proven conversation (see docs/security.md).
+    accept_legacy_dms: bool = False
 
     @model_validator(mode="after")
     def _one_transport(self) -> RadioConfig:
@@ -262,16 +266,26 @@ class LimitsConfig(_Section):
     allow: tuple[str, ...] = ()  # node ids ("!a1b2c3d4"); empty: everyone
     deny: tuple[str, ...] = ()
     bots: tuple[str, ...] = ()  # other bots' node ids: never answered
-    admins: tuple[str, ...] = ()  # may send !pause, !resume, !stats by DM
+    # May send !pause, !resume, !stats, !rekey by PKI DM: "!a1b2c3d4", or "!a1b2c3d4:BASE64KEY" to pin its key.
+    admins: tuple[str, ...] = ()
     notice: str = "You are sending too fast; please wait {minutes} min."
 
-    @field_validator("allow", "deny", "bots", "admins")
+    @field_validator("allow", "deny", "bots")
     @classmethod
     def _node_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         from meshbot.core.ids import parse_node_id
 
         for item in value:
             parse_node_id(item)  # raises ValueError naming the bad id
+        return value
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from meshbot.core.trust import parse_admin
+
+        for item in value:
+            parse_admin(item)  # raises ValueError naming the bad id or key
         return value
 
 

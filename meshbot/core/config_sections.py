@@ -105,6 +105,11 @@ class MqttConfig(_Section):
     session_expiry_s: int = Field(default=86400, ge=0)  # the broker keeps our subscriptions and QoS 1 backlog
     max_backoff_s: float = Field(default=60.0, ge=1)  # reconnect forever, waits doubling up to this
     ok_to_mqtt: bool = True  # the Data bitfield bit that lets gateways uplink our packets
+    # Our NodeInfo goes out at most this often, however often the broker connection comes back.
+    announce_min_gap_s: float = Field(default=60.0, ge=0)
+    # A DM whose asker's key never came is dropped (as the firmware does). True answers it on the channel
+    # instead, where everyone reads it: an explicit choice, off by default (docs/security.md).
+    dm_fallback_to_channel: bool = False
 
     @field_validator("psk")
     @classmethod

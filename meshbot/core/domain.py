@@ -37,7 +37,8 @@ class Inbound:
     rssi: int | None = None
     rx_time: float | None = None
     via_mqtt: bool = False
-    pki: bool = False
+    pki: bool = False  # PKI-encrypted to us: the firmware's pki_encrypted, or opened with our own key (mqtt)
+    sender_key: bytes | None = None  # the public key a PKI DM was opened with, when the transport says
 
     @property
     def hops(self) -> int | None:
@@ -277,3 +278,11 @@ class Clock(Protocol):
 
     def wait_for(self, event: threading.Event, timeout: float) -> bool:
         """Wait until `event` is set or `timeout` passes; True when it was set."""
+
+
+@runtime_checkable
+class KeyPins(Protocol):
+    """A radio that pins askers' public keys itself (trust on first use) and lets an operator unpin one."""
+
+    def forget_key(self, node: int) -> bool:
+        """Forget `node`'s pinned key, so its next NodeInfo is believed; True when one was pinned."""

@@ -34,6 +34,9 @@ class Event(enum.StrEnum):
     KEY_LEARNT = "key-learnt"
     KEY_WAIT = "key-wait"
     DM_ON_CHANNEL = "dm-on-channel"
+    KEY_MISMATCH = "key-mismatch"  # a NodeInfo that would replace a pinned public key: dropped
+    KEY_FORGOTTEN = "key-forgotten"  # an operator let a node's next key be pinned (!rekey, meshbot keys forget)
+    STORE_LOCKED = "store-locked"  # another daemon holds the store: this one does not start
     # intake
     RECEIVED = "received"
     IGNORED = "ignored"
@@ -129,6 +132,10 @@ class Reason(enum.StrEnum):
     UNDECRYPTABLE = "undecryptable"  # wrong key, tampered or truncated
     UNKNOWN_PORT = "unknown-port"
     NO_PUBKEY = "no-pubkey"  # a PKI DM whose sender's public key we never heard
+    # sender identity (core/trust.py)
+    LEGACY_DM = "legacy-dm"  # a text DM not PKI-encrypted: its sender is not proven
+    UNPROVEN = "unproven"  # a command that needs a proven sender, from a packet that is not
+    KEY_MISMATCH = "key-mismatch"  # a NodeInfo that would replace a pinned public key
     # gate: not from this node, not now
     DENIED = "denied"
     OTHER_BOT = "other-bot"

@@ -19,6 +19,7 @@ from meshbot.core.fragmenter import looks_like_meshbot_output
 from meshbot.core.ids import parse_node_id
 from meshbot.core.policy import Accept, Kind
 from meshbot.core.ratelimit import AccessList, NodeLimiter, Verdict
+from meshbot.core.trust import admins_of, is_admin
 
 
 class Admin(enum.Enum):
@@ -27,6 +28,7 @@ class Admin(enum.Enum):
     PAUSE = "!pause"
     RESUME = "!resume"
     STATS = "!stats"
+    REKEY = "!rekey"  # "!rekey !a1b2c3d4": forget that node's pinned key; its next NodeInfo is believed
 
 
 class Spend(enum.Enum):
@@ -56,9 +58,12 @@ class Refused:
 
 
 def admin_command(text: str) -> Admin | None:
-    """The admin command a text is, if it is exactly one."""
-    word = text.strip().casefold()
-    return next((cmd for cmd in Admin if word == cmd.value), None)
+    """The admin command a text is, if it is exactly one (`!rekey` with its one argument)."""
+    words = text.strip().casefold().split()
+    if len(words) == 2 and words[0] == Admin.REKEY.value:
+        return Admin.REKEY
+    word = " ".join(words)
+    return next((cmd for cmd in Admin if word == cmd.value and cmd is not Admin.REKEY), None)
 
 
 class Limiter(Protocol):
@@ -84,7 +89,7 @@ class Gate:
         self._recent_text_seen = recent_text_seen  # (node, text, window_s): seen lately, and remember it
         self._access = AccessList(cfg.allow, cfg.deny)
         self._bots = frozenset(parse_node_id(i) for i in cfg.bots)
-        self._admins = frozenset(parse_node_id(i) for i in cfg.admins)
+        self._admins = admins_of(cfg.admins)
         self._limiter: Limiter = NodeLimiter(
             cfg.per_node_burst, cfg.per_node_per_hour, cfg.global_burst, cfg.global_per_hour
         )
@@ -103,10 +108,10 @@ class Gate:
             return Refused(Reason.OTHER_BOT)
         command = admin_command(decision.question)
         if command is not None:
-            # Only an admin's own DM runs a command; anyone else's (or a channel's) does nothing.
-            if msg.is_dm and msg.sender in self._admins:
+            # Only an admin's own PKI-proven DM runs a command: a channel-key DM can carry any `from`.
+            if is_admin(msg, self._admins):
                 return command
-            return Refused(Reason.ADMIN_ONLY)
+            return Refused(Reason.UNPROVEN if msg.sender in self._admins else Reason.ADMIN_ONLY)
         if spend is Spend.NOTHING:
             return None
         if spend is Spend.COMMAND:

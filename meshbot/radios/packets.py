@@ -5,6 +5,7 @@ The library hands listeners plain dicts; nothing in them is guaranteed, so every
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,7 +72,20 @@ def parse_packet(packet: Mapping[str, Any], my_node_num: int) -> Inbound:
         rx_time=_opt_float(packet.get("rxTime")),
         via_mqtt=bool(packet.get("viaMqtt")),
         pki=bool(packet.get("pkiEncrypted")),
+        sender_key=_key(packet.get("publicKey")) if packet.get("pkiEncrypted") else None,
     )
+
+
+def _key(value: Any) -> bytes | None:
+    # The library turns the packet's bytes fields into base64 text (protobuf's MessageToDict).
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value) or None
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True) or None
+        except ValueError:
+            return None
+    return None
 
 
 def _opt_int(value: Any) -> int | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from meshbot.core.config import Config
 from meshbot.core.domain import Clock, Inbound, NodeDirectory
 from meshbot.core.policy import Accept
+from meshbot.core.trust import conversation_of
 from meshbot.service.mesh_commands import MeshCommands
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,8 @@ class CommandRequest:
 
     @property
     def channel(self) -> int | None:
-        """The conversation's channel: None for a DM (memory is per node there), else the channel index."""
-        return None if self.msg.is_dm else self.msg.channel
+        """The conversation's channel: None for a proven DM (memory is per node there), else its slot."""
+        return conversation_of(self.msg)[1]
 
     @property
     def argument(self) -> str:

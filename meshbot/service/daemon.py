@@ -17,7 +17,7 @@ from typing import Protocol
 
 from meshbot.core.airtime import preset
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Inbound, LocalNode, Model, NodeDirectory, Radio, RadioEvent
+from meshbot.core.domain import Clock, Inbound, KeyPins, LocalNode, Model, NodeDirectory, Radio, RadioEvent
 from meshbot.core.events import Event, Reason
 from meshbot.core.gate import Gate
 from meshbot.core.ids import node_id
@@ -177,6 +177,7 @@ class Daemon:
             emergency=emergency,
             power_mode=power.mode if power is not None else None,
             metrics=metrics,
+            keys=radio if isinstance(radio, KeyPins) else None,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

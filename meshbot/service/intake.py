@@ -15,15 +15,16 @@ from collections.abc import Callable
 from meshbot.core import limits
 from meshbot.core.aging import AgedSet
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Inbound, Outbound
+from meshbot.core.domain import Clock, Inbound, KeyPins, Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import labelled
 from meshbot.core.gate import Admin, Gate, Refused, Spend, admin_command
-from meshbot.core.ids import node_id
+from meshbot.core.ids import node_id, parse_node_id
 from meshbot.core.metrics import NO_METRICS, Metrics, QuestionSeen
 from meshbot.core.policy import Accept, Ignore, Kind, Policy
 from meshbot.core.power import Mode
 from meshbot.core.ratelimit import ChannelCooldown
+from meshbot.core.trust import OncePerNode, is_legacy_dm
 from meshbot.service.commands import CommandRequest, CommandTable
 from meshbot.service.emergency import EmergencyLane
 from meshbot.service.joining import JoinDesk
@@ -59,6 +60,7 @@ class Intake:
         emergency: EmergencyLane | None = None,
         power_mode: Callable[[], Mode] | None = None,
         metrics: Metrics = NO_METRICS,
+        keys: KeyPins | None = None,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
@@ -84,6 +86,8 @@ class Intake:
                 self.enqueue,
                 lambda text: self.commands.match(text) is not None or admin_command(text) is not None,
             )
+        self.keys = keys  # the radio's key pins, for !rekey (None: the radio keeps none of its own)
+        self._legacy_told = OncePerNode()
 
     def tick(self) -> None:
         """Queue the multi-part questions whose parts stopped arriving (called often by the intake loop)."""
@@ -94,6 +98,9 @@ class Intake:
 
     def admit(self, msg: Inbound) -> None:
         """Judge one inbound packet: queue it, run an admin command, or log why not."""
+        if is_legacy_dm(msg) and not self.cfg.radio.accept_legacy_dms:
+            self._refuse_legacy(msg)
+            return
         where = "DM" if msg.is_dm else f"ch{msg.channel}"
         log.info(
             "received %s from %s: %d B, %s hops, id %d",
@@ -144,6 +151,19 @@ class Intake:
                 self._cooldown.start(msg.channel, self.policy.cooldown_s(msg.channel), now)
             self._question(msg, decision)
         self.tick()
+
+    def _refuse_legacy(self, msg: Inbound) -> None:
+        """A text DM not PKI-encrypted: no reply, one line per node (a forger may send thousands)."""
+        first = self._legacy_told.first(msg.sender)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "refused DM id %d from %s: %s (not PKI-encrypted, so anyone with the channel key could have sent it; "
+            "further ones from this node are not logged)",
+            msg.packet_id,
+            node_id(msg.sender),
+            Reason.LEGACY_DM,
+            extra={"event": Event.IGNORED, "reason": Reason.LEGACY_DM, "from": node_id(msg.sender)},
+        )
 
     def _judge(self, msg: Inbound) -> Accept | None:
         """Policy's decision; a channel message without the trigger still counts as a waiting question's part."""
@@ -246,7 +266,9 @@ class Intake:
         self.sender.submit(SendJob(out, label))
 
     def _admin(self, command: Admin, decision: Accept) -> None:
-        if command is Admin.PAUSE:
+        if command is Admin.REKEY:
+            text = self._rekey(decision.question.split()[-1])
+        elif command is Admin.PAUSE:
             self.paused.set()
             text = "Paused: questions are kept and answered after !resume."
         elif command is Admin.RESUME:
@@ -262,6 +284,18 @@ class Intake:
             extra={"event": Event.ADMIN, "command": command.value},
         )
         self._reply(decision, text, f"admin {command.value}")
+
+    def _rekey(self, target: str) -> str:
+        try:
+            node = parse_node_id(target)
+        except ValueError:
+            return f"!rekey needs a node id like !a1b2c3d4, not {target[:12]}"
+        if self.keys is None:
+            # The node's firmware pins keys itself (NodeDB): removing the node there lets its next key in.
+            return f"The radio's node pins keys: remove {node_id(node)} there (meshtastic --remove-node)."
+        if not self.keys.forget_key(node):
+            return f"No key pinned for {node_id(node)}."
+        return f"Key of {node_id(node)} forgotten: its next NodeInfo is pinned."
 
     def _stats_text(self) -> str:
         status = self.store.status()

@@ -22,6 +22,7 @@ from meshbot.core.emergency import is_emergency_note
 from meshbot.core.events import Event
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.core.text import graphemes, utf8_len
+from meshbot.core.trust import conversation_of
 from meshbot.service.queueing import Query
 from meshbot.storage.knowledge import Hit, KnowledgeIndex, SyncReport
 
@@ -79,9 +80,8 @@ def _fit_bytes(text: str, limit: int) -> str:
 
 
 def source_key(query: Query) -> tuple[int, int | None]:
-    """(node, channel) under which an answer's sources are kept: channel None for a DM."""
-    inbound = query.inbound
-    return inbound.sender, None if inbound.is_dm else inbound.channel
+    """(node, channel) under which an answer's sources are kept: channel None for a proven DM."""
+    return conversation_of(query.inbound)
 
 
 class KnowledgeSource:

@@ -124,6 +124,7 @@ def resumed_query(stored: StoredQuery, now: float) -> Query:
         payload_len=len(stored.question.encode("utf-8")),
         channel=stored.reply_channel,
         is_dm=stored.is_dm,
+        pki=stored.proven,
     )
     decision = Accept(Kind(stored.kind), stored.question, stored.reply_to, stored.reply_channel, stored.want_ack)
     done = frozenset(f.index for f in stored.fragments if f.state is FragmentState.ACKED)

@@ -16,6 +16,7 @@ from typing import Protocol
 from meshbot.core.domain import Inbound
 from meshbot.core.ids import node_id
 from meshbot.core.policy import Accept
+from meshbot.core.trust import UNPROVEN_DM, conversation_of
 
 
 class Admission(enum.Enum):
@@ -48,14 +49,16 @@ class Query:
 
     @property
     def conversation(self) -> tuple[int, int | None]:
-        """(node, channel) of its conversation: channel None for a DM."""
-        return self.node, None if self.inbound.is_dm else self.inbound.channel
+        """(node, channel) of its conversation: channel None for a proven DM (core.trust.conversation_of)."""
+        return conversation_of(self.inbound)
 
     @property
     def conversation_name(self) -> str:
         """The conversation as one string, e.g. ``!0a1b2c3d/dm`` or ``!0a1b2c3d/ch0``."""
         node, channel = self.conversation
-        return f"{node_id(node)}/{'dm' if channel is None else f'ch{channel}'}"
+        if channel is None:
+            return f"{node_id(node)}/dm"
+        return f"{node_id(node)}/{'unproven-dm' if channel == UNPROVEN_DM else f'ch{channel}'}"
 
 
 class QueryQueue(Protocol):

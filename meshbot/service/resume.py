@@ -17,6 +17,7 @@ from meshbot.core.domain import Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import cut_off_ending, is_final_text, labelled
 from meshbot.core.ids import node_id
+from meshbot.core.trust import remainder_slot
 from meshbot.service.ledger import Ledger, resumed_query
 from meshbot.service.queueing import Admission, QueryQueue
 from meshbot.service.sender import Sender, SendJob
@@ -109,7 +110,7 @@ class Housekeeper:
                     stored.query_id,
                     frag.index,
                     on_done=self._ledger.on_sent,
-                    asker=stored.sender,
+                    asker=remainder_slot(resumed_query(stored, 0.0).inbound),  # its conversation's remainder
                 )
             )
 

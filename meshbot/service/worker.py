@@ -17,6 +17,7 @@ from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.power import Mode
 from meshbot.core.prompting import build_generation
+from meshbot.core.trust import remainder_slot
 from meshbot.models.base import ModelStalled, ModelUnavailable
 from meshbot.service.answering import Abandoned, AnswerStream
 from meshbot.service.context import Contexts
@@ -221,7 +222,7 @@ class Worker:
 
     def _more(self, query: Query) -> None:
         budget = fragment_budget(self._cfg, query)
-        kept = self._store.take_remainder(query.node, REMAINDER_TTL_S)
+        kept = self._store.take_remainder(remainder_slot(query.inbound), REMAINDER_TTL_S)
         if kept is None or not kept[0].strip():
             self._submit_one(query, 1, labelled(NOTHING_MORE, self._cfg.mesh.ai_tag, budget), "more: none")
             self._ledger.generated(query)
@@ -244,11 +245,11 @@ class Worker:
 
     def _keep_remainder(self, query: Query, text: str, next_index: int) -> None:
         """Keep text for "more"; after the fragments the sender held, if it held this answer."""
-        holdback = self._sender.holdback
+        holdback, slot = self._sender.holdback, remainder_slot(query.inbound)  # the asker's own conversation's
         if holdback is None:
-            self._store.put_remainder(query.node, text, next_index)
+            self._store.put_remainder(slot, text, next_index)
         else:
-            holdback.keep_tail(query.query_id, query.node, text, next_index)
+            holdback.keep_tail(query.query_id, slot, text, next_index)
 
     def _submit(self, query: Query, fragments: list[Fragment], sent: list[Fragment], started: float) -> None:
         for frag in fragments:
@@ -291,7 +292,7 @@ class Worker:
                 query.query_id,
                 index,
                 on_done=self._ledger.on_sent,
-                asker=query.node,
+                asker=remainder_slot(query.inbound),  # where a held rest is kept: this conversation's slot
                 urgent=query.emergency,
             )
         )

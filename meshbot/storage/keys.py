@@ -43,19 +43,32 @@ class KeyStore:
             row = conn.execute("SELECT node, private_key FROM own_identity WHERE slot = 1").fetchone()
         return int(row[0]), bytes(row[1])
 
-    def remember(self, node: int, public_key: bytes, now: float, max_rows: int) -> None:
-        """Keep `node`'s public key (heard now), dropping the least recently heard past `max_rows`."""
+    def pin(self, node: int, public_key: bytes, now: float, max_rows: int, max_age_s: float) -> bytes:
+        """Pin `node`'s key unless another is pinned (trust on first use); returns the pinned key.
+
+        The same key again refreshes when it was heard; a pin not heard within `max_age_s` is gone, as is the
+        least recently heard past `max_rows`.
+        """
         with self._store._tx() as conn:
+            conn.execute("DELETE FROM node_keys WHERE node = ? AND heard_at < ?", (node, now - max_age_s))
             conn.execute(
                 "INSERT INTO node_keys (node, public_key, heard_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (node) DO UPDATE SET public_key = excluded.public_key, heard_at = excluded.heard_at",
+                "ON CONFLICT (node) DO UPDATE SET heard_at = excluded.heard_at "
+                "WHERE node_keys.public_key = excluded.public_key",
                 (node, public_key, now),
             )
+            kept = bytes(conn.execute("SELECT public_key FROM node_keys WHERE node = ?", (node,)).fetchone()[0])
             conn.execute(
                 "DELETE FROM node_keys WHERE node IN (SELECT node FROM node_keys ORDER BY heard_at DESC "
                 "LIMIT -1 OFFSET ?)",
                 (max_rows,),
             )
+        return kept
+
+    def forget(self, node: int) -> bool:
+        """Unpin `node`'s key; True when one was pinned."""
+        with self._store._tx() as conn:
+            return conn.execute("DELETE FROM node_keys WHERE node = ?", (node,)).rowcount > 0
 
     def recent(self, now: float, max_age_s: float, limit: int) -> list[tuple[int, bytes, float]]:
         """Keys heard within `max_age_s`, most recent first; older rows are deleted."""
@@ -71,6 +84,14 @@ class KeyStore:
         with self._store._tx() as conn:
             row = conn.execute("SELECT public_key, heard_at FROM node_keys WHERE node = ?", (node,)).fetchone()
         return None if row is None else (bytes(row[0]), float(row[1]))
+
+    def pins(self, limit: int) -> list[tuple[int, bytes, float]]:
+        """Pinned keys, most recently heard first (read only: `meshbot keys list`)."""
+        with self._store._tx() as conn:
+            rows = conn.execute(
+                "SELECT node, public_key, heard_at FROM node_keys ORDER BY heard_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [(int(n), bytes(k), float(at)) for n, k, at in rows]
 
     def count(self) -> int:
         """Keys stored."""

@@ -73,6 +73,7 @@ class StoredQuery:
     seed: int
     fragments: tuple[StoredFragment, ...]
     generation_done: bool
+    proven: bool = False  # a PKI-proven DM (stored as is_dm = 2): its owner's conversation, not an unproven one
 
     @property
     def first_unacked(self) -> StoredFragment | None:
@@ -111,4 +112,5 @@ def to_query(row: tuple[Any, ...], fragments: tuple[StoredFragment, ...]) -> Sto
         seed,
         fragments,
         bool(generation_done),
+        proven=is_dm == 2,
     )

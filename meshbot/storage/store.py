@@ -189,7 +189,8 @@ class Store:
                     decision.reply_to,
                     decision.reply_channel,
                     int(decision.want_ack),
-                    int(inbound.is_dm),
+                    # 2: a PKI-proven DM, so that a resumed question keeps its owner's conversation
+                    int(inbound.is_dm) + int(inbound.is_dm and inbound.pki),
                     now,
                     state.value,
                     seed,

@@ -122,7 +122,9 @@ def is_pki(packet: mesh_pb2.MeshPacket, channel_id: str) -> bool:
     return packet.pki_encrypted or (channel_id == PKI_CHANNEL and packet.channel == 0 and packet.to != BROADCAST)
 
 
-def to_inbound(packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data, my_num: int, pki: bool) -> Inbound:
+def to_inbound(
+    packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data, my_num: int, pki: bool, sender_key: bytes | None = None
+) -> Inbound:
     """The `Inbound` the daemon reads, as the meshtastic-library transport would give it."""
     port = portnums_pb2.PortNum.Name(data.portnum)
     text: str | None = None
@@ -149,6 +151,7 @@ def to_inbound(packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data, my_num: int, pk
         rx_time=float(packet.rx_time) if packet.rx_time else None,
         via_mqtt=packet.via_mqtt,
         pki=pki,
+        sender_key=sender_key if pki else None,
     )
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from meshbot.core.config import MqttConfig
-from meshbot.core.events import Event
+from meshbot.core.domain import Clock
+from meshbot.core.events import Event, Reason
 from meshbot.core.ids import node_id, parse_node_id
 from meshbot.core.keytext import parse_key_bytes
 from meshbot.radios.mqtt import crypto
@@ -22,7 +23,8 @@ class KeyBackend(Protocol):
 
     def identity(self) -> tuple[int, bytes] | None: ...
     def keep_identity(self, node: int, private_key: bytes, now: float) -> tuple[int, bytes]: ...
-    def remember(self, node: int, public_key: bytes, now: float, max_rows: int) -> None: ...
+    def pin(self, node: int, public_key: bytes, now: float, max_rows: int, max_age_s: float) -> bytes: ...
+    def forget(self, node: int) -> bool: ...
     def recent(self, now: float, max_age_s: float, limit: int) -> list[tuple[int, bytes, float]]: ...
     def lookup(self, node: int) -> tuple[bytes, float] | None: ...
 
@@ -88,6 +90,7 @@ class Keyring:
         # node -> (key, when the store's row was last written)
         self._mem: BoundedTTL[int, tuple[bytes, float]] = BoundedTTL(max_nodes, ttl_s, clock)
         self._waiters: BoundedTTL[int, threading.Event] = BoundedTTL(1024, 600.0, clock)
+        self._warned: BoundedTTL[int, bytes] = BoundedTTL(4096, 3600.0, clock)  # node -> last key refused
         for node, key, at in reversed(keys.recent(wall(), ttl_s, max_nodes)):  # oldest first: newest stay in front
             self._mem.put(node, (key, at))
 
@@ -103,28 +106,73 @@ class Keyring:
         return known[0]
 
     def learn(self, node: int, public_key: bytes) -> bool:
-        """Remember `node`'s key from its NodeInfo; True when it is new or changed."""
+        """Pin `node`'s key from its NodeInfo if none is pinned (trust on first use); True when newly pinned.
+
+        A NodeInfo that would change a pinned key is dropped with a WARNING, as the firmware drops it
+        (NodeDB::updateUser, "Public Key mismatch"): anyone on the channel can announce any node id.
+        """
         if len(public_key) != crypto.KEY_BYTES:
             return False
         known: tuple[bytes, float] | None = self._mem.get(node)
         now = self._wall()
-        changed = known is None or known[0] != public_key
-        # A re-announcement refreshes memory; the store's row is rewritten at most daily, so it expires only
-        # for nodes no longer heard.
-        if known is None or changed or now - known[1] > _DAY_S:
-            self._store.remember(node, public_key, now, self._max)
-            known = (public_key, now)
-        self._mem.put(node, known)
-        if changed:
-            log.info(
-                "learnt the public key of %s",
+        if known is not None and known[0] == public_key:
+            # A re-announcement refreshes memory; the store's row is rewritten at most daily, so it expires
+            # only for nodes no longer heard.
+            if now - known[1] > _DAY_S:
+                self._store.pin(node, public_key, now, self._max, self._ttl)
+                known = (public_key, now)
+            self._mem.put(node, known)
+            self._wake(node)
+            return False
+        # The store decides: another worker, or an operator's `meshbot keys forget`, may have changed the pin.
+        kept = self._store.pin(node, public_key, now, self._max, self._ttl)
+        self._mem.put(node, (kept, now))
+        if kept != public_key:
+            self._mismatch(node, kept, public_key)
+            return False
+        log.info(
+            "learnt the public key of %s (pinned)",
+            node_id(node),
+            extra={"event": Event.KEY_LEARNT, "node": node_id(node)},
+        )
+        self._wake(node)
+        return True
+
+    def forget(self, node: int) -> bool:
+        """Unpin `node`'s key (an operator's `!rekey`): its next NodeInfo is believed. True when one was pinned."""
+        had = self._store.forget(node)
+        had = self._mem.pop(node) is not None or had
+        self._warned.pop(node)
+        if had:
+            log.warning(
+                "forgot the pinned key of %s: its next NodeInfo is pinned",
                 node_id(node),
-                extra={"event": Event.KEY_LEARNT, "node": node_id(node)},
+                extra={"event": Event.KEY_FORGOTTEN, "node": node_id(node)},
             )
+        return had
+
+    def _mismatch(self, node: int, kept: bytes, offered: bytes) -> None:
+        # One WARNING per node and offered key an hour: an impostor may announce every few seconds.
+        first = self._warned.get(node) != offered
+        if first:  # not refreshed by repeats: an impostor who keeps announcing is warned of again hourly
+            self._warned.put(node, offered)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "dropped NodeInfo from %s: %s (pinned %s..., offered %s...); if the node really has a new key, "
+            "run `meshbot keys forget %s` or send !rekey %s",
+            node_id(node),
+            Reason.KEY_MISMATCH,
+            kept[:4].hex(),
+            offered[:4].hex(),
+            node_id(node),
+            node_id(node),
+            extra={"event": Event.KEY_MISMATCH, "reason": Reason.KEY_MISMATCH, "node": node_id(node)},
+        )
+
+    def _wake(self, node: int) -> None:
         waiter = self._waiters.pop(node)
         if waiter is not None:
             waiter.set()
-        return changed
 
     def waiter(self, node: int) -> threading.Event:
         """An event set when `node`'s key is learnt (shared by everyone waiting for that node)."""
@@ -138,6 +186,38 @@ class Keyring:
 
     def __len__(self) -> int:
         return len(self._mem)
+
+
+class KeyWait:
+    """A DM to a node whose key we lack waits briefly for its NodeInfo; one that never came is not waited for again soon."""
+
+    def __init__(self, keyring: Keyring, clock: Clock, wait_s: float, ask: Callable[[int], None]) -> None:
+        self._keyring, self._clock, self._wait_s, self._ask = keyring, clock, wait_s, ask
+        # Nodes whose key did not come in time: their next fragments are dropped at once, not after another wait.
+        self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(wait_s * 8, 60.0), clock.now)
+
+    def ready(self, dest: int) -> bool:
+        """True once `dest`'s key is known, asking for it and waiting up to `wait_s` if need be."""
+        if self._keyring.get(dest) is not None:
+            return True
+        if self._keyless.get(dest) is not None:
+            return False
+        log.info(
+            "no public key for %s yet: asking for their NodeInfo, waiting up to %.0fs",
+            node_id(dest),
+            self._wait_s,
+            extra={"event": Event.KEY_WAIT, "node": node_id(dest)},
+        )
+        waiter = self._keyring.waiter(dest)
+        self._ask(dest)
+        if self._clock.wait_for(waiter, self._wait_s) and self._keyring.get(dest) is not None:
+            return True
+        self._keyless.put(dest, True)
+        return False
+
+    def forget(self, dest: int) -> None:
+        """Wait for `dest`'s key again next time (its pin was forgotten)."""
+        self._keyless.pop(dest)
 
 
 def key_ttl_s(cfg: MqttConfig) -> float:

@@ -30,8 +30,9 @@ ASKED_TTL_S = 60.0  # ask one node for its NodeInfo at most this often
 class InboundHandler:
     """Turns envelopes into `Inbound` for the daemon; everything it cannot use gets one log line."""
 
-    def __init__(self, radio: MqttRadio, clock: Clock, key_wait_s: float) -> None:
+    def __init__(self, radio: MqttRadio, clock: Clock, key_wait_s: float, accept_legacy_dms: bool = False) -> None:
         self._radio = radio
+        self._accept_legacy = accept_legacy_dms
         self.on_packet: Callable[[Inbound], None] | None = None
         self.on_report: Callable[[NodeReport], None] | None = None  # the node directory, when there is one
         self._seen: BoundedTTL[tuple[int, int], bool] = BoundedTTL(SEEN_MAX, SEEN_TTL_S, clock.now)
@@ -72,13 +73,16 @@ class InboundHandler:
             self._held.put((sender, packet.id), packet)
             self._ask_nodeinfo(sender)
             return
-        self._dispatch(packet, codec.open_pki(packet, self._radio.identity.private_key, their_key), pki=True)
+        data = codec.open_pki(packet, self._radio.identity.private_key, their_key)
+        self._dispatch(packet, data, pki=True, sender_key=their_key)
 
     def _ask_nodeinfo(self, node: int) -> None:
         if self._asked.add_new(node, True):
             self._radio.send_nodeinfo(node, want_response=True)
 
-    def _dispatch(self, packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data, pki: bool) -> None:
+    def _dispatch(
+        self, packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data, pki: bool, sender_key: bytes | None = None
+    ) -> None:
         me, sender = self._radio.identity.node_num, codec.sender_of(packet)
         self._report(packet, data)
         if data.portnum == portnums_pb2.NODEINFO_APP:
@@ -91,10 +95,15 @@ class InboundHandler:
         elif data.portnum == portnums_pb2.TEXT_MESSAGE_APP:
             if packet.to not in (me, BROADCAST):
                 return  # a channel-key DM between two other nodes
-            if packet.to == me and packet.want_ack:
-                self._ack(packet, pki)
+            # A channel-key DM is refused without an ACK, as the firmware does ("Rejecting legacy DM"): the
+            # daemon logs it (once per node); a licensed operator's bot may accept them.
+            legacy = packet.to == me and not pki
+            if packet.to == me and packet.want_ack and (pki or self._accept_legacy):
+                self._ack(packet)
             if self.on_packet is not None:
-                self.on_packet(codec.to_inbound(packet, data, me, pki))
+                self.on_packet(codec.to_inbound(packet, data, me, pki, sender_key))
+            if legacy and not self._accept_legacy:
+                log.debug("channel-key DM %d from %s: not ACKed", packet.id, node_id(sender))
         # Positions, telemetry and the rest of a region's traffic are no business of a text bot.
 
     def _report(self, packet: mesh_pb2.MeshPacket, data: mesh_pb2.Data) -> None:
@@ -113,6 +122,8 @@ class InboundHandler:
         user = codec.parse_user(data)
         if user is None:
             raise Dropped(Reason.MALFORMED, f"NodeInfo from {node_id(sender)} does not parse")
+        if bytes(user.public_key) == self._radio.identity.public_key:  # NodeDB: a node cannot have our key
+            raise Dropped(Reason.KEY_MISMATCH, f"NodeInfo from {node_id(sender)} carries our own public key")
         if user.public_key and self._radio.keyring.learn(sender, bytes(user.public_key)):
             self._retry_held(sender)
         if data.want_response and to == self._radio.identity.node_num:
@@ -131,11 +142,12 @@ class InboundHandler:
                         extra={"event": Event.IGNORED, "reason": drop.reason},
                     )
 
-    def _ack(self, packet: mesh_pb2.MeshPacket, pki: bool) -> None:
-        # The handset waits for the destination's ACK; without one it retries and reports a failure.
+    def _ack(self, packet: mesh_pb2.MeshPacket) -> None:
+        # The handset waits for the destination's ACK; without one it retries and reports a failure. Routing
+        # packets are never PKI-encrypted (firmware Router.cpp perhapsEncode): it goes on our channel's key.
         sender = codec.sender_of(packet)
         try:
-            self._radio.publish_data(sender, codec.routing_data(packet.id), pki=pki)
+            self._radio.publish_data(sender, codec.routing_data(packet.id), pki=False)
         except Exception as exc:  # an ACK lost is a retry by the handset, deduplicated here
             log.debug("ACK to %s not sent: %s", node_id(sender), exc)
 

@@ -37,7 +37,7 @@ from meshbot.core.ids import node_id
 from meshbot.core.keytext import parse_psk_bytes
 from meshbot.radios.mqtt import codec
 from meshbot.radios.mqtt.codec import BROADCAST, PKI_CHANNEL, Channel, Header
-from meshbot.radios.mqtt.identity import Identity, KeyBackend, Keyring, key_ttl_s, resolve_identity
+from meshbot.radios.mqtt.identity import Identity, KeyBackend, Keyring, KeyWait, key_ttl_s, resolve_identity
 from meshbot.radios.mqtt.inbound import InboundHandler
 from meshbot.radios.mqtt.state import BoundedTTL, Retransmits
 from meshbot.radios.protobufs import config_pb2, mesh_pb2
@@ -88,7 +88,11 @@ class MqttRadio:
         self._hop_limit = cfg.mesh.hop_limit or limits.DEFAULT_HOP_LIMIT
         # An answer's ACK through some gateway, if it comes, comes well inside the sender's own timeout.
         self._ack_wait_s = min(self._cfg.ack_wait_s, cfg.mesh.ack_timeout_s * 0.8)
-        self._dm_on_channel = any(rule.index == 0 and rule.reply == "channel" for rule in cfg.policy.channels)
+        # A DM whose asker's key never came goes on the channel only when the operator said so (and policy
+        # answers that channel there): everyone on the channel reads it.
+        self._dm_on_channel = self._cfg.dm_fallback_to_channel and any(
+            rule.index == 0 and rule.reply == "channel" for rule in cfg.policy.channels
+        )
         self._long_name = self._cfg.long_name or cfg.persona.bot_name
         psk = parse_psk_bytes(self._cfg.psk)
         self.channel = Channel.from_psk(self._cfg.channel, psk)
@@ -103,14 +107,14 @@ class MqttRadio:
         )
         # Unanswered DMs go out again, as many times in all as the firmware sends one, inside that wait.
         self._retransmits = Retransmits(self._ack_wait_s / limits.MAX_RETRANSMIT, limits.MAX_RETRANSMIT, clock.now)
-        # Nodes whose key did not come in time: their next fragments fall back at once, not after another wait.
-        self._keyless: BoundedTTL[int, bool] = BoundedTTL(4096, max(self._cfg.key_wait_s * 8, 60.0), clock.now)
+        self._key_wait = KeyWait(self.keyring, clock, self._cfg.key_wait_s, self._ask_key)
         self._up = threading.Event()
         self._closing = threading.Event()
         self._was_up = False
         self._next_announce = 0.0
+        self._last_announce = -float("inf")
         self._on_event: Callable[[RadioEvent], None] | None = None
-        self._inbound = InboundHandler(self, clock, self._cfg.key_wait_s)
+        self._inbound = InboundHandler(self, clock, self._cfg.key_wait_s, cfg.radio.accept_legacy_dms)
         self._client = self._make_client()
         self._housekeeper: threading.Thread | None = None
 
@@ -190,7 +194,9 @@ class MqttRadio:
         if self._was_up and self._on_event is not None:
             self._on_event(RadioEvent.CONNECTED)
         self._was_up = True
-        self._next_announce = 0.0  # announce at once: gateways must know our key before handsets can DM us
+        # Announce at once (gateways must know our key before handsets can DM us), but a link that comes and
+        # goes gets at most one announcement per announce_min_gap_s (see _tick).
+        self._next_announce = 0.0
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any, why: str | None = None) -> None:
         log.warning(
@@ -294,6 +300,9 @@ class MqttRadio:
             extra={"event": Event.NODEINFO_SENT, "dest": node_id(dest)},
         )
 
+    def _ask_key(self, node: int) -> None:
+        self.send_nodeinfo(node, want_response=True)
+
     @staticmethod
     def _new_id() -> int:
         return 1 + secrets.randbelow(0xFFFFFFFE)
@@ -317,7 +326,7 @@ class MqttRadio:
         data = codec.text_data(message.text, message.reply_id, self._cfg.ok_to_mqtt)
         if message.dest == BROADCAST:
             return self.publish_data(BROADCAST, data)
-        if not self._await_key(message.dest):
+        if not self._key_wait.ready(message.dest):
             return self._no_key(message, data, on_result)
         packet_id = self.publish_data(
             message.dest, data, want_ack=message.want_ack, pki=True, packet_id=message.packet_id
@@ -325,24 +334,6 @@ class MqttRadio:
         if message.want_ack:
             self._pending.put(packet_id, on_result)
         return packet_id
-
-    def _await_key(self, dest: int) -> bool:
-        if self.keyring.get(dest) is not None:
-            return True
-        if self._keyless.get(dest) is not None:
-            return False
-        log.info(
-            "no public key for %s yet: asking for their NodeInfo, waiting up to %.0fs",
-            node_id(dest),
-            self._cfg.key_wait_s,
-            extra={"event": Event.KEY_WAIT, "node": node_id(dest)},
-        )
-        waiter = self.keyring.waiter(dest)
-        self.send_nodeinfo(dest, want_response=True)
-        if self._clock.wait_for(waiter, self._cfg.key_wait_s) and self.keyring.get(dest) is not None:
-            return True
-        self._keyless.put(dest, True)
-        return False
 
     def _no_key(self, message: Outbound, data: mesh_pb2.Data, on_result: Callable[[SendResult], None]) -> int:
         # No legacy channel-key DM (firmware 2.7.14+ rejects them): the channel if policy answers there, else drop.
@@ -357,7 +348,8 @@ class MqttRadio:
             on_result(SendResult(packet_id, AckStatus.IMPLICIT, "ON_CHANNEL"))
             return packet_id
         log.warning(
-            "dropped DM to %s: their public key is unknown and policy answers no channel",
+            "dropped DM to %s: their public key is unknown (no NodeInfo within key_wait_s); a DM is answered only "
+            "by DM",
             node_id(message.dest),
             extra={"event": Event.DROPPED, "reason": Reason.NO_PUBKEY, "dest": node_id(message.dest)},
         )
@@ -377,9 +369,16 @@ class MqttRadio:
         if self._up.is_set():  # copies not sent while the broker is away wait for it; they are not used up
             self._retransmit()
         self._inbound.expire_held()
-        if self._up.is_set() and self._clock.now() >= self._next_announce:
-            self._next_announce = self._clock.now() + self._cfg.nodeinfo_interval_s
+        now = self._clock.now()
+        gap_ok = now - self._last_announce >= self._cfg.announce_min_gap_s
+        if self._up.is_set() and now >= self._next_announce and gap_ok:
+            self._next_announce, self._last_announce = now + self._cfg.nodeinfo_interval_s, now
             self.send_nodeinfo()
+
+    def forget_key(self, node: int) -> bool:
+        """Unpin `node`'s public key (an admin's !rekey): its next NodeInfo is pinned."""
+        self._key_wait.forget(node)
+        return self.keyring.forget(node)
 
     def _retransmit(self) -> None:
         for packet_id, where, envelope in self._retransmits.due():

@@ -106,8 +106,7 @@ class Demo:
             f"{node_id(bot_num)}. {self._who_asks(asker)} Talk to it from another terminal: "
             f"{ask_command(handset.port, 'your question', node_id(bot_num))}"
         )
-        mesh.scheduler.call_later(self._dm_after_s, lambda: asker.send(SAMPLE_DM, to=bot_num))
-        mesh.scheduler.call_later(self._channel_after_s, lambda: asker.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
+        mesh.scheduler.call_later(self._dm_after_s, lambda: self._dm_once_keyed(asker, bot_num))
         # What the bot knows about its mesh: a command answered from the node directory, then a question about it.
         mesh.scheduler.call_later(self._nodes_after_s, lambda: asker.send(SAMPLE_NODES, to=bot_num))
         mesh.scheduler.call_later(self._mesh_after_s, lambda: asker.send(SAMPLE_MESH, to=bot_num))
@@ -127,6 +126,17 @@ class Demo:
         if asker.name == self.handset_name:
             return "You ask it a few sample questions first."
         return f"{asker.name} ({node_id(asker.node.node_num)}) asks it a few sample questions; your own allowance is whole."
+
+    def _dm_once_keyed(self, console: HandsetConsole, bot_num: int, tries: int = 60) -> None:
+        """Send the sample DM once the handset has the bot's key: a DM sealed without it is refused (legacy)."""
+        keyed = any(n.num == bot_num and n.public_key for n in console.node.known_nodes())
+        if keyed or tries <= 0:
+            console.send(SAMPLE_DM, to=bot_num)
+            # The channel question follows the DM, never within the node's 2 s text rate limit of it.
+            wait_s = max(self._channel_after_s - self._dm_after_s, limits.TEXT_RATE_LIMIT_S + 0.5)
+            self._mesh().scheduler.call_later(wait_s, lambda: console.send(SAMPLE_CHANNEL, to=limits.BROADCAST_NUM))
+        else:
+            self._mesh().scheduler.call_later(1.0, lambda: self._dm_once_keyed(console, bot_num, tries - 1))
 
     def stop(self) -> None:
         """Stop the mesh and print its report."""

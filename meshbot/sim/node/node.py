@@ -26,6 +26,7 @@ from meshbot.sim.node.phoneapi import PhoneApi
 from meshbot.sim.node.records import HeardPacket, ReceivedLog, SentLog, SentPacket, heard_of
 from meshbot.sim.node.server import ClientLink, StreamServer
 from meshbot.sim.rules import firmware as fw
+from meshbot.sim.rules import nodedb
 from meshbot.sim.rules.channel import response_hop_limit, retransmission_delay_s
 from meshbot.sim.rules.handshake import NONCE_ONLY_NODES, Identity, RadioSettings, config_messages, sim_public_key
 from meshbot.sim.rules.inject import build_text_packet
@@ -67,6 +68,7 @@ class VirtualNode(ModulesApi, PhoneApi):
         scheduler: Scheduler | None = None,
         ignore_mqtt: bool = False,
         ok_to_mqtt: bool = False,
+        reject_legacy_dms: bool = False,
         tx_enabled: bool = True,
         position: tuple[float, float] | None = None,
         precision_bits: int = 32,
@@ -112,6 +114,10 @@ class VirtualNode(ModulesApi, PhoneApi):
         self._history = fw.RecentKeys(fw.PACKET_HISTORY_LEN)
         self.ignore_mqtt = ignore_mqtt  # lora.ignore_mqtt: packets marked via_mqtt are dropped
         self.ok_to_mqtt = ok_to_mqtt  # lora.config_ok_to_mqtt: our packets carry the OK-to-MQTT bit
+        # Router.cpp perhapsDecode (firmware 2.7): a text DM to us on a channel key is dropped, not ACKed, unless
+        # the owner is licensed. Off by default: a licensed owner's node (or older firmware) hands it over, so
+        # the bot's own refusal can be seen.
+        self.reject_legacy_dms = reject_legacy_dms
         self.on_heard: Callable[[mesh_pb2.MeshPacket], None] | None = None  # an MQTT gateway's uplink
         self._server = StreamServer(self, host=host, port=port, name=f"node-{node_num:08x}")
 
@@ -216,15 +222,16 @@ class VirtualNode(ModulesApi, PhoneApi):
     ) -> int:
         """Deliver a text to the client as if heard over the air (a DM to us unless `to`); return its id.
 
-        Bytes are sent raw (for invalid-UTF-8 tests). `pki` None: a DM from a known peer arrives
-        PKI-encrypted, as the firmware would report it.
+        Bytes are sent raw (for invalid-UTF-8 tests). `pki` None: a DM to us arrives PKI-encrypted, as a
+        firmware 2.7 node hands one over (a known peer's key, else the one the simulator gives that node);
+        False: a legacy channel-key DM, as a licensed owner's node hands it over.
         """
         dest = self.node_num if to is None else to
         with self._lock:
             packet_id = packet_id or self._ids.next()
-            key = self._known[sender].public_key if sender in self._known else b""
+            key = self._known[sender].public_key if sender in self._known else sim_public_key(sender)
         if pki is None:
-            pki = bool(key) and dest == self.node_num and channel == 0
+            pki = dest == self.node_num and channel == 0
         packet = build_text_packet(
             sender=sender,
             to=dest,
@@ -277,7 +284,12 @@ class VirtualNode(ModulesApi, PhoneApi):
                 return  # flooded duplicate
             if packet.via_mqtt and self.ignore_mqtt:
                 return  # Router::perhapsHandleReceived: ignore_mqtt drops what came through a broker
-            self._learn(packet)
+            if self.reject_legacy_dms and fw.is_legacy_dm(packet, self.node_num):
+                logger.info("node %08x: Rejecting legacy DM %08x from %08x", self.node_num, packet.id, sender)
+                return  # a decode failure: no ACK, nothing to the client
+            nodedb.learn(
+                self._known, packet, int(self._wall()), self.node_num, learnt_facts(packet)
+            )  # NodeDB::updateFrom
             answer = fw.routing_error_of(packet)
             if answer is not None and self._reliable.destination(packet.decoded.request_id) == sender:
                 self._reliable.resolve(packet.decoded.request_id, answer, implicit=False)
@@ -288,6 +300,8 @@ class VirtualNode(ModulesApi, PhoneApi):
                     heard.rx_time = int(self._wall())
                 if packet.to == self.node_num and heard.decoded.request_id:
                     fw.traceroute_hop(heard, None, heard.rx_snr)  # the answer home: our SNR ends the way back
+                if heard.pki_encrypted and sender in self._known:
+                    heard.public_key = self._known[sender].public_key  # perhapsDecode: the key it opened with
                 self._to_client(heard, airtime_s=self._airtime_of(heard))
             if packet.to == self.node_num and packet.want_ack and answer is None:
                 ack = self._ack_for(packet)
@@ -357,26 +371,6 @@ class VirtualNode(ModulesApi, PhoneApi):
         if self.ok_to_mqtt:
             ack.decoded.bitfield |= 1
         return ack
-
-    def _learn(self, packet: mesh_pb2.MeshPacket) -> None:
-        """NodeDB::updateFrom: remember when and how we heard a node, and its names from NodeInfo."""
-        num = getattr(packet, "from")
-        seen = {
-            "snr": packet.rx_snr,
-            "hops_away": max(packet.hop_start - packet.hop_limit, 0),
-            "last_heard": packet.rx_time or int(self._wall()),
-        }
-        if packet.decoded.portnum == portnums_pb2.NODEINFO_APP:
-            user = mesh_pb2.User()
-            try:
-                user.ParseFromString(packet.decoded.payload)
-            except Exception:  # protobuf DecodeError: a garbled NodeInfo teaches nothing
-                return
-            old = self._known.get(num)
-            kept = {"position": old.position, "device_metrics": old.device_metrics} if old else {}
-            self._known[num] = Identity(num, user.long_name, user.short_name, user.public_key, **seen, **kept)
-        elif num in self._known:
-            self._known[num] = dataclasses.replace(self._known[num], **seen, **learnt_facts(packet))
 
     def _airtime_of(self, packet: mesh_pb2.MeshPacket) -> float:
         frame = fw.frame_len_on_air(packet, packet.pki_encrypted)

@@ -121,6 +121,7 @@ class HeardPacket:
     error: str | None = None  # ROUTING_APP only: the Routing.Error name, "NONE" for an ACK
     reply_id: int | None = None
     pki: bool = False
+    public_key: bytes = b""  # a PKI DM: the sender's key it was opened with (MeshPacket.public_key)
 
     @property
     def hops(self) -> int:
@@ -149,6 +150,7 @@ def heard_of(packet: mesh_pb2.MeshPacket, *, at: float, airtime_s: float) -> Hea
         error=fw.routing_error_of(packet),
         reply_id=decoded.reply_id or None,
         pki=packet.pki_encrypted,
+        public_key=bytes(packet.public_key),
     )
 
 

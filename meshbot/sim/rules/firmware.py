@@ -72,6 +72,13 @@ def uses_pki(packet: mesh_pb2.MeshPacket, dest_has_key: bool) -> bool:
     return packet.decoded.portnum not in NON_PKI_PORTS
 
 
+def is_legacy_dm(packet: mesh_pb2.MeshPacket, node_num: int) -> bool:
+    """Router.cpp perhapsDecode's "Rejecting legacy DM": a text to us that was not PKI-encrypted."""
+    return (
+        packet.to == node_num and not packet.pki_encrypted and packet.decoded.portnum == portnums_pb2.TEXT_MESSAGE_APP
+    )
+
+
 def frame_len_on_air(packet: mesh_pb2.MeshPacket, pki: bool) -> int:
     """Bytes of the LoRa frame the packet would become: header, Data, PKI overhead."""
     frame = limits.LORA_HEADER_LEN + data_len_on_air(packet.decoded)
