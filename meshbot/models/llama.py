@@ -327,7 +327,7 @@ class LlamaModel(BaseModel):
         # would otherwise derive the same seed every time).
         if seed is None or seed < 0:
             seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
-        self._states.reuse(self._prompt_ids(fit.turns), stats)
+        self._states.reuse(self._prompt_ids(fit.turns), stats, request.conversation)
         chunks = self._llm.create_chat_completion(
             messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed)
         )
@@ -341,6 +341,7 @@ class LlamaModel(BaseModel):
                 if choice["delta"].get("content"):
                     if stats.first_token_s is None:
                         stats.first_token_s = self._clock.now() - started
+                        stats.extra["prompt_evaluated"] = float(self._states.prompt_evaluated(fit.prompt_tokens))
                     yield piece
         finally:
             # Closing stops llama.cpp at once when our consumer has heard enough.
