@@ -41,7 +41,7 @@ def test_the_oldest_exchange_dropped_leaves_the_rest_of_the_state_usable() -> No
     assert plan is not None
     assert (plan.head, plan.dropped, plan.kept) == (3, 65, 80)
     # A prompt that shares only a message header with the state gets no shift.
-    assert find_shift(system + old + newer, system + [9, 10, 11, 12]) is None
+    assert find_shift(system + old + newer, [*system, 9, 10, 11, 12]) is None
     assert find_shift(system + old, system + old + question) is None  # a plain prefix: nothing to drop
     assert MIN_KEPT_TOKENS > 8
 

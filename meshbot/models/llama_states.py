@@ -63,7 +63,9 @@ class EngineStates:
         stats.extra["kv_shifted_out"] = float(dropped)
         self._perf_reset()
 
-    def _shift_plan(self, prompt: list[int], conversation: str | None, better_than: int) -> tuple[Shift | None, Saved | None]:
+    def _shift_plan(
+        self, prompt: list[int], conversation: str | None, better_than: int
+    ) -> tuple[Shift | None, Saved | None]:
         """A shift of the conversation's own state, when it holds more of `prompt` than `better_than` tokens."""
         if self.cache is None or conversation is None or not self._can_shift():
             return None, None
@@ -100,8 +102,9 @@ class EngineStates:
     def prompt_evaluated(self, prompt_tokens: int) -> int:
         """Prompt tokens the engine decoded since `reuse` (llama.cpp's own count), less the answer's so far."""
         perf = self._lib.llama_perf_context(self._llm._ctx.ctx)
-        generated = max(self._llm.n_tokens - prompt_tokens, 0)
-        return int(perf.n_p_eval + perf.n_eval) - generated
+        generated: int = max(int(self._llm.n_tokens) - prompt_tokens, 0)
+        decoded: int = int(perf.n_p_eval) + int(perf.n_eval)
+        return decoded - generated
 
     def _load(self, saved: Saved) -> bool:
         llm, size = self._llm, len(saved.data)
