@@ -20,12 +20,15 @@ from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
 
 runs = st.lists(st.integers(0, 6), max_size=80)
+JOINT = [5, 6]  # the template's tokens between an answer and the next question
 
 
 @given(runs, runs, runs, runs)
-def test_a_shift_found_always_keeps_tokens_the_prompt_has_at_those_places(head, dropped, kept, rest) -> None:
+def test_a_shift_found_keeps_tokens_the_prompt_has_at_those_places_and_drops_whole_exchanges(
+    head, dropped, kept, rest
+) -> None:
     saved, prompt = head + dropped + kept, head + kept + rest
-    plan = find_shift(saved, prompt, min_kept=4)
+    plan = find_shift(saved, prompt, JOINT, min_kept=4)
     if plan is None:
         return
     start = plan.head + plan.dropped
@@ -33,17 +36,27 @@ def test_a_shift_found_always_keeps_tokens_the_prompt_has_at_those_places(head, 
     assert saved[: plan.head] == prompt[: plan.head]
     # The kept run, moved down by the dropped block's length, is exactly the prompt's tokens at its new place.
     assert saved[start : start + plan.kept] == prompt[plan.head : plan.reused]
+    # Whole exchanges: the dropped block ends where a question begins, and the kept run spans an answer's end.
+    assert saved[start - 2 : start] == JOINT
+    assert any(saved[i : i + 2] == JOINT for i in range(start, start + plan.kept - 1))
 
 
 def test_the_oldest_exchange_dropped_leaves_the_rest_of_the_state_usable() -> None:
-    system, old, newer, question = [1, 2, 3], [7] * 5 + [8] * 60, [9, 10] * 40, [11, 12]
-    plan = find_shift(system + old + newer + [4], system + newer + question)
+    system, old, newer, question = [1, 2, 3], [7] * 60 + JOINT, [9, 10] * 30 + JOINT + [9] * 20, [11, 12]
+    plan = find_shift([*system, *old, *newer, 4], system + newer + question, JOINT)
     assert plan is not None
-    assert (plan.head, plan.dropped, plan.kept) == (3, 65, 80)
-    # A prompt that shares only a message header with the state gets no shift.
-    assert find_shift(system + old + newer, [*system, 9, 10, 11, 12]) is None
-    assert find_shift(system + old, system + old + question) is None  # a plain prefix: nothing to drop
+    assert (plan.head, plan.dropped, plan.kept) == (3, 62, 82)
     assert MIN_KEPT_TOKENS > 8
+
+
+def test_no_shift_where_the_prompt_lost_anything_but_whole_exchanges() -> None:
+    system, old, newer = [1, 2, 3], [7] * 60 + JOINT, [9, 10] * 30 + JOINT + [9] * 20
+    # A prompt that shares only a message header with the state (a question asked again after !reset).
+    assert find_shift(system + old + newer, [*system, *[9, 10] * 30, 11], JOINT) is None
+    # A few tokens missing inside an answer (tidied text): left to the prefix match.
+    assert find_shift(system + old + newer, system + old[:10] + old[14:] + newer, JOINT) is None
+    assert find_shift(system + old, system + old + [11, 12], JOINT) is None  # a plain prefix: nothing to drop
+    assert find_shift(system + old + newer, system + newer, []) is None  # a template whose turns do not split
 
 
 # ---------------------------------------------------------------- the real model

@@ -34,21 +34,32 @@ class Shift:
         return self.head + self.kept
 
 
-def find_shift(saved: Sequence[int], prompt: Sequence[int], min_kept: int = MIN_KEPT_TOKENS) -> Shift | None:
-    """The drop that lets `saved` serve the longest start of `prompt`; None when none keeps `min_kept` tokens.
+def find_shift(
+    saved: Sequence[int], prompt: Sequence[int], joint: Sequence[int], min_kept: int = MIN_KEPT_TOKENS
+) -> Shift | None:
+    """The drop of whole exchanges that lets `saved` serve the longest start of `prompt`; None if there is none.
 
     The head is what both share; the kept run is the longest stretch of `saved` after it that continues `prompt`
-    from there. Of equal runs, the shortest drop wins (the least of the state thrown away).
+    from there. Whole exchanges only: the dropped block ends with `joint` (the template's tokens between an answer
+    and the next question) and the kept run holds at least one joint and `min_kept` tokens. A prompt that differs
+    otherwise (a tidied answer, a new hop count) is left to the prefix match: its state stays exactly the one a
+    fresh evaluation gives. Of equal runs, the shortest drop wins.
     """
     head = common_prefix(saved, prompt)
-    if head >= len(prompt) or head >= len(saved):
+    joint = list(joint)
+    if not joint or head >= len(prompt) or head >= len(saved):
         return None
     anchor = list(prompt[head : head + _ANCHOR])
     best: Shift | None = None
     for start in range(head + 1, len(saved) - min_kept + 1):
-        if list(saved[start : start + len(anchor)]) != anchor:
+        if list(saved[start : start + len(anchor)]) != anchor or list(saved[start - len(joint) : start]) != joint:
             continue
         kept = common_prefix(saved[start:], prompt[head:])
-        if kept >= min_kept and (best is None or kept > best.kept):
+        if kept >= min_kept and (best is None or kept > best.kept) and _holds(saved[start : start + kept], joint):
             best = Shift(head, start - head, kept)
     return best
+
+
+def _holds(run: Sequence[int], joint: list[int]) -> bool:
+    n = len(joint)
+    return any(list(run[i : i + n]) == joint for i in range(len(run) - n + 1))

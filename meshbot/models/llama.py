@@ -245,6 +245,7 @@ class LlamaModel(BaseModel):
         self._llm.chat_handler = self._formatter.to_chat_handler()
         self.stop = stop_strings(template, eos)
         self._joint = self._turn_joint()
+        self._states.joint = self._joint
 
     def _turn_joint(self) -> list[int]:
         """The template's tokens between an answer's text and the next question's (empty if they do not split)."""

@@ -36,6 +36,8 @@ class EngineStates:
 
     def __init__(self, llm: Any, lib: Any, cache: PrefixCache | None, n_ctx: int) -> None:
         self._llm, self._lib, self.cache, self._n_ctx = llm, lib, cache, n_ctx
+        # The template's tokens between an answer and the next question: where whole exchanges end.
+        self.joint: list[int] = []
 
     def reuse(self, prompt: list[int], stats: GenerationStats, conversation: str | None = None) -> None:
         """Restore the saved state sharing the most of `prompt`, when it beats what the engine holds now.
@@ -70,7 +72,7 @@ class EngineStates:
         if self.cache is None or conversation is None or not self._can_shift():
             return None, None
         own = self.cache.of_conversation(conversation)
-        plan = find_shift(own.tokens, prompt) if own is not None else None
+        plan = find_shift(own.tokens, prompt, self.joint) if own is not None else None
         if plan is None or plan.reused <= better_than:
             return None, None
         return plan, own

@@ -107,7 +107,9 @@ class Daemon:
         self.sender = Sender(radio, self.pacer, clock, cfg.mesh, inbox.radio_up, store, self.ledger.published)
         self.contexts = contexts or Contexts()
         self.worker = Worker(cfg, model, self.sender, self.pacer, clock, self.ledger, self.contexts)
-        self.housekeeper = Housekeeper(cfg, store, self.ledger, self.sender, self.queue, model.deterministic)
+        self.housekeeper = Housekeeper(
+            cfg, store, self.ledger, self.sender, self.queue, model.deterministic, self.contexts.regenerates_alike
+        )
         gate = Gate(
             cfg.limits,
             store.recent_text_seen,
