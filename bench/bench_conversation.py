@@ -12,7 +12,14 @@ fragment cap); the saved states that no longer fit in RAM go to the disk tier, a
 Prints a row per conversation, the medians and their ratio (target <= 1.15), and the RAM of the saved states.
 Not a test: figures vary by machine.
 
-    .venv/bin/python bench/bench_conversation.py [--threads N] [--conversations N] [--kv-mb MB]
+With --long: conversations of 8 detailed questions whose answers hit the token cap (384), with the default
+`[memory]` bounds applied by the daemon's own ConversationMemory, so the history passes `max_history_tokens` by the
+4th turn and the oldest exchanges leave the prompt. Every turn, round-robin over the conversations, is asked as the
+follow-up (read whole) and, paired in alternating order, cold by a newcomer; turns 4-8 also once without saved
+states (the history re-read). Prints a row per turn: medians of time to first fragment, their paired ratio (target
+<= 1.3), first token, decode time per token (the long history's own cost) and the tokens evaluated.
+
+    .venv/bin/python bench/bench_conversation.py [--threads N] [--conversations N] [--kv-mb MB] [--long]
 """
 
 from __future__ import annotations
@@ -28,10 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench import RssSampler, machine
 from meshbot.core.config import ModelConfig, load_config
-from meshbot.core.domain import ChatTurn
+from meshbot.core.domain import ChatTurn, Context, Inbound
+from meshbot.core.policy import Accept, Kind
 from meshbot.core.prompting import build_generation
 from meshbot.models.llama import load_model
 from meshbot.service.answering import AnswerStream
+from meshbot.service.memory import ConversationMemory
+from meshbot.service.queueing import Query
+from meshbot.storage.memory import MemoryTable
+from meshbot.storage.store import Store
 
 SEED = 1234
 # A first fragment this long in tokens is a full one (190 bytes); shorter, the whole answer fit in it.
@@ -123,7 +135,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--conversations", type=int, default=len(CONVERSATIONS))
     parser.add_argument("--kv-mb", type=float, default=ModelConfig().kv_cache_mb)
+    parser.add_argument("--long", action="store_true", help="8 detailed questions per conversation, past the bound")
     args = parser.parse_args()
+    if args.long:
+        return long_main(args)
     convs = CONVERSATIONS[: args.conversations]
     cfg = load_config(environ={})
     rss = RssSampler()
@@ -207,6 +222,179 @@ def print_table(
         f"KV cache after 3 turns: {entries} saved state(s), {saved / 1e6:.1f} MB "
         f"({saved / 1e6 / max(entries, 1):.1f} MB per conversation) of {capacity / 1e6:.0f} MB; "
         f"process RSS grew {rss_mb:.0f} MB over those turns"
+    )
+
+
+# ---------------------------------------------------------------- --long: 8 turns of capped answers
+
+LONG = [
+    (
+        "Tell me about camping near a lake in autumn, in detail.",
+        "What should I cook there, in detail?",
+        "How do I keep food away from animals? Explain in detail.",
+        "What if it rains all day? Give details.",
+        "How cold does it get at night, and how do I stay warm? In detail.",
+        "What sleeping bag should I bring? Explain.",
+        "How do I pick a good tent spot? In detail.",
+        "What should I do before leaving the site? In detail.",
+    ),
+    (
+        "Explain in detail how LoRa radios work.",
+        "How far can they reach, in detail?",
+        "How does the terrain change that? Explain in detail.",
+        "What antenna should I use? Give details.",
+        "How high should I mount it? Explain in detail.",
+        "How do I protect it from lightning? In detail.",
+        "What cable should I use? Explain in detail.",
+        "How do I test the whole setup? In detail.",
+    ),
+    (
+        "Tell me in detail how to plan a long hike.",
+        "What should I pack, in detail?",
+        "How much water do I need? Explain in detail.",
+        "How do I find water on the way? In detail.",
+        "How do I treat blisters? Explain in detail.",
+        "What if the weather turns bad? In detail.",
+        "How do I navigate without a phone? Explain in detail.",
+        "What should I tell people before I go? In detail.",
+    ),
+    (
+        "Explain in detail how a solar power setup for a radio works.",
+        "How big a panel do I need? In detail.",
+        "What battery should I use? Explain in detail.",
+        "How do I size the charge controller? In detail.",
+        "What happens in winter? Explain in detail.",
+        "How do I protect it from the weather? In detail.",
+        "How do I monitor it remotely? Explain in detail.",
+        "What maintenance does it need? In detail.",
+    ),
+    (
+        "Tell me in detail how to start a vegetable garden.",
+        "Which vegetables are easiest? In detail.",
+        "How do I prepare the soil? Explain in detail.",
+        "How often should I water? In detail.",
+        "How do I deal with pests? Explain in detail.",
+        "When should I harvest? In detail.",
+        "How do I store the harvest? Explain in detail.",
+        "What should I do in autumn? In detail.",
+    ),
+]
+REPORTED_TURNS = range(4, 9)
+
+
+@dataclasses.dataclass
+class Turn:
+    """One conversation's n-th turn, three ways."""
+
+    cold: Timing
+    follow: Timing
+    reread: Timing | None
+    history: int  # exchanges in the follow-up's prompt
+    prompt_tokens: int
+    evaluated: int  # prompt tokens llama.cpp decoded for the follow-up (its own count)
+    shifted_out: int  # tokens removed from the saved state
+    answer_tokens: int
+    decode_tok_s: float  # the whole follow-up's decode speed
+
+
+def long_query(text: str, sender: int, packet_id: int) -> Query:
+    msg = Inbound(sender, 1, packet_id, "TEXT_MESSAGE_APP", text, len(text.encode()), is_dm=True)
+    return Query(msg, Accept(Kind.ASK, text, sender, 0, True), time.monotonic(), query_id=packet_id)
+
+
+def long_turn(model, cfg, memory: ConversationMemory, conv: int, turn: int) -> Turn:
+    """One follow-up (read whole, remembered) and the same question cold, in alternating order; re-read at 4+."""
+    text = LONG[conv][turn - 1]
+    query = long_query(text, 0x10000 + conv, 1000 * conv + turn)
+    history = list(memory.gather(query, Context()).history)
+    timings: dict[str, Timing] = {}
+    for kind in ("cold", "follow") if (conv + turn) % 2 == 0 else ("follow", "cold"):
+        if kind == "cold":  # asked by a newcomer: a conversation of its own
+            timings[kind], _ = ask(model, cfg, text, [], whole=False, asker=f"newcomer{conv}-{turn}")
+        else:
+            timings[kind], answer = ask(model, cfg, text, history, whole=True, asker=query.conversation_name)
+    stats = answer.stats
+    memory.answered(query, text, answer.text)
+    reread = None
+    if turn in REPORTED_TURNS:
+        cache, model.kv_cache = model.kv_cache, None  # the saved states out of reach: the history is re-read
+        model.on_engine(lambda llm: llm.reset())
+        reread, _ = ask(model, cfg, text, history, whole=False, asker="reread")
+        model.kv_cache = cache
+    return Turn(
+        timings["cold"],
+        timings["follow"],
+        reread,
+        len(history) // 2,
+        stats.prompt_tokens,
+        int(stats.extra.get("prompt_evaluated", -1)),
+        int(stats.extra.get("kv_shifted_out", 0)),
+        stats.completion_tokens,
+        stats.extra.get("tokens_per_s", 0.0),
+    )
+
+
+def long_main(args: argparse.Namespace) -> int:
+    """The --long run: every conversation's 8 turns, round-robin, then a row per turn."""
+    convs = range(min(args.conversations, len(LONG)))
+    cfg = load_config(environ={})
+    model = load_model(ModelConfig(threads=args.threads, seed=SEED, kv_cache_mb=args.kv_mb))
+    memory = ConversationMemory(MemoryTable(Store(":memory:")), cfg, model.count_tokens)
+    started = time.monotonic()
+    turns: dict[int, list[Turn]] = {n: [] for n in range(1, 9)}
+    long_header(model.name, args.threads, len(convs), cfg.memory.max_history_tokens)
+    for turn in range(1, 9):
+        for conv in convs:
+            turns[turn].append(long_turn(model, cfg, memory, conv, turn))
+        print(long_row(turn, turns[turn]), flush=True)  # row by row: a long run shows its progress
+        for n, row in enumerate(turns[turn]):
+            print(f"  conversation {n + 1}: {row.follow.first_fragment_s / row.cold.first_fragment_s:.2f}", flush=True)
+    long_summary(turns)
+    print(f"\n{machine()}; {time.monotonic() - started:.0f} s")
+    model.close()
+    return 0
+
+
+def long_row(turn: int, rows: list[Turn]) -> str:
+    """One turn's medians as a table row."""
+    med = statistics.median
+    cold, follow = med(r.cold.first_fragment_s for r in rows), med(r.follow.first_fragment_s for r in rows)
+    ratio = med(r.follow.first_fragment_s / r.cold.first_fragment_s for r in rows)
+    rereads = [r.reread.first_fragment_s for r in rows if r.reread is not None]
+    reread = f"{med(rereads):.3f} ({med(rereads) / cold:.1f}x cold)" if rereads else "-"
+    return (
+        f"| {turn} | {med(r.history for r in rows):.0f} | {med(r.prompt_tokens for r in rows):.0f} | "
+        f"{med(r.evaluated for r in rows):.0f} | {med(r.shifted_out for r in rows):.0f} | {cold:.3f} | "
+        f"{follow:.3f} | {ratio:.2f} | {med(r.cold.first_token_s for r in rows):.3f} / "
+        f"{med(r.follow.first_token_s for r in rows):.3f} | {1000 * med(r.cold.per_token_s for r in rows):.1f} / "
+        f"{1000 * med(r.follow.per_token_s for r in rows):.1f} | {med(r.answer_tokens for r in rows):.0f}, "
+        f"{med(r.decode_tok_s for r in rows):.1f} | {reread} |"
+    )
+
+
+def long_header(name: str, threads: int, n: int, bound: int) -> None:
+    """The --long table's title and header."""
+    print(
+        f"model: {name}, {threads} threads; {n} conversations of 8 detailed questions; seed {SEED}; "
+        f"memory.max_history_tokens {bound}; medians over the conversations; times in s\n"
+    )
+    print(
+        "| turn | exchanges in prompt | prompt tokens | evaluated | shifted out | cold 1st fragment | "
+        "follow-up 1st fragment | ratio (paired) | first token cold / follow-up | "
+        "decode ms/token to 1st fragment cold / follow-up | whole answer tokens, tok/s | re-read history |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+
+
+def long_summary(turns: dict[int, list[Turn]]) -> None:
+    """Turns 4-8 against the target."""
+    med = statistics.median
+    late = [r.follow.first_fragment_s / r.cold.first_fragment_s for t in REPORTED_TURNS for r in turns[t]]
+    worst = max(med(r.follow.first_fragment_s / r.cold.first_fragment_s for r in turns[t]) for t in REPORTED_TURNS)
+    verdict = "ok" if worst <= 1.3 else "OVER TARGET"
+    print(
+        f"\nturns 4-8: worst per-turn median ratio {worst:.2f} (target <= 1.3: {verdict}); "
+        f"all {len(late)} pairs: median {med(late):.2f}, max {max(late):.2f}"
     )
 
 

@@ -245,6 +245,7 @@ class LlamaModel(BaseModel):
         self._llm.chat_handler = self._formatter.to_chat_handler()
         self.stop = stop_strings(template, eos)
         self._joint = self._turn_joint()
+        self._states.joint = self._joint
 
     def _turn_joint(self) -> list[int]:
         """The template's tokens between an answer's text and the next question's (empty if they do not split)."""
@@ -327,7 +328,7 @@ class LlamaModel(BaseModel):
         # would otherwise derive the same seed every time).
         if seed is None or seed < 0:
             seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
-        self._states.reuse(self._prompt_ids(fit.turns), stats)
+        self._states.reuse(self._prompt_ids(fit.turns), stats, request.conversation)
         chunks = self._llm.create_chat_completion(
             messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed)
         )
@@ -341,6 +342,7 @@ class LlamaModel(BaseModel):
                 if choice["delta"].get("content"):
                     if stats.first_token_s is None:
                         stats.first_token_s = self._clock.now() - started
+                        stats.extra["prompt_evaluated"] = float(self._states.prompt_evaluated(fit.prompt_tokens))
                     yield piece
         finally:
             # Closing stops llama.cpp at once when our consumer has heard enough.

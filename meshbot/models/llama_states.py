@@ -11,6 +11,7 @@ from typing import Any
 
 from meshbot.core.config import ModelConfig
 from meshbot.core.domain import GenerationStats
+from meshbot.models.kv_shift import Shift, find_shift
 from meshbot.models.prompt_cache import PrefixCache, Saved, SpillDir, common_prefix
 
 log = logging.getLogger(__name__)
@@ -35,21 +36,77 @@ class EngineStates:
 
     def __init__(self, llm: Any, lib: Any, cache: PrefixCache | None, n_ctx: int) -> None:
         self._llm, self._lib, self.cache, self._n_ctx = llm, lib, cache, n_ctx
+        # The template's tokens between an answer and the next question: where whole exchanges end.
+        self.joint: list[int] = []
 
-    def reuse(self, prompt: list[int], stats: GenerationStats) -> None:
-        """Restore the saved state sharing the most of `prompt`, when it beats what the engine holds now."""
+    def reuse(self, prompt: list[int], stats: GenerationStats, conversation: str | None = None) -> None:
+        """Restore the saved state sharing the most of `prompt`, when it beats what the engine holds now.
+
+        The conversation's own state also serves a prompt that left its oldest exchanges out: they are removed
+        from it and the rest moved down (a context shift), so a conversation past its history bound still
+        evaluates only its new question.
+        """
         # The engine itself keeps the longest prefix its live state shares with the prompt (llama-cpp-python's
         # prefix match); a saved state only helps when another conversation ran in between.
         llm = self._llm
         shared = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), prompt)
-        restored = False
+        restored, dropped = False, 0
         found = self.cache.best(prompt, better_than=shared) if self.cache is not None else None
-        if found is not None:
+        plan, own = self._shift_plan(prompt, conversation, found[1] if found else shared)
+        if plan is not None and own is not None:
+            restored = self._load(own) and self._shift(plan, prompt)
+            shared, dropped = (plan.reused, plan.dropped) if restored else (0, 0)
+        elif found is not None:
             restored = self._load(found[0])
             shared = found[1] if restored else 0
         # However much is shared, the engine evaluates the prompt's last token again for fresh logits.
         stats.extra["cached_tokens"] = float(min(shared, len(prompt) - 1))
         stats.extra["kv_restored"] = 1.0 if restored else 0.0
+        stats.extra["kv_shifted_out"] = float(dropped)
+        self._perf_reset()
+
+    def _shift_plan(
+        self, prompt: list[int], conversation: str | None, better_than: int
+    ) -> tuple[Shift | None, Saved | None]:
+        """A shift of the conversation's own state, when it holds more of `prompt` than `better_than` tokens."""
+        if self.cache is None or conversation is None or not self._can_shift():
+            return None, None
+        own = self.cache.of_conversation(conversation)
+        plan = find_shift(own.tokens, prompt, self.joint) if own is not None else None
+        if plan is None or plan.reused <= better_than:
+            return None, None
+        return plan, own
+
+    def _can_shift(self) -> bool:
+        memory = self._lib.llama_get_memory(self._llm._ctx.ctx)
+        return memory is not None and bool(self._lib.llama_memory_can_shift(memory))
+
+    def _shift(self, plan: Shift, prompt: list[int]) -> bool:
+        """Remove the dropped block from the restored state and move the kept run down; False: reset instead."""
+        llm, lib = self._llm, self._lib
+        memory = lib.llama_get_memory(llm._ctx.ctx)
+        start, end = plan.head + plan.dropped, plan.head + plan.dropped + plan.kept
+        # Sequence 0: the only one llama-cpp-python's Llama uses.
+        if not (lib.llama_memory_seq_rm(memory, 0, plan.head, start) and lib.llama_memory_seq_rm(memory, 0, end, -1)):
+            log.warning("could not shift a saved KV state; evaluating the whole prompt")
+            llm.reset()
+            return False
+        # RoPE models apply the move to their keys at the next decode (llama.cpp's K-shift).
+        lib.llama_memory_seq_add(memory, 0, start, end, -plan.dropped)
+        n = plan.reused
+        llm.input_ids[:n] = prompt[:n]
+        llm.n_tokens = n
+        return True
+
+    def _perf_reset(self) -> None:
+        self._lib.llama_perf_context_reset(self._llm._ctx.ctx)
+
+    def prompt_evaluated(self, prompt_tokens: int) -> int:
+        """Prompt tokens the engine decoded since `reuse` (llama.cpp's own count), less the answer's so far."""
+        perf = self._lib.llama_perf_context(self._llm._ctx.ctx)
+        generated: int = max(int(self._llm.n_tokens) - prompt_tokens, 0)
+        decoded: int = int(perf.n_p_eval) + int(perf.n_eval)
+        return decoded - generated
 
     def _load(self, saved: Saved) -> bool:
         llm, size = self._llm, len(saved.data)

@@ -126,6 +126,10 @@ class SpillDir:
                 found = (key, shared)
         return found
 
+    def key_of(self, conversation: str) -> tuple[int, ...] | None:
+        """The key of the conversation's spilled state, if one is here."""
+        return next((key for key, (_, _, owner) in self._entries.items() if owner == conversation), None)
+
     def take(self, key: tuple[int, ...]) -> Saved | None:
         """Read a spilled state back (it leaves the directory); None if its file is gone."""
         path, _, conversation = self._entries[key]
@@ -179,6 +183,19 @@ class PrefixCache:
         self.hits += 1
         self._entries.move_to_end(found[0].tokens)
         return found
+
+    def of_conversation(self, conversation: str) -> Saved | None:
+        """The conversation's own saved state (read back from disk if it went there), made the most recent."""
+        entry = next((e for e in self._entries.values() if e.conversation == conversation), None)
+        if entry is None and self.spill is not None:
+            key = self.spill.key_of(conversation)
+            entry = self.spill.take(key) if key is not None else None
+            if entry is not None:
+                self.put(entry.tokens, entry.data, entry.conversation)
+        if entry is None or entry.tokens not in self._entries:
+            return None
+        self._entries.move_to_end(entry.tokens)
+        return entry
 
     def _from_spill(self, tokens: Sequence[int], better_than: int) -> tuple[Saved, int] | None:
         spilled = self.spill.best(tokens, better_than) if self.spill is not None else None

@@ -53,6 +53,24 @@ class Contexts:
             except Exception:
                 log.exception("context source %s failed after q%d", type(source).__name__, query.query_id)
 
+    def regenerates_alike(self, query: Query) -> bool:
+        """Whether the question, asked again after a restart, gets the prompt state its first generation had.
+
+        A source that cannot tell (it raised) counts as not alike: the resumed answer then ends from what is
+        stored rather than risk splicing two different texts.
+        """
+        for source in self.sources:
+            alike = getattr(source, "regenerates_alike", None)
+            if alike is None:
+                continue
+            try:
+                if not alike(query):
+                    return False
+            except Exception:
+                log.exception("context source %s failed for q%d on resume", type(source).__name__, query.query_id)
+                return False
+        return True
+
     def close(self) -> None:
         """Release what the sources hold (an index, a background thread): at daemon stop."""
         for source in self.sources:

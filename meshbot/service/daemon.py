@@ -144,6 +144,7 @@ class Daemon:
             self.queue,
             model.deterministic,
             is_emergency=emergency.has_word if emergency is not None else None,
+            alike=self.contexts.regenerates_alike,
         )
         gate = Gate(
             cfg.limits,

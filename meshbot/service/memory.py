@@ -108,7 +108,28 @@ class ConversationMemory:
         node, channel = (snapshot.node, snapshot.channel) if snapshot else query.conversation
         tokens = self._count(question) + self._count(answer) + 2 * MESSAGE_OVERHEAD_TOKENS
         exchange = Exchange(question, answer, tokens, self._table.now())
-        self._table.add(node, channel, asked(query), exchange, self._mem.turns, self._mem.idle_expiry_s)
+        # One exchange more than a prompt may hold: whether a history left an older one out stays visible.
+        self._table.add(node, channel, asked(query), exchange, self._kept(), self._mem.idle_expiry_s)
+
+    def _kept(self) -> int:
+        return self._mem.turns + 1 if self._mem.turns else 0
+
+    def regenerates_alike(self, query: Query) -> bool:
+        """Whether a fresh evaluation of the question's prompt gives the text its first generation gave.
+
+        Not once its conversation has left an exchange out: from then on the llama backend served its turns from
+        a saved state with the left-out tokens shifted out (models.kv_shift), which a fresh evaluation, without
+        them, does not reproduce. A question that never had a history is always alike.
+        """
+        if not self._mem.enabled or not self._mem.turns:
+            return True
+        snapshot = self._table.snapshot(asked(query))
+        if snapshot is None:
+            return True
+        remembered = self._table.recent(snapshot.node, snapshot.channel, self._kept())
+        if not remembered:
+            return True
+        return bool(snapshot.history) and remembered[0] == snapshot.history[0]
 
     def forget(self, node: int, channel: int | None) -> None:
         """Forget the conversation of `node` on `channel` (None: the DM conversation): what `!reset` does."""

@@ -19,7 +19,7 @@ from meshbot.core.fragmenter import cut_off_ending, is_final_text, labelled
 from meshbot.core.ids import node_id
 from meshbot.core.trust import remainder_slot
 from meshbot.service.ledger import Ledger, resumed_query
-from meshbot.service.queueing import Admission, QueryQueue
+from meshbot.service.queueing import Admission, Query, QueryQueue
 from meshbot.service.sender import Sender, SendJob
 from meshbot.service.worker import REMAINDER_TTL_S, fragment_budget
 from meshbot.storage.store import FragmentState, Store, StoredQuery
@@ -43,10 +43,14 @@ class Housekeeper:
         query_queue: QueryQueue,
         deterministic: bool,
         is_emergency: Callable[[str], bool] | None = None,
+        alike: Callable[[Query], bool] | None = None,
     ) -> None:
         self._cfg = cfg
         self._is_emergency = is_emergency  # a question with an emergency word goes back to the head of the queue
         self._deterministic = deterministic  # the model's: may a cut-short answer be written again?
+        # Per question: does a fresh evaluation give its prompt the state its first generation had? (Not for a
+        # conversation whose saved state had old exchanges shifted out: service.memory.regenerates_alike.)
+        self._alike = alike
         self._store = store
         self._ledger = ledger
         self._sender = sender
@@ -64,10 +68,16 @@ class Housekeeper:
         """Finish one unfinished question: resend what is written, end it cut off, or queue it again."""
         if stored.generation_done and stored.fragments:
             self._resend(stored)
-        elif stored.fragments and not self._deterministic:
+        elif stored.fragments and not self._regenerable(stored, now):
             self._resend(self._end_cut_off(stored, now))
         else:
             self._requeue(stored, now)
+
+    def _regenerable(self, stored: StoredQuery, now: float) -> bool:
+        """Whether writing the answer again gives the text whose first fragments went out."""
+        if not self._deterministic:
+            return False
+        return self._alike is None or self._alike(resumed_query(stored, now))
 
     def _end_cut_off(self, stored: StoredQuery, now: float) -> StoredQuery:
         """Finish from the stored fragments alone: a new generation would not match what was sent."""

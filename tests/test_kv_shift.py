@@ -1,0 +1,109 @@
+"""The KV context shift: where a saved state can serve a prompt that left its oldest exchange out (pure), and,
+with the real bundled model, that a conversation past its history bound still evaluates only its new question."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshbot.core.config import Config
+from meshbot.core.domain import Context, GenerationStats, Inbound
+from meshbot.core.policy import Accept, Kind
+from meshbot.core.prompting import build_generation
+from meshbot.models.kv_shift import MIN_KEPT_TOKENS, find_shift
+from meshbot.service.memory import ConversationMemory
+from meshbot.service.queueing import Query
+from meshbot.storage.memory import MemoryTable
+from meshbot.storage.store import Store
+
+runs = st.lists(st.integers(0, 6), max_size=80)
+JOINT = [5, 6]  # the template's tokens between an answer and the next question
+
+
+@given(runs, runs, runs, runs)
+def test_a_shift_found_keeps_tokens_the_prompt_has_at_those_places_and_drops_whole_exchanges(
+    head, dropped, kept, rest
+) -> None:
+    saved, prompt = head + dropped + kept, head + kept + rest
+    plan = find_shift(saved, prompt, JOINT, min_kept=4)
+    if plan is None:
+        return
+    start = plan.head + plan.dropped
+    assert plan.dropped > 0 and plan.kept >= 4
+    assert saved[: plan.head] == prompt[: plan.head]
+    # The kept run, moved down by the dropped block's length, is exactly the prompt's tokens at its new place.
+    assert saved[start : start + plan.kept] == prompt[plan.head : plan.reused]
+    # Whole exchanges: the dropped block ends where a question begins, and the kept run spans an answer's end.
+    assert saved[start - 2 : start] == JOINT
+    assert any(saved[i : i + 2] == JOINT for i in range(start, start + plan.kept - 1))
+
+
+def test_the_oldest_exchange_dropped_leaves_the_rest_of_the_state_usable() -> None:
+    system, old, newer, question = [1, 2, 3], [7] * 60 + JOINT, [9, 10] * 30 + JOINT + [9] * 20, [11, 12]
+    plan = find_shift([*system, *old, *newer, 4], system + newer + question, JOINT)
+    assert plan is not None
+    assert (plan.head, plan.dropped, plan.kept) == (3, 62, 82)
+    assert MIN_KEPT_TOKENS > 8
+
+
+def test_no_shift_where_the_prompt_lost_anything_but_whole_exchanges() -> None:
+    system, old, newer = [1, 2, 3], [7] * 60 + JOINT, [9, 10] * 30 + JOINT + [9] * 20
+    # A prompt that shares only a message header with the state (a question asked again after !reset).
+    assert find_shift(system + old + newer, [*system, *[9, 10] * 30, 11], JOINT) is None
+    # A few tokens missing inside an answer (tidied text): left to the prefix match.
+    assert find_shift(system + old + newer, system + old[:10] + old[14:] + newer, JOINT) is None
+    assert find_shift(system + old, system + old + [11, 12], JOINT) is None  # a plain prefix: nothing to drop
+    assert find_shift(system + old + newer, system + newer, []) is None  # a template whose turns do not split
+
+
+# ---------------------------------------------------------------- the real model
+
+BOB = 0x0B0B0B0B
+# A short history bound and reply cap: the bound is passed by the 4th turn, as with the defaults (1,024 tokens,
+# 384-token answers), in a fraction of the time.
+CFG = Config.model_validate({"memory": {"max_history_tokens": 240}, "model": {"max_tokens_cap": 72}})
+QUESTIONS = (
+    "Tell me about camping near a lake in autumn, in detail.",
+    "What should I cook there?",
+    "How do I keep the food away from animals?",
+    "What if it rains all day?",
+    "How cold does it get at night?",
+    "What sleeping bag should I bring?",
+)
+
+
+def question(text: str, sender: int, packet_id: int) -> Query:
+    msg = Inbound(sender, 1, packet_id, "TEXT_MESSAGE_APP", text, len(text.encode()), is_dm=True)
+    return Query(msg, Accept(Kind.ASK, text, sender, 0, True), 0.0, query_id=packet_id)
+
+
+def answer(model, memory: ConversationMemory, query: Query, max_tokens: int = 72) -> tuple[GenerationStats, int]:
+    """Answer as the worker does (history from memory, whole answer read); the stats and the history's length."""
+    context = memory.gather(query, Context())
+    request = build_generation(query.decision.question, CFG, 200, CFG.mesh.max_fragments, context.history)
+    request = dataclasses.replace(request, seed=7, conversation=query.conversation_name, max_tokens=max_tokens)
+    stats = GenerationStats()
+    text = "".join(model.stream(request, stats))
+    memory.answered(query, query.decision.question, text)
+    return stats, len(context.history) // 2
+
+
+@pytest.mark.model
+def test_the_sixth_turn_past_the_history_bound_evaluates_only_its_own_question(bundled_model) -> None:
+    memory = ConversationMemory(MemoryTable(Store(":memory:")), CFG, bundled_model.count_tokens)
+    turns: list[tuple[GenerationStats, int]] = []
+    for n, text in enumerate(QUESTIONS, 1):
+        turns.append(answer(bundled_model, memory, question(text, 0x0A0A0A0A, n)))
+        # Someone else's question in between: the engine's live state never holds the conversation.
+        answer(bundled_model, memory, question(f"What is {n} plus {n}?", BOB + n, 100 + n), max_tokens=4)
+    sixth, held = turns[-1]
+    assert held < 5  # the history passed its bound: memory left the oldest exchanges out
+    cold, _ = answer(bundled_model, memory, question(QUESTIONS[-1], BOB, 200), max_tokens=4)
+    assert sixth.extra["kv_restored"] == 1.0 and sixth.extra["kv_shifted_out"] > 0
+    # llama.cpp's own count of the tokens it evaluated before the first one sampled: the question and its
+    # template tokens, as a cold question evaluates after the system prompt; not the history (hundreds).
+    assert sixth.extra["prompt_evaluated"] <= cold.extra["prompt_evaluated"] + 8
+    assert sixth.extra["prompt_evaluated"] < sixth.prompt_tokens / 10
