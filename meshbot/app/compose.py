@@ -24,6 +24,7 @@ from meshbot.service.daemon import Companion, Daemon, Inbox
 from meshbot.service.knowledge import KnowledgeSource
 from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory, MemoryTables
+from meshbot.service.reference import open_reference
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
 from meshbot.storage.store import Store
@@ -67,10 +68,13 @@ def knowledge_index_path(cfg: Config, store_path: str) -> str:
     return str(path)
 
 
-def open_knowledge(cfg: Config, store_path: str) -> KnowledgeSource:
-    """The knowledge source for `[knowledge]`, its background indexer started."""
+def open_knowledge(cfg: Config, store_path: str) -> KnowledgeSource | None:
+    """The knowledge source for `[knowledge]` and `[answers] reference`, its indexer started; None: both off."""
+    reference = open_reference(cfg.answers, cfg.knowledge.passage_bytes)
+    if not cfg.knowledge.active and reference is None:
+        return None
     index = KnowledgeIndex(knowledge_index_path(cfg, store_path), cfg.knowledge.passage_bytes)
-    source = KnowledgeSource(index, cfg.knowledge)
+    source = KnowledgeSource(index, cfg.knowledge, reference)
     source.start()
     return source
 
@@ -216,7 +220,7 @@ def build_daemon(
         node = radio.local_node()
         table = cluster.memory if cluster else None
         memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
-        knowledge = open_knowledge(cfg, store.path) if cfg.knowledge.active else None
+        knowledge = open_knowledge(cfg, store.path)
         if knowledge is not None:
             opened.append(knowledge)
         contexts = Contexts(context_sources(radio, memory, knowledge))

@@ -16,12 +16,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from meshbot.core.config import KnowledgeConfig
+from meshbot.core.config import AnswersConfig, KnowledgeConfig
 from meshbot.core.domain import ChatTurn, Context, Note
 from meshbot.core.events import Event
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.core.text import graphemes, utf8_len
 from meshbot.service.queueing import Query
+from meshbot.service.reference import Reference, open_reference
 from meshbot.storage.knowledge import Hit, KnowledgeIndex, SyncReport
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,10 @@ def source_key(query: Query) -> tuple[int, int | None]:
 class KnowledgeSource:
     """Notes for each question from the index; keeps the index in step with the files in the background."""
 
-    def __init__(self, index: KnowledgeIndex, cfg: KnowledgeConfig) -> None:
+    def __init__(self, index: KnowledgeIndex, cfg: KnowledgeConfig, reference: Reference | None = None) -> None:
         self.index = index
         self.cfg = cfg
+        self.reference = reference  # the shipped reference, searched after the operator's notes
         self.ready = threading.Event()  # set after the first full pass over the folders
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,6 +110,8 @@ class KnowledgeSource:
         if self._thread is not None:
             self._thread.join(10.0)
         self.index.close()
+        if self.reference is not None:
+            self.reference.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -120,7 +124,7 @@ class KnowledgeSource:
 
     def refresh(self) -> SyncReport:
         """One pass: index new and changed files, drop deleted ones; logs what changed."""
-        report = self.index.sync(self.cfg.paths, self._stop)
+        report = self.index.sync(self.cfg.paths if self.cfg.enabled else (), self._stop)
         if report.indexed or report.dropped or report.failed or not self.ready.is_set():
             files, passages = self.index.counts()
             log.info(
@@ -141,8 +145,17 @@ class KnowledgeSource:
         A follow-up ("what powers it?") names little: the asker's previous question is searched with it.
         """
         earlier = [turn.content for turn in history if turn.role == "user"][-1:]
-        hits = self.index.search(" ".join([*earlier, question]), max(CANDIDATES, self.cfg.max_passages))
-        return within_budget(hits, self.cfg.max_passages, self.cfg.token_budget)
+        asked = " ".join([*earlier, question])
+        limit = max(CANDIDATES, self.cfg.max_passages)
+        own = within_budget(self.index.search(asked, limit), self.cfg.max_passages, self.cfg.token_budget)
+        if self.reference is None or len(own) >= self.cfg.max_passages:
+            return own
+        # The operator's notes first (they know the place); the reference, in the asker's language, after.
+        # The language is the question's own, not the earlier turn's.
+        lang = self.reference.language_of(question)
+        room = self.cfg.token_budget - sum(note_tokens(note) for note in own)
+        found = self.reference.search(asked, limit, lang)
+        return own + within_budget(found, self.cfg.max_passages - len(own), room) if room > 0 else own
 
     def gather(self, query: Query, context: Context) -> Context:
         """Add the notes for this question to its context (ContextSource)."""
@@ -172,10 +185,11 @@ class KnowledgeSource:
         return _fit_bytes(SOURCE_JOIN.join(titles), SOURCE_MAX_BYTES)
 
 
-def knowledge_now(cfg: KnowledgeConfig) -> KnowledgeSource | None:
-    """The notes indexed in memory right now, no background thread (`ask`, `eval`); None: knowledge off."""
-    if not cfg.active:
+def knowledge_now(cfg: KnowledgeConfig, answers: AnswersConfig | None = None) -> KnowledgeSource | None:
+    """The notes (and the reference) indexed in memory now, no background thread (`ask`, `eval`); None: both off."""
+    reference = open_reference(answers, cfg.passage_bytes) if answers is not None else None
+    if not cfg.active and reference is None:
         return None
-    source = KnowledgeSource(KnowledgeIndex(":memory:", cfg.passage_bytes), cfg)
+    source = KnowledgeSource(KnowledgeIndex(":memory:", cfg.passage_bytes), cfg, reference)
     source.refresh()
     return source
