@@ -101,6 +101,21 @@ def facts(text: str, lang: str = "en") -> set[str]:
     return found
 
 
+def _known(word: str, words: set[str]) -> bool:
+    """True when `word` or a word of its stem ("tuesdays", "tuesday") is among `words`."""
+    stem = _stem(word)
+    return word in words or any(w.startswith(stem) or word.startswith(_stem(w)) for w in words if len(w) > 3)
+
+
+def _same_fact(a: str, b: str) -> bool:
+    """Two facts that say the same: equal, the same number (unit or not), or names of one stem."""
+    if a[0] != b[0]:
+        return False
+    if a[0] == "x":
+        return _known(a[1:], {b[1:]})
+    return a == b or _bare(a) == _bare(b)
+
+
 def _bare(fact: str) -> str:
     """A number fact without its unit: "n35f" -> "n35"."""
     return re.sub(r"^(n[\d.]+).*$", r"\1", fact)
@@ -127,11 +142,11 @@ class FactCheck:
 
 def unsupported_share(answer: str, sources: Sequence[str], stopwords: frozenset[str] = frozenset()) -> float:
     """The share of the answer's content words (four letters or more) whose stem no source has."""
-    known = {_stem(w) for text in sources for w in _WORD.findall(text.lower())}
+    known = {w for text in sources for w in _WORD.findall(text.lower())}
     words = [w for w in _WORD.findall(answer.lower()) if len(w) >= 4 and w not in stopwords]
     if not words:
         return 0.0
-    return sum(_stem(w) not in known for w in words) / len(words)
+    return sum(not _known(w, known) for w in words) / len(words)
 
 
 def check_facts(
@@ -146,34 +161,41 @@ def check_facts(
     allowed = facts(question, lang)
     for passage in passages:
         allowed |= facts(passage, lang)
-    allowed_words = {w.lower() for p in (*passages, question) for w in _WORD.findall(p)}
+    words = {w.lower() for p in (*passages, question) for w in _WORD.findall(p)}
     said = facts(answer, lang)
+    allowed_bare = {_bare(a) for a in allowed}
     invented = {
         f
         for f in said
         if f not in allowed
-        and not (f.startswith("n") and _bare(f) in {_bare(a) for a in allowed} and f == _bare(f))
-        and not (f.startswith("x") and f[1:] in allowed_words)
+        and not (f.startswith("n") and f == _bare(f) and f in allowed_bare)
+        and not (f.startswith("x") and _known(f[1:], words))
     }
-    key = {f for f in facts(key_sentence, lang) if not f.startswith("x")} - facts(question, lang)
-    said_bare = {_bare(f) for f in said}
-    dropped = frozenset() if not key or key & said or {_bare(k) for k in key} & said_bare else frozenset(key)
+    # The answer must state at least one fact of the sentence that answers the question (if it has any).
+    key = facts(key_sentence, lang) - facts(question, lang)
+    # A name may open the answer's sentence ("Dario runs it"), where `facts` does not see it as one.
+    said_words = said | {"x" + w for w in _WORD.findall(answer.lower())}
+    dropped = frozenset() if not key or any(_same_fact(k, f) for k in key for f in said_words) else frozenset(key)
     unsupported = unsupported_share(answer, (*passages, question), stopwords)
     return FactCheck(frozenset(invented), dropped, unsupported)
 
 
 # -- extractive answers ------------------------------------------------------------------------
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _SKIP_LINE = re.compile(r"^\s*(?:source|sources|checked|fuente|quelle|geprüft|vérifié|revisado)\b", re.IGNORECASE)
 
 
 def sentences(text: str) -> list[str]:
     """The sentences of a passage, markdown tidied away, each on one line."""
     out = []
-    for raw in _SENTENCE.split(text):
-        line = " ".join(tidy(raw).split())
-        if line and _WORD.search(line) and not raw.lstrip().startswith("#"):
-            out.append(line)
+    for paragraph in _PARAGRAPH.split(text):
+        # Notes are often wrapped at a fixed width: a line break inside a paragraph is a space.
+        lines = [line for line in paragraph.splitlines() if not line.lstrip().startswith("#")]
+        for raw in _SENTENCE.split(" ".join(lines)):
+            line = " ".join(tidy(raw).split())
+            if line and _WORD.search(line):
+                out.append(line)
     return out
 
 
@@ -215,36 +237,56 @@ def key_sentence(question: str, notes: Sequence[Note], stopwords: frozenset[str]
 
 
 def short_title(note: Note) -> str:
-    """A note's title as a tag: its nearest heading, else its file name without extension."""
-    last = note.title.rsplit(" > ", 1)[-1]
-    return re.sub(r"\.(md|markdown|txt)$", "", last).replace("-", " ").replace("_", " ").strip()
+    """A note's title as a tag: its top heading up to a colon ("Bleeding"), else its file name."""
+    parts = note.title.split(" > ")
+    if len(parts) > 1:
+        return parts[1].split(":", 1)[0].strip()
+    stem = re.sub(r"\.(md|markdown|txt)$", "", parts[0], flags=re.IGNORECASE)
+    return stem.replace("-", " ").replace("_", " ").strip().capitalize()
 
 
-def extractive(question: str, notes: Sequence[Note], budget_bytes: int, stopwords: frozenset[str] = frozenset()) -> str:
-    """The notes' most relevant sentences, in their order, within `budget_bytes`, tagged with the title."""
+# Sentences an extractive answer takes at most: the best one and one more at least half as relevant.
+EXTRACT_SENTENCES = 2
+
+
+def extractive(
+    question: str,
+    notes: Sequence[Note],
+    budget_bytes: int,
+    stopwords: frozenset[str] = frozenset(),
+    whole_bytes: int | None = None,
+) -> str:
+    """The notes' most relevant sentences, in their order, within `budget_bytes`, tagged with the title.
+
+    `whole_bytes`: the room used instead when the best sentence alone does not fit `budget_bytes`
+    (one fragment's text is the budget; all of the answer's fragments are the whole).
+    """
     ranked = ranked_sentences(question, notes, stopwords)
     if not ranked:
         return ""
-    best_note = ranked[0][1]
+    best_score, best_note = ranked[0][0], ranked[0][1]
     tag = f"{short_title(notes[best_note])}: "
     room = budget_bytes - utf8_len(tag)
+    if whole_bytes is not None and utf8_len(ranked[0][3]) > room:
+        room = whole_bytes - utf8_len(tag)
     chosen: list[tuple[int, int, str]] = []
     used = 0
-    for score, n, i, sentence in ranked[:3]:
-        if chosen and (n != best_note or score <= 0):
-            continue  # a second sentence only from the same note and only when it is relevant too
+    for score, n, i, sentence in ranked[: EXTRACT_SENTENCES + 2]:
+        if len(chosen) == EXTRACT_SENTENCES:
+            break
+        if chosen and (n != best_note or score <= 0 or 2 * score < best_score):
+            continue  # a second sentence only from the same note, and only when it is relevant too
         cost = utf8_len(sentence) + (1 if chosen else 0)
         if used + cost > room:
             continue
         chosen.append((n, i, sentence))
         used += cost
     if not chosen:  # even the best sentence is longer than the room: cut it at a word
-        first = ranked[0][3]
-        words, cut = first.split(), ""
-        for word in words:
+        cut = ""
+        for word in ranked[0][3].split():
             if utf8_len(f"{cut} {word}…") > room:
                 break
             cut = f"{cut} {word}".strip()
         return f"{tag}{cut}…"
     chosen.sort()
-    return tag + " ".join(s for _, _, s in chosen)
+    return tag + " ".join(sentence for _, _, sentence in chosen)

@@ -21,7 +21,7 @@ KINDS = (ANSWER_IS, QUESTION_LABEL, ECHO, NOTES_TALK, BUDGET_TALK)
 
 # A lead-in to strip from a sentence's start; the rest of the sentence stays.
 _LEAD_IN = re.compile(
-    r"^(?:(?:so|well|okay|ok),?\s+)?(?:the\s+(?:short\s+)?answer\s+(?:is|would\s+be)\s*:?\s*|answer\s*:\s*|"
+    r"(?:^|(?<=,\s)|(?<=;\s))(?:(?:so|well|okay|ok),?\s+)?(?:the\s+(?:short\s+)?answer\s+(?:is|would\s+be)\s*:?\s*|answer\s*:\s*|"
     r"la\s+respuesta\s+es\s*:?\s*|respuesta\s*:\s*|die\s+antwort\s+(?:ist|lautet)\s*:?\s*|antwort\s*:\s*|"
     r"la\s+réponse\s+est\s*:?\s*|réponse\s*:\s*)",
     re.IGNORECASE,
@@ -44,6 +44,8 @@ _BUDGET_TALK = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# An answer the model put in quotes after "The answer is": "LoRa" - a mesh network.
+_QUOTED = re.compile(r'^["“]([^"”]*)["”]')
 # A sentence ends at .!? (or a line break) followed by whitespace; "?" alone can end a question.
 _END = re.compile(r"[.!?…]+[\"')\]]*\s+|\n+")
 
@@ -71,25 +73,32 @@ def clean_sentence(sentence: str, question: str, first: bool) -> tuple[str, str 
         return (before, QUESTION_LABEL, True)
     if (first or sentence.rstrip().endswith("?")) and is_echo(sentence, question):
         return "", ECHO, False
-    if _NOTES_TALK.search(sentence):
-        return "", NOTES_TALK, False
-    if _BUDGET_TALK.search(sentence):
-        return "", BUDGET_TALK, False
     kind = None
     stripped = _NOTES_LEAD_IN.sub("", sentence)
     if stripped != sentence:
         kind = NOTES_TALK
+    if _NOTES_TALK.search(stripped):
+        return "", NOTES_TALK, False
+    if _BUDGET_TALK.search(stripped):
+        return "", BUDGET_TALK, False
     again = _LEAD_IN.sub("", stripped)
     if again != stripped:
         kind = ANSWER_IS
-        again = again.strip(" \"'“”")
-        if again:
-            again = again[0].upper() + again[1:]
+        again = _QUOTED.sub(r"\1", again.strip())
+    if again and again != sentence:
+        again = again[0].upper() + again[1:]
     return again, kind, False
 
 
+# A sentence is held at most this many characters: then it is judged on what it has so far, so a long
+# sentence without a full stop still streams (a fragment's text is about 190 bytes).
+HOLD_MAX = 120
+# While a long sentence streams, this much is kept back: a "Question:" label may straddle two pieces.
+LABEL_ROOM = 12
+
+
 class LeakFilter:
-    """Streams an answer's tidied text through `clean_sentence`, one whole sentence at a time."""
+    """Streams an answer's tidied text through `clean_sentence`, a sentence (or HOLD_MAX) at a time."""
 
     def __init__(self, question: str) -> None:
         self.question = question
@@ -97,6 +106,7 @@ class LeakFilter:
         self._buf = ""
         self._first = True
         self._stopped = False
+        self._mode = "hold"  # hold: judging a sentence; pass: a long sentence judged clean; drop: judged a leak
 
     def feed(self, piece: str) -> list[str]:
         """Take tidied text; return what is settled and clean."""
@@ -104,17 +114,67 @@ class LeakFilter:
             return []
         self._buf += piece
         out: list[str] = []
-        while not self._stopped and (end := _END.search(self._buf)) is not None:
+        while not self._stopped and self._buf:
+            step = self._step()
+            if step is None:
+                break
+            out += step
+        return out
+
+    def _step(self) -> list[str] | None:
+        """Handle what the buffer settles; None when it must wait for more text."""
+        end = _END.search(self._buf)
+        if self._mode == "drop":
+            self._buf, self._mode = (self._buf[end.end() :], "hold") if end else ("", "drop")
+            return [] if end else None
+        if self._mode == "pass":
+            return self._pass(end)
+        if end is not None:
             sentence, sep = self._buf[: end.start()] + end.group().rstrip(), end.group()[len(end.group().rstrip()) :]
             self._buf = self._buf[end.end() :]
-            out += self._emit(sentence, sep)
-        return out
+            return self._emit(sentence, sep)
+        if len(self._buf) < HOLD_MAX:
+            return None
+        kept, kind, stop = clean_sentence(self._buf, self.question, self._first)
+        if kind is not None:
+            self.found.append(kind)
+        self._buf, self._stopped = "", stop
+        if stop or kept.strip():
+            self._mode = "pass"
+            self._first = self._first and not kept.strip()
+            return [kept] if kept.strip() else []
+        self._mode = "drop"
+        return []
+
+    def _pass(self, end: re.Match[str] | None) -> list[str] | None:
+        """The rest of a long sentence judged clean: out as it comes, up to a "Question:" label."""
+        upto = end.end() if end is not None else max(0, len(self._buf) - LABEL_ROOM)
+        label = _QUESTION_LABEL.search(self._buf, 0, end.end() if end is not None else len(self._buf))
+        if label is not None:
+            self.found.append(QUESTION_LABEL)
+            self._stopped, text, self._buf = True, self._buf[: label.start()], ""
+            return [text] if text.strip() else []
+        if upto == 0:
+            return None
+        text, self._buf = self._buf[:upto], self._buf[upto:]
+        if end is not None:
+            self._mode = "hold"
+            text = text.rstrip() + (" " if "\n" not in end.group() else "\n")
+        return [text]
 
     def finish(self) -> list[str]:
         """Whatever is left at the end of the answer."""
         if self._stopped or not self._buf.strip():
             return []
         rest, self._buf = self._buf, ""
+        if self._mode == "drop":
+            return []
+        if self._mode == "pass":
+            label = _QUESTION_LABEL.search(rest)
+            if label is not None:
+                self.found.append(QUESTION_LABEL)
+                rest = rest[: label.start()]
+            return [rest] if rest.strip() else []
         return self._emit(rest, "")
 
     def _emit(self, sentence: str, sep: str) -> list[str]:

@@ -18,7 +18,6 @@ Small talk and questions about the bot go to the model in either mode (counted a
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -53,8 +52,6 @@ _SHORT_DECLINE = {
     "de": "Das weiß ich nicht: keine Notiz dazu.",
     "fr": "Je ne sais pas : pas de note là-dessus.",
 }
-_SIZE_LABEL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT])\s*$", re.IGNORECASE)
-_SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
 class Abandoned(Exception):
@@ -65,12 +62,6 @@ def fragment_budget(cfg: Config, dm: bool) -> int:
     """Bytes one fragment may use: the configured size under the hard ceiling for a DM or a channel reply."""
     ceiling = limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID if dm else limits.MAX_TEXT_BYTES_CHANNEL_WITH_REPLY_ID
     return min(cfg.mesh.max_fragment_bytes, ceiling)
-
-
-def parse_size_label(label: str) -> float | None:
-    """Parameters from a GGUF `general.size_label` such as "135M" or "1.5B"; None when it is not one."""
-    match = _SIZE_LABEL.match(label or "")
-    return float(match.group(1)) * _SCALE[match.group(2).lower()] if match else None
 
 
 def model_params(model: Model, cfg: AnswersConfig) -> float | None:
@@ -208,16 +199,17 @@ class AnswerStream:
 class Grounding:
     """The passages a grounded answer was given, and the check of what the model made of them."""
 
-    def __init__(self, question: str, notes: Sequence[Note], budget_bytes: int, lang: str) -> None:
+    def __init__(self, question: str, notes: Sequence[Note], budget_bytes: int, whole_bytes: int, lang: str) -> None:
         self.question = question
         self.notes = tuple(notes)
-        self.budget_bytes = budget_bytes
+        self.budget_bytes = budget_bytes  # one fragment's text: an extractive answer fits it if it can
+        self.whole_bytes = whole_bytes  # every fragment's: when the best sentence is longer than one
         self.lang = lang
         self.reason = ""  # why the model's answer was replaced, for the log
 
     def extract(self) -> str:
         """The passages' most relevant sentences within the budget, tagged with the note's title."""
-        return extractive(self.question, self.notes, self.budget_bytes, STOPWORDS)
+        return extractive(self.question, self.notes, self.budget_bytes, STOPWORDS, self.whole_bytes)
 
     def verdict(self, answer: str) -> str:
         """The model's answer when it kept the passage's facts, else the extractive answer."""
@@ -274,9 +266,10 @@ class Answerer:
         request = Generation(request.turns, request.max_tokens, asked.seed, asked.conversation, request.remembered)
         if self.mode == "open" or chat or not notes:
             return AnswerStream(self.model, request, *args, question=asked.question, path="open")
-        # An extractive answer fits what the fragments carry after the tag and numbering.
-        body = fragment_bytes - utf8_len(tag) - numbering_room(max_fragments)
-        grounding = Grounding(asked.question, notes, body * max_fragments, guess_language(asked.question))
+        # An extractive answer fits what the fragments carry after the tag (and numbering, past one).
+        one = fragment_bytes - utf8_len(tag)
+        whole = (one - numbering_room(max_fragments)) * max_fragments
+        grounding = Grounding(asked.question, notes, one, whole, guess_language(asked.question))
         return AnswerStream(self.model, request, *args, question=asked.question, path="grounded", grounding=grounding)
 
 

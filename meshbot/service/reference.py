@@ -14,11 +14,12 @@ from pathlib import Path
 from meshbot.core.config import AnswersConfig
 from meshbot.core.events import Event
 from meshbot.core.language import FALLBACK, guess_language
+from meshbot.reference import FOLDER
 from meshbot.storage.knowledge import Hit, KnowledgeIndex, note_files
 
 log = logging.getLogger(__name__)
 
-SHIPPED = Path(__file__).resolve().parent.parent / "reference"
+SHIPPED = FOLDER
 # A folder of notes for every language (no <lang>/ subfolders) is indexed under this key.
 ANY = "*"
 
