@@ -22,8 +22,8 @@ CHECKED = {"en": r"Checked: 2026-12\b", "es": r"Revisado: 2026-12\b", "de": r"Ge
 NOT_A_SUBSTITUTE = {
     "en": r"not a substitute for emergency services",
     "es": r"no sustituyen? a los servicios de emergencia",
-    "de": r"ersetzen? (?:keinen|nicht den) Rettungsdienst",
-    "fr": r"ne remplacen?t pas les secours",
+    "de": r"ersetz(?:t|en) keinen Rettungsdienst",
+    "fr": r"ne remplace(?:nt)? pas les secours",
 }
 # Numbers standing alone: not the 52 of nRF52 or the 868 of EU_868. Thousands and decimals in any notation.
 _NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,  ]\d+)*")
