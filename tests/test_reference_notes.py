@@ -18,15 +18,21 @@ from meshbot.reference import FOLDER, LANGUAGES, language_folder
 
 # What each language's notes must say, in that language's own words.
 SOURCE = {"en": r"^Sources?: \S", "es": r"^Fuentes?: \S", "de": r"^Quellen?: \S", "fr": r"^Sources? ?: \S"}
-CHECKED = {"en": r"Checked: 2026-12\b", "es": r"Revisado: 2026-12\b", "de": r"Geprüft: 2026-12\b", "fr": "Vérifié : 2026-12"}
+CHECKED = {
+    "en": r"Checked: 2026-12\b",
+    "es": r"Revisado: 2026-12\b",
+    "de": r"Geprüft: 2026-12\b",
+    "fr": "Vérifié : 2026-12",
+}
 NOT_A_SUBSTITUTE = {
     "en": r"not a substitute for emergency services",
     "es": r"no sustituyen? a los servicios de emergencia",
     "de": r"ersetz(?:t|en) keinen Rettungsdienst",
     "fr": r"ne remplace(?:nt)? pas les secours",
 }
-# Numbers standing alone: not the 52 of nRF52 or the 868 of EU_868. Thousands and decimals in any notation.
-_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,  ]\d+)*")
+# Numbers standing alone: not the 52 of nRF52 or the 868 of EU_868. Thousands and decimals in any
+# notation (2,000 / 2.000 / 2\u202f000; 0.1 / 0,1), but a plain space always ends a number.
+_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,\u00a0\u202f]\d+)*")
 # The numbers any emergency advice may name; an invented one (111, 211, 999 ...) fails the test.
 EMERGENCY_NUMBERS = {"112", "911"}
 # Other three-digit numbers the notes may hold, each with its unit: 100-120 compressions a minute, 102 °F and
@@ -51,7 +57,7 @@ def _numbers(text: str) -> Counter[str]:
     """Every number of a text, written one way: 2,000 / 2.000 / 2 000 as 2000, and 0,1 as 0.1."""
     found: Counter[str] = Counter()
     for raw in _NUMBER.findall(text):
-        parts = re.split(r"[.,  ]", raw)
+        parts = re.split(r"[.,\u00a0\u202f]", raw)
         if len(parts) > 1 and all(len(p) == 3 for p in parts[1:]) and not raw.startswith("0"):
             found["".join(parts)] += 1  # a thousands separator
         else:
