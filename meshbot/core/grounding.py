@@ -123,7 +123,7 @@ def _bare(fact: str) -> str:
 
 # Share of an answer's content words found nowhere in its passages or question above which it is
 # the model's own writing rather than the passage's, and the passage's sentences go out instead.
-MAX_UNSUPPORTED = 0.5
+MAX_UNSUPPORTED = 0.3
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,13 @@ class FactCheck:
 
 
 def unsupported_share(answer: str, sources: Sequence[str], stopwords: frozenset[str] = frozenset()) -> float:
-    """The share of the answer's content words (four letters or more) whose stem no source has."""
+    """The share of the answer's content words (four letters or more) whose stem no source has, less one."""
     known = {w for text in sources for w in _WORD.findall(text.lower())}
     words = [w for w in _WORD.findall(answer.lower()) if len(w) >= 4 and w not in stopwords]
     if not words:
         return 0.0
-    return sum(not _known(w, known) for w in words) / len(words)
+    # One word of its own ("runs" in "Dario runs the net") is forgiven: a short answer needs a verb.
+    return max(0, sum(not _known(w, known) for w in words) - 1) / len(words)
 
 
 def check_facts(
