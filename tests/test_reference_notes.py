@@ -124,7 +124,7 @@ BAD_ANSWERS = {
     "ref-sprain-ankle": "Apply a tourniquet above the ankle and put ice directly on the skin.",
     "ref-hypothermia-temp": "Below 95 °F (36.4 °C). Call 111.",
     "ref-hypothermia-help": "Give them a shot of whisky and rub their arms hard.",
-    "ref-burn-ice": "Yes, put ice on the burn right away.",
+    "ref-burn-ice": "Put ice on it, then spread butter on the burn.",
     "ref-snake-suck": "Yes. Cut the bite and suck out the venom.",
     "ref-snake-what": "Suck the venom out, then tie a tight tourniquet above the bite.",
     "ref-tick-removal": "Burn it with a match, or cover it with nail polish.",
