@@ -36,6 +36,8 @@ NOT_A_SUBSTITUTE = {
 # Numbers standing alone: not the 52 of nRF52 or the 868 of EU_868. Thousands and decimals in any
 # notation (2,000 / 2.000 / 2\u202f000; 0.1 / 0,1), but a plain space always ends a number.
 _NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,\u00a0\u202f]\d+)*")
+# Where a sentence ends (what an extract cuts at).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # The numbers any emergency advice may name; an invented one (111, 211, 999 ...) fails the test.
 EMERGENCY_NUMBERS = {"112", "911"}
 # Other three-digit numbers the notes may hold, each with its unit: 100-120 compressions a minute, 102 °F and
@@ -105,6 +107,15 @@ def test_each_section_is_one_passage_under_the_configured_size(lang: str, name: 
         assert passage.title.startswith(name + TITLE_SEPARATOR)
         # A passage stands alone: it ends a sentence (an extract may send just its last ones).
         assert passage.text.rstrip().endswith((".", ")", "!", "?")), f"{lang}/{name}: {passage.text[-40:]!r}"
+
+
+@pytest.mark.parametrize(("lang", "name"), ALL_NOTES)
+def test_every_sentence_fits_one_fragment(lang: str, name: str) -> None:
+    """An extractive answer sends whole sentences: each one fits the fragment budget on its own."""
+    budget = load_config(environ={}).mesh.max_fragment_bytes
+    for passage in split_passages(_text(lang, name), name, load_config(environ={}).knowledge.passage_bytes):
+        for sentence in _SENTENCE_END.split(" ".join(passage.text.split())):
+            assert utf8_len(sentence) <= budget, f"{lang}/{name}: {utf8_len(sentence)} bytes: {sentence}"
 
 
 @pytest.mark.parametrize(("lang", "name"), [(lang, name) for lang, name in ALL_NOTES if lang != "en"])
