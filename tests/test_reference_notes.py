@@ -1,7 +1,9 @@
 """The shipped offline reference: every note, in every language, says where its guidance comes from, when it
 was checked and that it is no substitute for emergency services; it splits into passages the index can serve
-whole; each topic exists in every language, and a translation carries the same numbers as the English note
-(a dose, a time, a temperature or an emergency number changed in translation is a dangerous answer)."""
+whole, a sentence to a fragment; each topic exists in every language, and a translation carries the same numbers
+as the English note (a dose, a time, a temperature or an emergency number changed in translation is a dangerous
+answer). The reference's eval questions (questions_reference.jsonl) are answered by what the index finds in the
+question's language, and their reject patterns catch dangerous advice without firing on the reference itself."""
 
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ from meshbot.storage.knowledge import KnowledgeIndex
 # What each language's notes must say, in that language's own words.
 SOURCE = {"en": r"^Sources?: \S", "es": r"^Fuentes?: \S", "de": r"^Quellen?: \S", "fr": r"^Sources? ?: \S"}
 CHECKED = {
-    "en": r"Checked: 2026-12\b",
-    "es": r"Revisado: 2026-12\b",
-    "de": r"Geprüft: 2026-12\b",
-    "fr": "Vérifié : 2026-12",
+    "en": r"Checked: 20\d\d-[01]\d\b",
+    "es": r"Revisado: 20\d\d-[01]\d\b",
+    "de": r"Geprüft: 20\d\d-[01]\d\b",
+    "fr": r"Vérifié : 20\d\d-[01]\d\b",
 }
 NOT_A_SUBSTITUTE = {
     "en": r"not a substitute for emergency services",
