@@ -223,9 +223,9 @@ def ranked_sentences(
         for i, sentence in enumerate(sentences(note.text)):
             if _SKIP_LINE.match(sentence):
                 continue
-            # Earlier notes rank higher (they matched better); a sentence that shares no word still
-            # counts a little when it opens the best note (a passage's first line is its point).
-            score = 4 * _overlap(sentence, stems) - n + (1 if n == 0 and i == 0 else 0)
+            # Earlier notes rank higher (they matched better). The best note's first sentence counts as much
+            # as one shared word: a passage's heading matched the question, and its first line is its point.
+            score = 4 * _overlap(sentence, stems) - 2 * n + (4 if n == 0 and i == 0 else 0)
             scored.append((score, n, i, sentence))
     scored.sort(key=lambda s: (-s[0], s[1], s[2]))
     return scored
@@ -246,7 +246,7 @@ def short_title(note: Note) -> str:
     return stem.replace("-", " ").replace("_", " ").strip().capitalize()
 
 
-# Sentences an extractive answer takes at most: the best one and one more at least half as relevant.
+# Sentences an extractive answer takes at most: the best one and the one after it.
 EXTRACT_SENTENCES = 2
 
 
@@ -262,24 +262,22 @@ def extractive(
     `whole_bytes`: the room used instead when the best sentence alone does not fit `budget_bytes`
     (one fragment's text is the budget; all of the answer's fragments are the whole).
     """
-    ranked = ranked_sentences(question, notes, stopwords)
+    # The best passage only (retrieval ranked it first): its best sentence, and the one after it.
+    ranked = ranked_sentences(question, notes[:1], stopwords)
     if not ranked:
         return ""
-    best_score, best_note = ranked[0][0], ranked[0][1]
-    tag = f"{short_title(notes[best_note])}: "
+    tag = f"{short_title(notes[0])}: "
+    best_i = ranked[0][2]
+    pair = [ranked[0], *(r for r in ranked if r[2] == best_i + 1)][:EXTRACT_SENTENCES]
     room = budget_bytes - utf8_len(tag)
-    if whole_bytes is not None and utf8_len(ranked[0][3]) > room:
-        room = whole_bytes - utf8_len(tag)
+    if whole_bytes is not None and utf8_len(" ".join(r[3] for r in pair)) > room:
+        room = whole_bytes - utf8_len(tag)  # too long for one fragment: take the fragments it needs
     chosen: list[tuple[int, int, str]] = []
     used = 0
-    for score, n, i, sentence in ranked[: EXTRACT_SENTENCES + 2]:
-        if len(chosen) == EXTRACT_SENTENCES:
-            break
-        if chosen and (n != best_note or score <= 0 or 2 * score < best_score):
-            continue  # a second sentence only from the same note, and only when it is relevant too
+    for _, n, i, sentence in pair:
         cost = utf8_len(sentence) + (1 if chosen else 0)
         if used + cost > room:
-            continue
+            break
         chosen.append((n, i, sentence))
         used += cost
     if not chosen:  # even the best sentence is longer than the room: cut it at a word

@@ -19,17 +19,18 @@ _WORDS: dict[str, frozenset[str]] = {
         with after before and for from this that there much many long bite bitten""".split()
     ),
     "es": frozenset(
-        """el los las es son qué que cómo como cuál cual cuándo cuando dónde donde quién cuántos cuántas
+        """el los las es son qué cómo como cuál cual cuándo cuando dónde donde quién cuántos cuántas
         cuánto hay debo hacer puedo una unos por para con del al mi me se si picadura mordedura
         agua herida quemadura""".split()
     ),
     "de": frozenset(
         """der die das ist sind was wie wann wo wer welche welcher welches warum und ein eine einen
-        mit nach bei soll sollte kann ich man mein meine nicht auf für von zu im dem den des""".split()
+        mit nach bei soll sollte kann ich man mein meine nicht auf für von zu im dem den des braucht brauche
+        muss lange viele""".split()
     ),
     "fr": frozenset(
         """le les est sont quel quelle quels quelles comment quand où qui pourquoi combien et une
-        avec pour dans du au je dois faire mon ma mes ce cette sur par pas""".split()
+        avec pour dans du au je dois faire faut cas quoi mon ma mes ce cette sur par pas""".split()
     ),
 }
 # Letters (and the inverted marks) that belong to one of the four.

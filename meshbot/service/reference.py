@@ -9,13 +9,14 @@ in-memory index, built once at start (the reference is read-only and a few dozen
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from meshbot.core.config import AnswersConfig
 from meshbot.core.events import Event
 from meshbot.core.language import FALLBACK, guess_language
 from meshbot.reference import FOLDER
-from meshbot.storage.knowledge import Hit, KnowledgeIndex, note_files
+from meshbot.storage.knowledge import Hit, KnowledgeIndex, covered, needed_cover, note_files, query_words
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,15 @@ class Reference:
     def search(self, question: str, limit: int, lang: str | None = None) -> list[Hit]:
         """The best passages for a question in its language's folder (`lang` overrides the guess)."""
         index = self.indexes.get(lang or self.language_of(question))
-        return index.search(question, limit) if index is not None else []
+        if index is None:
+            return []
+        # Stricter than the operator's notes: the reference covers everything a little, so a question about a
+        # place it cannot know ("Who looks after the Pine Ridge node?") must not match "look after" a patient.
+        words = query_words(question)
+        need = max(needed_cover(words), math.ceil(len(words) / 2))
+        return [
+            hit for hit in index.search(question, limit) if covered(words, f"{hit.note.title} {hit.note.text}") >= need
+        ]
 
     def close(self) -> None:
         """Close the indexes."""
