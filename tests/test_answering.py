@@ -163,7 +163,7 @@ def test_the_reference_is_on_by_default_beside_the_notes_and_can_be_off_or_repla
         replaced.close()
 
 
-def test_the_operators_notes_come_before_the_reference(tmp_path: Path) -> None:
+def test_the_operators_notes_win_over_the_reference(tmp_path: Path) -> None:
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "kit.md").write_text("# Bleeding kit\n\nThe bleeding kit is in the old school.\n", encoding="utf-8")
@@ -172,6 +172,7 @@ def test_the_operators_notes_come_before_the_reference(tmp_path: Path) -> None:
     assert source is not None
     try:
         found = source.notes_for("Where is the bleeding kit for heavy bleeding?")
-        assert found[0].title.startswith("kit.md") and len(found) > 1
+        assert [note.title for note in found] == ["kit.md > Bleeding kit"]  # the local answer, undiluted
+        assert "kit.md" not in source.notes_for("How do I stop heavy bleeding?")[0].title  # the reference
     finally:
         source.close()

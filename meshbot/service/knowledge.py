@@ -23,7 +23,7 @@ from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.core.text import graphemes, utf8_len
 from meshbot.service.queueing import Query
 from meshbot.service.reference import Reference, open_reference
-from meshbot.storage.knowledge import Hit, KnowledgeIndex, SyncReport
+from meshbot.storage.knowledge import Hit, KnowledgeIndex, SyncReport, covered, query_words
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ def within_budget(hits: Sequence[Hit], max_passages: int, token_budget: int) -> 
         chosen.append(hit.note)
         used += cost
     return tuple(chosen)
+
+
+def _best_cover(words: Sequence[str], notes: Sequence[Note]) -> int:
+    """How many of the question's words the best of these notes holds."""
+    return max((covered(words, f"{note.title} {note.text}") for note in notes), default=0)
 
 
 def _fit_bytes(text: str, limit: int) -> str:
@@ -148,14 +153,20 @@ class KnowledgeSource:
         asked = " ".join([*earlier, question])
         limit = max(CANDIDATES, self.cfg.max_passages)
         own = within_budget(self.index.search(asked, limit), self.cfg.max_passages, self.cfg.token_budget)
-        if self.reference is None or len(own) >= self.cfg.max_passages:
+        if self.reference is None:
             return own
-        # The operator's notes first (they know the place); the reference, in the asker's language, after.
-        # The language is the question's own, not the earlier turn's.
-        lang = self.reference.language_of(question)
-        room = self.cfg.token_budget - sum(note_tokens(note) for note in own)
-        found = self.reference.search(asked, limit, lang)
-        return own + within_budget(found, self.cfg.max_passages - len(own), room) if room > 0 else own
+        # The reference, in the language of the question itself (not the earlier turn's), when the operator's
+        # notes hold nothing on it, or only a weaker match: "How do I stop heavy bleeding?" is the reference's,
+        # even if a note says where the bleeding kit is. Never both: a local answer is not diluted.
+        found = within_budget(
+            self.reference.search(asked, limit, self.reference.language_of(question)),
+            self.cfg.max_passages,
+            self.cfg.token_budget,
+        )
+        if not own:
+            return found
+        words = query_words(question)
+        return found if _best_cover(words, found) > _best_cover(words, own) else own
 
     def gather(self, query: Query, context: Context) -> Context:
         """Add the notes for this question to its context (ContextSource)."""

@@ -72,7 +72,7 @@ class Reference:
         # Stricter than the operator's notes: the reference covers everything a little, so a question about a
         # place it cannot know ("Who looks after the Pine Ridge node?") must not match "look after" a patient.
         words = query_words(question)
-        need = max(needed_cover(words), math.ceil(len(words) / 2))
+        need = max(needed_cover(words), math.ceil(len(words) / 2), min(2, len(words)))
         return [
             hit for hit in index.search(question, limit) if covered(words, f"{hit.note.title} {hit.note.text}") >= need
         ]
