@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from meshbot.core.domain import Note
-from meshbot.core.grounding import check_facts, extractive, facts, is_chat, sentences, short_title
+from meshbot.core.grounding import (
+    asks_local,
+    check_facts,
+    extractive,
+    facts,
+    is_chat,
+    question_names,
+    sentences,
+    short_title,
+)
 from meshbot.core.language import guess_language
 from meshbot.core.text import utf8_len
 
@@ -105,3 +114,25 @@ def test_factual_questions_are_not_chat(text: str) -> None:
 )
 def test_the_question_language_is_guessed_from_its_words(question: str, lang: str) -> None:
     assert guess_language(question) == lang
+
+
+@pytest.mark.parametrize(
+    ("question", "local"),
+    [
+        ("Where is the main repeater?", True),
+        ("Who looks after the Pine Ridge node?", True),
+        ("When is the next mesh meetup at the library?", True),
+        ("Wann ist das nächste Mesh-Treffen?", True),
+        ("Who can read messages on the default LongFast channel?", False),
+        ("When should I call an ambulance after a blow to the head?", False),
+        ("How do I stop heavy bleeding?", False),
+    ],
+)
+def test_questions_about_local_places_people_and_events_are_told_apart(question: str, local: bool) -> None:
+    assert asks_local(question) is local
+
+
+def test_names_in_a_question_are_capitalised_words_not_opening_a_sentence() -> None:
+    assert question_names("How is the Willow Creek repeater powered?") == ["Willow", "Creek"]
+    assert question_names("What is LoRa? Does it need the internet?") == []
+    assert question_names("How many bytes does é take in UTF-8?") == []

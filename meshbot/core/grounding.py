@@ -43,6 +43,30 @@ def is_chat(question: str) -> bool:
     return _CHAT.search(question.strip()) is not None
 
 
+# Questions about a local place, person or event ("Where is the repeater?", "Who runs the net?", "When is the
+# next meetup?"): the shipped reference holds none, so only the operator's notes may answer them.
+_LOCAL_ASK = re.compile(
+    r"""^\W*(?:where\s+(?:is|are|do\s+we|'s)|where's|who\s+(?:is|runs|looks\s+after|manages|maintains|owns)|
+        when\s+(?:is|are|does)\s+the|dónde\s+(?:está|están|es|queda)|quién\s+(?:es|cuida|lleva|mantiene)|
+        cuándo\s+es|wo\s+(?:ist|steht|sind|liegt|treffen)|wer\s+(?:ist|betreut|kümmert)|wann\s+ist|
+        où\s+(?:est|sont|se\s+trouve)|qui\s+(?:est|s'occupe|gère)|quand\s+(?:est|a\s+lieu))\b""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# A name in the question (a capitalised word, not opening a sentence): "Willow Creek", "Pine Ridge"; not an
+# acronym or a word written in mixed case ("UTF-8", "LoRa").
+_QUESTION_NAME = re.compile(r"(?<=[^\s.!?¿¡:;] )([A-ZÁÉÍÓÚÑÀÈÙÂÊÎÔÛÇÄÖÜ][a-záéíóúñàèùâêîôûçäöüß]+)\b(?![-'][A-Z])")
+
+
+def asks_local(question: str) -> bool:
+    """True for a question about a local place, person or event, which only the operator's notes can answer."""
+    return _LOCAL_ASK.search(question.strip()) is not None
+
+
+def question_names(question: str) -> list[str]:
+    """The capitalised words of a question past its first (names of places and people, in most languages)."""
+    return [m.group(1) for m in _QUESTION_NAME.finditer(question.strip())]
+
+
 # -- facts -----------------------------------------------------------------------------------
 _NUMBER_WORDS = {
     # en, es, de, fr: enough for what safety and radio answers count

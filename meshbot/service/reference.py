@@ -14,6 +14,7 @@ from pathlib import Path
 
 from meshbot.core.config import AnswersConfig
 from meshbot.core.events import Event
+from meshbot.core.grounding import asks_local, question_names
 from meshbot.core.language import FALLBACK, guess_language
 from meshbot.reference import FOLDER
 from meshbot.storage.knowledge import Hit, KnowledgeIndex, covered, needed_cover, note_files, query_words
@@ -66,16 +67,22 @@ class Reference:
 
     def search(self, question: str, limit: int, lang: str | None = None) -> list[Hit]:
         """The best passages for a question in its language's folder (`lang` overrides the guess)."""
-        index = self.indexes.get(lang or self.language_of(question))
-        if index is None:
+        lang = lang or self.language_of(question)
+        index = self.indexes.get(lang)
+        if index is None or asks_local(question):
             return []
+        # A name the passage does not hold ("the Willow Creek repeater") is a local thing the reference cannot know.
+        names = [name.lower() for name in question_names(question)] if lang != "de" else []  # German: every noun
         # Stricter than the operator's notes: the reference covers everything a little, so a question about a
         # place it cannot know ("Who looks after the Pine Ridge node?") must not match "look after" a patient.
         words = query_words(question)
         need = max(needed_cover(words), math.ceil(len(words) / 2), min(2, len(words)))
-        return [
-            hit for hit in index.search(question, limit) if covered(words, f"{hit.note.title} {hit.note.text}") >= need
-        ]
+        found = []
+        for hit in index.search(question, limit):
+            text = f"{hit.note.title} {hit.note.text}"
+            if covered(words, text) >= need and all(name in text.lower() for name in names):
+                found.append(hit)
+        return found
 
     def close(self) -> None:
         """Close the indexes."""
