@@ -123,6 +123,7 @@ def test_the_question_language_is_guessed_from_its_words(question: str, lang: st
         ("Who looks after the Pine Ridge node?", True),
         ("When is the next mesh meetup at the library?", True),
         ("Wann ist das nächste Mesh-Treffen?", True),
+        ("Which channel is our emergency channel?", True),
         ("Who can read messages on the default LongFast channel?", False),
         ("When should I call an ambulance after a blow to the head?", False),
         ("How do I stop heavy bleeding?", False),

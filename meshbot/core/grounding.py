@@ -57,9 +57,13 @@ _LOCAL_ASK = re.compile(
 _QUESTION_NAME = re.compile(r"(?<=[^\s.!?¿¡:;] )([A-ZÁÉÍÓÚÑÀÈÙÂÊÎÔÛÇÄÖÜ][a-záéíóúñàèùâêîôûçäöüß]+)\b(?![-'][A-Z])")
 
 
+# "Our channel", "nuestro repetidor", "unser Treffen", "notre relais": the asker's own community.
+_OURS = re.compile(r"\b(?:our|ours|nuestr[oa]s?|unser(?:e|er|em|en|es)?|notre|nos)\b", re.IGNORECASE)
+
+
 def asks_local(question: str) -> bool:
     """True for a question about a local place, person or event, which only the operator's notes can answer."""
-    return _LOCAL_ASK.search(question.strip()) is not None
+    return _LOCAL_ASK.search(question.strip()) is not None or _OURS.search(question) is not None
 
 
 def question_names(question: str) -> list[str]:
