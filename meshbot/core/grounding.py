@@ -58,7 +58,7 @@ _QUESTION_NAME = re.compile(r"(?<=[^\s.!?¿¡:;] )([A-ZÁÉÍÓÚÑÀÈÙÂÊÎ�
 
 
 # "Our channel", "nuestro repetidor", "unser Treffen", "notre relais": the asker's own community.
-_OURS = re.compile(r"\b(?:our|ours|nuestr[oa]s?|unser(?:e|er|em|en|es)?|notre|nos)\b", re.IGNORECASE)
+_OURS = re.compile(r"\b(?:our|ours|nuestr[oa]s?|unser(?:e|er|em|en|es)?|notre)\b", re.IGNORECASE)
 
 
 def asks_local(question: str) -> bool:
