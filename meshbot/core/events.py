@@ -87,7 +87,6 @@ class Event(enum.StrEnum):
     CLUSTER_BACK = "cluster-back"
     # grounded answers ([answers]): which path an answer took, and prompt framing kept off the air
     ANSWER_PATH = "answer-path"  # grounded, extractive, declined or open
-    LEAK_FILTERED = "leak-filtered"
 
 
 class Reason(enum.StrEnum):
