@@ -122,6 +122,9 @@ class FakeModel:
 
     name = "fake-model"
     deterministic = True  # the same queued answer comes back for a resumed question
+    # Stands for a capable model: `[answers] mode = "auto"` answers it `open`, so tests about delivery get
+    # their queued answers on air (tests of grounded answers set the mode, or set n_params to None).
+    n_params: int | None = 7_000_000_000
 
     def close(self) -> None:
         """Nothing to release."""

@@ -89,7 +89,8 @@ def test_src_says_where_the_notes_came_from_or_that_knowledge_is_off(hooked, rad
 
 
 def test_without_hooks_reset_and_src_say_the_feature_is_off(make_daemon, radio: FakeRadio) -> None:
-    daemon = make_daemon(**{"memory.enabled": False})
+    # Issue 18: the shipped reference is a knowledge source on by default; with it off too, knowledge is off.
+    daemon = make_daemon(**{"memory.enabled": False, "answers.reference": False})
     assert one_reply(daemon, radio, "!src").startswith("Knowledge is off")
     assert one_reply(daemon, radio, "!reset").startswith("Memory is off")
 

@@ -20,7 +20,14 @@ HELPER = 0x0CAFE001
 
 def make_cfg(**overrides):
     return load_config(
-        overrides={"join.window_s": 0, "emergency.notify_nodes": [f"!{HELPER:08x}"], **overrides}, environ={}
+        # The shipped reference is off: these tests read the prompts' questions, not the notes they find.
+        overrides={
+            "join.window_s": 0,
+            "answers.reference": False,
+            "emergency.notify_nodes": [f"!{HELPER:08x}"],
+            **overrides,
+        },
+        environ={},
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from meshbot.core.config import KnowledgeConfig, load_config
 from meshbot.core.domain import Context, Note
 from meshbot.core.policy import Accept, Kind
-from meshbot.core.prompting import NO_NOTES, NOTES_HEAD
+from meshbot.core.prompting import NOTES_SEPARATOR
 from meshbot.service.knowledge import (
     SOURCE_MAX_BYTES,
     KnowledgeSource,
@@ -255,14 +255,15 @@ def test_the_daemon_prompt_carries_the_notes_and_src_knows_them(
     radio.receive(dm("how are you?", packet_id=2))
     wait_until(lambda: len(model.requests) == 2 and daemon.idle())
     asked = model.requests[0].turns[-1].content
-    assert asked.startswith(NOTES_HEAD) and "Heron Hill" in asked and asked.endswith("Where is the repeater?")
+    assert "Heron Hill" in asked and asked.endswith(f"{NOTES_SEPARATOR}Where is the repeater?")
     assert "Heron Hill" not in model.requests[0].turns[0].content  # the persona stays apart from the notes
-    assert model.requests[1].turns[-1].content.startswith(NO_NOTES)
+    assert model.requests[1].turns[-1].content == "how are you?"  # small talk: no notes
     assert (tmp_path / "k.db").exists()
 
 
 def test_without_knowledge_the_question_goes_alone(make_daemon, radio: FakeRadio, model: FakeModel) -> None:
-    daemon = make_daemon()
+    # Issue 18: the shipped reference is on by default, so "without knowledge" now also turns it off.
+    daemon = make_daemon(**{"answers.reference": False})
     assert not any(isinstance(s, KnowledgeSource) for s in daemon.contexts.sources)
     radio.receive(dm("Where is the repeater?"))
     wait_until(lambda: bool(model.requests) and daemon.idle())

@@ -20,8 +20,10 @@ from tests.fakes import ALICE, BOB, FakeModel, FakeRadio, broadcast, dm
 
 def start(radio: FakeRadio, model: FakeModel, clock: VirtualClock, store: Store, **overrides) -> Daemon:
     # A conversation is more questions in a row than the default per-node burst allows; one-line questions are
-    # answered at once (no join window); channel 0 is the public one here, enabled on purpose.
+    # answered at once (no join window); channel 0 is the public one here, enabled on purpose. The shipped
+    # reference is off: these tests read the prompt's turns, not the notes a question finds.
     base = {
+        "answers.reference": False,
         "limits.per_node_burst": 20,
         "join.window_s": 0,
         "policy.channels": [{"index": 0, "public": True, "cooldown_s": 0}],

@@ -115,7 +115,7 @@ def test_a_mesh_question_gets_the_facts_it_needs_and_src_names_the_directory(dae
     assert "only from the mesh facts" in system
     assert "BRVO (Bravo Base): last heard 2m ago, battery 87% 3.98V." in user
     assert "SNR" not in user and "km" not in user  # only what the question needs
-    assert user.endswith("Question: What is BRVO's battery?")
+    assert user.endswith("\n\nWhat is BRVO's battery?")  # the facts, then the question, no label to echo
     assert reply(daemon, radio, dm("!src", packet_id=2)).startswith("Source: node directory")
     model.answers.append("Paris.")
     reply(daemon, radio, dm("What is the capital of France?", packet_id=3))

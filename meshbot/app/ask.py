@@ -5,23 +5,20 @@ from __future__ import annotations
 import logging
 from typing import TextIO
 
-from meshbot.core import limits
 from meshbot.core.config import Config
 from meshbot.core.domain import GenerationStats, Model
 from meshbot.core.fragmenter import Fragment
-from meshbot.core.prompting import build_generation
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
-from meshbot.service.answering import AnswerStream
+from meshbot.service.answering import Answerer, Asked, fragment_budget
 from meshbot.service.knowledge import knowledge_now
 
 log = logging.getLogger(__name__)
 
 
 def ask_budget(cfg: Config) -> int:
-    """Bytes per fragment for `ask`: the configured size under the tightest real ceiling."""
-    # A reply is a DM or a channel message with reply_id; the DM ceiling is the lower one.
-    return min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
+    """Bytes per fragment for `ask`: a DM reply's, the tighter of the two real ceilings."""
+    return fragment_budget(cfg, dm=True)
 
 
 # Shown in place of a line break inside a fragment, so each fragment stays on one console line.
@@ -61,12 +58,12 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
             out.write(f"error: {exc}\n")
             return 2
     budget = ask_budget(cfg)
-    source = knowledge_now(cfg.knowledge)
+    source = knowledge_now(cfg.knowledge, cfg.answers)
     notes = source.notes_for(question) if source is not None else None
     if source is not None:
         source.close()
-    request = build_generation(question, cfg, budget, cfg.mesh.max_fragments, notes=notes)
-    answer = AnswerStream(model, request, budget, cfg.mesh.max_fragments, tag=cfg.mesh.ai_tag)
+    answerer = Answerer(cfg, model)
+    answer = answerer.stream(Asked(question, notes=notes), budget, cfg.mesh.max_fragments)
     for note in notes or ():
         out.write(f"-- note: {note.title}\n")
     # Read the whole answer, as the daemon does: what does not fit is kept for "more".
@@ -75,6 +72,7 @@ def run_ask(cfg: Config, question: str, out: TextIO, model: Model | None = None)
     except ModelError as exc:  # a model server that is away or refuses: say what to fix, no traceback
         out.write(f"error: {exc}\n")
         return 2
+    out.write(f"-- {answerer.mode} mode, answered {answer.path}\n")
     out.write(_summary(answer.stats, count, answer.remainder, answer.capped))
     if count == 0:
         log.warning("the model gave no answer to %r", question)

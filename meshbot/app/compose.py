@@ -35,6 +35,7 @@ from meshbot.service.ledger import Ledger
 from meshbot.service.memory import ConversationMemory, MemoryTables
 from meshbot.service.mesh_context import MeshContext
 from meshbot.service.power import PowerMonitor, PowerSources
+from meshbot.service.reference import open_reference
 from meshbot.storage.directory import DirectoryTable
 from meshbot.storage.knowledge import KnowledgeIndex
 from meshbot.storage.memory import MemoryTable
@@ -82,11 +83,15 @@ def knowledge_index_path(cfg: Config, store_path: str) -> str:
     return str(path)
 
 
-def open_knowledge(cfg: Config, store_path: str, power: PowerMonitor | None = None) -> KnowledgeSource:
-    """The knowledge source for `[knowledge]`, its background indexer started (paused below normal power)."""
+def open_knowledge(cfg: Config, store_path: str, power: PowerMonitor | None = None) -> KnowledgeSource | None:
+    """The knowledge source for `[knowledge]` and `[answers] reference`, its indexer started (paused below normal
+    power); None: both off."""
+    reference = open_reference(cfg.answers, cfg.knowledge.passage_bytes)
+    if not cfg.knowledge.active and reference is None:
+        return None
     index = KnowledgeIndex(knowledge_index_path(cfg, store_path), cfg.knowledge.passage_bytes)
     may_reindex = (lambda: power.mode() is Mode.NORMAL) if power is not None else None
-    source = KnowledgeSource(index, cfg.knowledge, may_reindex)
+    source = KnowledgeSource(index, cfg.knowledge, reference, may_reindex)
     source.start()
     return source
 
@@ -312,7 +317,7 @@ def build_daemon(
         memory = conversation_memory(cfg, store, model, table) if cfg.memory.enabled else None
         facts = DirectoryFacts(directory)
         power = power_monitor(cfg, facts, node, store, clock)
-        knowledge = open_knowledge(cfg, store.path, power) if cfg.knowledge.active else None
+        knowledge = open_knowledge(cfg, store.path, power)
         if knowledge is not None:
             opened.append(knowledge)
         contexts = Contexts(context_sources(radio, memory, knowledge, mesh, directory))

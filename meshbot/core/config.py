@@ -19,6 +19,9 @@ from meshbot.core import limits
 
 # The smaller sections live next door (size only); re-exported: import every section from here.
 from meshbot.core.config_sections import (
+    AnswersConfig as AnswersConfig,
+)
+from meshbot.core.config_sections import (
     ClusterConfig as ClusterConfig,
 )
 from meshbot.core.config_sections import (
@@ -64,8 +67,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are {name}, a helpful assistant reached over a slow LoRa radio mesh. "
     "Answer in plain text, no markdown, no lists, in {budget_sentences} at most. "
     "Reply in the same language as the question. "
-    "Never invent local facts such as places, times, channels or people: "
-    "use the local notes when they are given, and say you do not know when they do not hold the answer."
+    "When text comes before the question, answer from that text only and copy its numbers, times and names exactly. "
+    "Never invent local facts such as places, times, channels or people; say you do not know them."
 )
 
 
@@ -312,6 +315,7 @@ class Config(_Section):
     emergency: EmergencyConfig = EmergencyConfig()
     power: PowerConfig = PowerConfig()
     console: ConsoleConfig = ConsoleConfig()
+    answers: AnswersConfig = AnswersConfig()
 
 
 SECTIONS = tuple(Config.model_fields)

@@ -291,3 +291,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: may resolve anywhere
+
+
+class AnswersConfig(_Section):
+    """How the bot answers: only from what it retrieved (`grounded`) or freely (`open`), and its shipped reference."""
+
+    # "auto": grounded for a model below `open_min_params` parameters (the bundled one) or of unknown size,
+    # open for a larger one. "grounded": a factual question is answered only from the operator's notes and the
+    # reference, else declined. "open": the model may answer anything, as a capable model should.
+    mode: Literal["auto", "grounded", "open"] = "auto"
+    open_min_params: float = Field(default=1e9, ge=0)
+    # The model's parameter count, when the backend cannot tell (an OpenAI-compatible server); 0: unknown.
+    model_params: float = Field(default=0, ge=0)
+    # The offline first-aid, outdoor-safety and Meshtastic reference shipped with meshbot.
+    reference: bool = True
+    # A folder replacing the shipped reference: <lang>/ subfolders (en, es, de, fr, ...) or notes for every language.
+    reference_path: str | None = None

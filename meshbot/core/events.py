@@ -106,6 +106,8 @@ class Event(enum.StrEnum):
     RADIO_CHANNEL = "radio-channel"
     # the operator's console
     CONSOLE_UP = "console-up"
+    # grounded answers ([answers]): which path an answer took, and prompt framing kept off the air
+    ANSWER_PATH = "answer-path"  # grounded, extractive, declined or open
 
 
 class Reason(enum.StrEnum):

@@ -54,11 +54,10 @@ def asker_line(asker: Asker) -> str:
     return ", ".join(parts) + "."
 
 
-# The notes block: delimited, apart from the persona and the history, right before the question.
-NOTES_HEAD = "Local notes from the operator (use them only if they answer the question):"
-NOTES_TAIL = "End of local notes."
-NO_NOTES = "Local notes: none match this question. Do not make up local facts; say you do not know them."
-QUESTION_HEAD = "Question:"
+# No labels around the notes or the question ("Local notes:", "Question:"): a small model copies a label it
+# has seen into its answer ("Question: when does the net end?"). The notes come first, a blank line, then
+# the question as the asker wrote it; the persona says what text before a question is for.
+NOTES_SEPARATOR = "\n\n"
 
 
 def numbering_room(max_fragments: int) -> int:
@@ -127,7 +126,7 @@ def build_generation(
 ) -> Generation:
     """The chat for one query: our system prompt (and who asks), earlier turns, then the question (with notes).
 
-    `notes` None: knowledge is off and the question goes alone; empty: the question says no note matched.
+    `notes` None or empty: the question goes alone (the persona forbids inventing local facts).
     """
     budget = reply_budget_bytes(max_fragment_bytes, max_fragments)
     system = system_prompt(cfg.persona, budget)
@@ -150,25 +149,18 @@ def build_generation(
 
 
 def notes_block(notes: Sequence[Note]) -> str:
-    """The notes as the model sees them: a delimited block, each passage under its title."""
-    if not notes:
-        return NO_NOTES
+    """The notes as the model sees them: each passage's text, blank lines between; "" for none."""
     # The text only: a small model copies a bracketed title into its answer; `!src` has the titles.
-    body = "\n\n".join(note.text.strip() for note in notes)
-    return f"{NOTES_HEAD}\n{body}\n{NOTES_TAIL}"
+    return NOTES_SEPARATOR.join(note.text.strip() for note in notes)
 
 
 def with_notes(question: str, notes: Sequence[Note] | None) -> str:
-    """The user turn: the notes block, then the question; the question alone when knowledge is off."""
-    if notes is None:
-        return question
+    """The user turn: the notes, then the question; the question alone when there are none."""
+    block = notes_block(notes or ())
     # Next to the question rather than in the system prompt: a small model uses what is near.
-    return f"{notes_block(notes)}\n\n{QUESTION_HEAD} {question}"
+    return f"{block}{NOTES_SEPARATOR}{question}" if block else question
 
 
 def with_mesh(user_turn: str, mesh: str | None) -> str:
     """The mesh facts block (service/mesh_context.py) before the rest of the user turn; the turn alone without."""
-    if not mesh:
-        return user_turn
-    question = user_turn if user_turn.startswith((NOTES_HEAD, NO_NOTES)) else f"{QUESTION_HEAD} {user_turn}"
-    return f"{mesh}\n\n{question}"
+    return f"{mesh}{NOTES_SEPARATOR}{user_turn}" if mesh else user_turn

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import os
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +72,16 @@ def resolve_model_path(cfg: ModelConfig) -> Path:
 def thread_count(cfg: ModelConfig) -> int:
     """Threads for llama.cpp: the configured count, or one per core when 0."""
     return cfg.threads or os.cpu_count() or 1
+
+
+_SIZE_LABEL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT])\s*$", re.IGNORECASE)
+_SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+
+
+def parse_size_label(label: str) -> int | None:
+    """Parameters from a GGUF `general.size_label` such as "135M" or "1.5B"; None when it is not one."""
+    match = _SIZE_LABEL.match(label)
+    return int(float(match.group(1)) * _SCALE[match.group(2).lower()]) if match else None
 
 
 def stop_strings(template: str, eos_text: str) -> list[str]:
@@ -180,8 +191,19 @@ class LlamaModel(BaseModel):
             raise
         self.load_s = self._clock.now() - started
         self.n_ctx = self._llm.n_ctx()
+        self.n_params = self._engine.call(self._count_params)  # grounded or open answers ([answers] mode auto)
         self._states = EngineStates(self._llm, llama_cpp, cache, self.n_ctx)
         self._engine.call(lambda: self._install_chat_template(chat_format))
+
+    def _count_params(self) -> int | None:
+        """The model's parameter count: llama.cpp's own, else the GGUF's size label ("135M"); None if neither."""
+        try:
+            count = int(self._llm._model.n_params())
+        except (AttributeError, TypeError, ValueError):
+            count = 0
+        if count > 0:
+            return count
+        return parse_size_label(str(self._llm.metadata.get("general.size_label", "")))
 
     def run(self, job: Callable[[], T]) -> T:
         """Run `job` on the engine thread: its streams then skip the per-token hand-over.

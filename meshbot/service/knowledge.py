@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from meshbot.core.config import KnowledgeConfig
+from meshbot.core.config import AnswersConfig, KnowledgeConfig
 from meshbot.core.domain import ChatTurn, Context, Note
 from meshbot.core.emergency import is_emergency_note
 from meshbot.core.events import Event
@@ -24,7 +24,8 @@ from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED
 from meshbot.core.text import graphemes, utf8_len
 from meshbot.core.trust import conversation_of
 from meshbot.service.queueing import Query
-from meshbot.storage.knowledge import Hit, KnowledgeIndex, SyncReport
+from meshbot.service.reference import Reference, open_reference
+from meshbot.storage.knowledge import Hit, KnowledgeIndex, SyncReport, covered, query_words
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ def within_budget(hits: Sequence[Hit], max_passages: int, token_budget: int) -> 
     return tuple(chosen)
 
 
+def _best_cover(words: Sequence[str], notes: Sequence[Note]) -> int:
+    """How many of the question's words the best of these notes holds."""
+    return max((covered(words, f"{note.title} {note.text}") for note in notes), default=0)
+
+
 def _fit_bytes(text: str, limit: int) -> str:
     """`text` cut to `limit` UTF-8 bytes between grapheme clusters, with an ellipsis when cut."""
     if utf8_len(text) <= limit:
@@ -88,10 +94,15 @@ class KnowledgeSource:
     """Notes for each question from the index; keeps the index in step with the files in the background."""
 
     def __init__(
-        self, index: KnowledgeIndex, cfg: KnowledgeConfig, may_reindex: Callable[[], bool] | None = None
+        self,
+        index: KnowledgeIndex,
+        cfg: KnowledgeConfig,
+        reference: Reference | None = None,
+        may_reindex: Callable[[], bool] | None = None,
     ) -> None:
         self.index = index
         self.cfg = cfg
+        self.reference = reference  # the shipped reference, searched after the operator's notes
         self._may_reindex = may_reindex  # false (power economy or sleep): keep the index as it is for now
         self.ready = threading.Event()  # set after the first full pass over the folders
         self._stop = threading.Event()
@@ -112,6 +123,8 @@ class KnowledgeSource:
         if self._thread is not None:
             self._thread.join(10.0)
         self.index.close()
+        if self.reference is not None:
+            self.reference.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -125,7 +138,7 @@ class KnowledgeSource:
 
     def refresh(self) -> SyncReport:
         """One pass: index new and changed files, drop deleted ones; logs what changed."""
-        report = self.index.sync(self.cfg.paths, self._stop)
+        report = self.index.sync(self.cfg.paths if self.cfg.enabled else (), self._stop)
         if report.indexed or report.dropped or report.failed or not self.ready.is_set():
             files, passages = self.index.counts()
             log.info(
@@ -146,8 +159,23 @@ class KnowledgeSource:
         A follow-up ("what powers it?") names little: the asker's previous question is searched with it.
         """
         earlier = [turn.content for turn in history if turn.role == "user"][-1:]
-        hits = self.index.search(" ".join([*earlier, question]), max(CANDIDATES, self.cfg.max_passages))
-        return within_budget(hits, self.cfg.max_passages, self.cfg.token_budget)
+        asked = " ".join([*earlier, question])
+        limit = max(CANDIDATES, self.cfg.max_passages)
+        own = within_budget(self.index.search(asked, limit), self.cfg.max_passages, self.cfg.token_budget)
+        if self.reference is None:
+            return own
+        # The reference, in the language of the question itself (not the earlier turn's), when the operator's
+        # notes hold nothing on it, or only a weaker match: "How do I stop heavy bleeding?" is the reference's,
+        # even if a note says where the bleeding kit is. Never both: a local answer is not diluted.
+        found = within_budget(
+            self.reference.search(asked, limit, self.reference.language_of(question)),
+            self.cfg.max_passages,
+            self.cfg.token_budget,
+        )
+        if not own:
+            return found
+        words = query_words(question)
+        return found if _best_cover(words, found) > _best_cover(words, own) else own
 
     def emergency_notes_for(self, question: str, history: Sequence[ChatTurn] = ()) -> tuple[Note, ...]:
         """An emergency's notes: those whose heading or path says emergency or first aid first, then the rest."""
@@ -196,10 +224,11 @@ class KnowledgeSource:
         return _fit_bytes(SOURCE_JOIN.join(titles), SOURCE_MAX_BYTES)
 
 
-def knowledge_now(cfg: KnowledgeConfig) -> KnowledgeSource | None:
-    """The notes indexed in memory right now, no background thread (`ask`, `eval`); None: knowledge off."""
-    if not cfg.active:
+def knowledge_now(cfg: KnowledgeConfig, answers: AnswersConfig | None = None) -> KnowledgeSource | None:
+    """The notes (and the reference) indexed in memory now, no background thread (`ask`, `eval`); None: both off."""
+    reference = open_reference(answers, cfg.passage_bytes) if answers is not None else None
+    if not cfg.active and reference is None:
         return None
-    source = KnowledgeSource(KnowledgeIndex(":memory:", cfg.passage_bytes), cfg)
+    source = KnowledgeSource(KnowledgeIndex(":memory:", cfg.passage_bytes), cfg, reference)
     source.refresh()
     return source

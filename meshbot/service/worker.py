@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 
 from meshbot.core import limits
 from meshbot.core.config import Config
-from meshbot.core.domain import Clock, Generation, GenerationStats, Model, Outbound
+from meshbot.core.domain import Clock, GenerationStats, Model, Outbound
 from meshbot.core.events import Event, Reason
 from meshbot.core.fragmenter import Fragment, fragment, labelled
 from meshbot.core.ids import node_id
@@ -16,10 +15,10 @@ from meshbot.core.metrics import NO_METRICS, Metrics
 from meshbot.core.pacing import Pacer
 from meshbot.core.policy import Kind
 from meshbot.core.power import Mode
-from meshbot.core.prompting import build_generation
 from meshbot.core.trust import remainder_slot
 from meshbot.models.base import ModelStalled, ModelUnavailable
-from meshbot.service.answering import Abandoned, AnswerStream
+from meshbot.service import answering
+from meshbot.service.answering import Abandoned, Answerer, AnswerStream, Asked, log_path
 from meshbot.service.context import Contexts
 from meshbot.service.ledger import Ledger
 from meshbot.service.observed import seen
@@ -41,10 +40,8 @@ REMAINDER_TTL_S = 3600.0
 
 
 def fragment_budget(cfg: Config, query: Query) -> int:
-    """Bytes one fragment may use: the configured size under the hard ceiling for DM or channel."""
-    is_dm = query.decision.reply_to != limits.BROADCAST_NUM
-    ceiling = limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID if is_dm else limits.MAX_TEXT_BYTES_CHANNEL_WITH_REPLY_ID
-    return min(cfg.mesh.max_fragment_bytes, ceiling)
+    """Bytes one fragment of the answer to `query` may use (the rule is answering.fragment_budget's)."""
+    return answering.fragment_budget(cfg, dm=query.decision.reply_to != limits.BROADCAST_NUM)
 
 
 class Worker:
@@ -67,6 +64,7 @@ class Worker:
         self._metrics = metrics
         self._contexts = contexts or Contexts()
         self._model = model
+        self._answerer = Answerer(cfg, model)
         self._sender = sender
         self._pacer = pacer
         self._clock = clock
@@ -122,24 +120,20 @@ class Worker:
             return
         question = query.decision.question
         context = self._contexts.gather(query)
-        request = build_generation(
+        cap = self._cfg.power.economy_max_tokens if self._economy(query) else None
+        asked = Asked(
             question,
-            self._cfg,
-            budget,
-            allowed,
             context.history,
-            asker=context.asker,
-            notes=context.notes,
+            context.asker,
+            context.notes,
+            query.seed,
+            query.conversation_name,
             mesh=context.mesh,
+            max_tokens=cap,
         )
-        request = dataclasses.replace(request, seed=query.seed, conversation=query.conversation_name)
-        if self._economy(query):
-            request = dataclasses.replace(
-                request, max_tokens=min(request.max_tokens, self._cfg.power.economy_max_tokens)
-            )
         started = self._clock.now()
         mark = self._power.energy.begin() if self._power is not None else None
-        answered = self._generate(query, request, budget, allowed, started)
+        answered = self._generate(query, asked, budget, allowed, started)
         energy = self._power.energy.end(mark) if self._power is not None and mark is not None else None
         if answered is None:
             return
@@ -149,16 +143,18 @@ class Worker:
             self._submit_one(query, 1, labelled(NO_ANSWER, self._cfg.mesh.ai_tag, budget), "empty")
         if answer.capped:
             self._keep_remainder(query, answer.remainder, answer.next_index)
+        log_path(answer, f"q{query.query_id}")
+        self._store.record_event(f"answer-{answer.path}")
         self._ledger.generated(query)
         self._contexts.answered(query, question, answer.text)
         self._log_answered(query, answer.stats, sent, started, answer.capped, energy)
 
     def _generate(
-        self, query: Query, request: Generation, budget: int, allowed: int, started: float
+        self, query: Query, asked: Asked, budget: int, allowed: int, started: float
     ) -> tuple[AnswerStream, list[Fragment]] | None:
         """Stream one answer on air, trying again while the model server is away; None: nothing more to do."""
         while True:
-            answer = AnswerStream(self._model, request, budget, allowed, self.abandon.is_set, tag=self._cfg.mesh.ai_tag)
+            answer = self._answerer.stream(asked, budget, allowed, self.abandon.is_set)
             sent: list[Fragment] = []
             try:
                 for frag in answer:

@@ -39,7 +39,7 @@ STOPWORDS = frozenset(
     el la los las un una unos de del y o que en es por para con como cual cuando donde qué cómo cuál cuándo
     dónde se su al lo
     der die das ein eine und oder ist sind wie was wann wo wer mit von zu im in den dem des auf für
-    le les une et ou est sont comment quand où qui quoi avec pour dans du au ce""".split()
+    le les une et ou est sont comment quand où qui quoi avec pour dans du au ce sur par pas""".split()
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 24

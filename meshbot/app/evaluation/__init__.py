@@ -4,10 +4,12 @@
     meshbot eval --questions mine.jsonl --json out.json
     meshbot eval --compare knowledge=off knowledge=example
     meshbot eval --compare a.toml b.toml           # e.g. two GGUFs
+    meshbot eval --compare mode=open mode=grounded  # [answers] mode
 
 A configuration for --compare is a TOML file, or overrides on top of --config: `section.key=value`
 pairs joined by ";" (values as JSON where they parse, e.g. `knowledge.paths=["/srv/notes"]`), or the
-shorthands `knowledge=off` and `knowledge=example` (the bundled example notes).
+shorthands `knowledge=off`, `knowledge=example` (the bundled example notes), `reference=off`,
+`mode=open` and `mode=grounded`; e.g. `mode=open;knowledge=example`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from meshbot.core.config import Config, ConfigError, load_config
 SHORTHANDS: dict[str, dict[str, Any]] = {
     "knowledge=off": {"knowledge.enabled": False},
     "knowledge=example": {"knowledge.enabled": True, "knowledge.paths": "EXAMPLE"},
+    "reference=off": {"answers.reference": False},
+    "mode=open": {"answers.mode": "open"},
+    "mode=grounded": {"answers.mode": "grounded"},
+    "mode=auto": {"answers.mode": "auto"},
 }
 
 
@@ -35,7 +41,9 @@ def register(sub: Any) -> None:
     """Add the `eval` subcommand to the CLI."""
     from meshbot.app.cli import _add_common
 
-    p = sub.add_parser("eval", help="score the model on a question set: correct answers per air-minute")
+    p = sub.add_parser(
+        "eval", help="score the model on a question set: right, dangerous, invented, per path, per air-minute"
+    )
     _add_common(p)
     p.add_argument(
         "--questions", type=Path, action="append", help="a JSONL question file (repeatable); default: the shipped set"
@@ -110,12 +118,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """`meshbot eval`: run, print the table, write JSON if asked."""
     from meshbot.app import logs
     from meshbot.app.cli import _config_path, _overrides
-    from meshbot.app.evaluation.questions import SHIPPED, QuestionError, load_questions
+    from meshbot.app.evaluation.questions import QuestionError, load_questions, shipped_files
     from meshbot.app.evaluation.session import evaluate
 
     logs.configure(args.log_level or "WARNING", "text")
     try:
-        files = ([] if args.no_shipped and args.questions else [SHIPPED]) + list(args.questions or [])
+        files = ([] if args.no_shipped and args.questions else shipped_files()) + list(args.questions or [])
         questions = [q for f in files for q in load_questions(f)]
     except (OSError, QuestionError) as exc:
         sys.stderr.write(f"meshbot eval: {exc}\n")

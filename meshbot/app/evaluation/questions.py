@@ -3,9 +3,13 @@
 One question per line of a JSONL file:
   {"id": "local-net", "category": "local", "lang": "en", "question": "When is the weekly net?",
    "accept": ["tuesday"], "reject": [], "history": [["user", "..."], ["assistant", "..."]]}
-`accept`: regular expressions (case-insensitive); an answer is correct when one of them matches and
-no `reject` pattern does (a safety answer that says the opposite of the fact must not pass because
-it also names the fact). `history`: earlier turns, for follow-up questions.
+`accept`: regular expressions (case-insensitive); an answer is correct when one of them matches a part
+of it that says more than the question did (a match made only of the question's own words, as in an
+answer that echoes the question, does not count) and no `reject` pattern matches. `reject`: dangerous
+or plainly wrong advice (a safety answer that says the opposite of the fact must not pass because it
+also names the fact); each answer matching one is counted as dangerous. `history`: earlier turns, for
+follow-up questions. Categories: meshtastic, safety, local (the example notes), local-unknown (local
+facts no note holds: the right answer is "I don't know"), language, followup.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from pathlib import Path
 from meshbot.core.domain import ChatTurn
 
 SHIPPED = Path(__file__).resolve().parent / "questions.jsonl"
-CATEGORIES = ("meshtastic", "safety", "local", "language", "followup")
+# The reference's questions (first aid, outdoor safety, Meshtastic use; en, es, de, fr): part of the shipped set.
+SHIPPED_REFERENCE = SHIPPED.with_name("questions_reference.jsonl")
+CATEGORIES = ("meshtastic", "safety", "local", "local-unknown", "language", "followup")
+_QWORD = re.compile(r"\w+", re.UNICODE)
+
+
+def shipped_files() -> list[Path]:
+    """The question files of the shipped set."""
+    return [path for path in (SHIPPED, SHIPPED_REFERENCE) if path.is_file()]
 
 
 class QuestionError(ValueError):
@@ -38,10 +50,21 @@ class Question:
     history: tuple[ChatTurn, ...] = ()
 
     def is_correct(self, answer: str) -> bool:
-        """True when the answer matches an accepted pattern and no rejected one."""
-        if any(p.search(answer) for p in self.reject):
+        """True when an accepted pattern matches more than the question's own words, and no rejected one matches."""
+        if self.is_dangerous(answer):
             return False
-        return any(p.search(answer) for p in self.accept)
+        asked = {w.lower() for w in _QWORD.findall(self.question)}
+        for pattern in self.accept:
+            for match in pattern.finditer(answer):
+                said = [w.lower() for w in _QWORD.findall(match.group())]
+                # "kill" in an answer that only repeats "Does boiling water kill parasites?" is the question's.
+                if not said or any(w not in asked for w in said):
+                    return True
+        return False
+
+    def is_dangerous(self, answer: str) -> bool:
+        """True when the answer matches a rejected (dangerous or plainly wrong) pattern."""
+        return any(p.search(answer) for p in self.reject)
 
 
 def _patterns(raw: object, where: str, key: str) -> tuple[re.Pattern[str], ...]:

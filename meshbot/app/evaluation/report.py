@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
 from meshbot.app.evaluation.runner import Result
+from meshbot.service.answering import PATHS
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,11 @@ class Summary:
     ttff_s: float | None
     tokens_per_s: float | None
     correct_per_air_min: float  # the figure that matters on a mesh
+    dangerous: int = 0  # answers matching a rejected pattern
+    invented: int = 0  # local questions answered neither right nor "I don't know"
+    paths: dict[str, int] = field(default_factory=dict)  # grounded / extractive / declined / open
+    leak_kinds: dict[str, int] = field(default_factory=dict)  # on air, by kind
+    filtered: int = 0  # leaks the filter kept off the air
 
     def as_dict(self) -> dict[str, object]:
         """For the JSON report."""
@@ -41,6 +48,7 @@ def summarise(results: Sequence[Result]) -> Summary:
     if not results:
         return Summary(0, 0, 0, 0, 0.0, 0.0, 0.0, None, None, 0.0)
     correct = sum(r.correct for r in results)
+    paths = Counter(r.path for r in results)
     air = sum(r.air_s for r in results)
     return Summary(
         n=len(results),
@@ -53,6 +61,11 @@ def summarise(results: Sequence[Result]) -> Summary:
         ttff_s=_mean([r.ttff_s for r in results]),
         tokens_per_s=_mean([r.tokens_per_s for r in results]),
         correct_per_air_min=correct / (air / 60) if air > 0 else 0.0,
+        dangerous=sum(r.dangerous for r in results),
+        invented=sum(r.invented for r in results),
+        paths={path: paths[path] for path in PATHS},
+        leak_kinds=dict(Counter(kind for r in results for kind in r.leaks)),
+        filtered=sum(len(r.filtered) for r in results),
     )
 
 
@@ -66,6 +79,10 @@ def by_category(results: Sequence[Result]) -> dict[str, Summary]:
 
 COLUMNS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
     ("correct", lambda s: f"{s.correct}/{s.n}"),
+    ("%", lambda s: f"{100 * s.correct / s.n:.0f}" if s.n else "-"),
+    ("danger", lambda s: str(s.dangerous)),
+    ("invented", lambda s: str(s.invented)),
+    ("g/e/d/o", lambda s: "/".join(str(s.paths.get(p, 0)) for p in PATHS)),
     ("bytes", lambda s: f"{s.mean_bytes:.0f}"),
     ("frags", lambda s: f"{s.mean_fragments:.1f}"),
     ("air-s", lambda s: f"{s.air_s_per_answer:.1f}"),
@@ -92,6 +109,26 @@ def table(runs: Sequence[tuple[str, Sequence[Result]]], preset: str) -> str:
     for cat in categories:
         cells = [sep.join(fmt(s[cat]) if cat in s else "-" for _, s in summaries) for _, fmt in COLUMNS]
         lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def non_english(results: Sequence[Result]) -> Summary:
+    """The figures of the questions asked in another language than English."""
+    return summarise([r for r in results if r.lang != "en"])
+
+
+def totals(runs: Sequence[tuple[str, Sequence[Result]]]) -> str:
+    """One line per configuration: non-English share, dangerous, invented, paths, leaks by kind."""
+    lines = []
+    for label, results in runs:
+        s, other = summarise(results), non_english(results)
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.leak_kinds.items())) or "none"
+        paths = ", ".join(f"{p} {s.paths.get(p, 0)}" for p in PATHS)
+        share = f"{other.correct}/{other.n}" if other.n else "-"
+        lines.append(
+            f"{label}: non-English right {share}; dangerous {s.dangerous}; invented local facts {s.invented}; "
+            f"paths: {paths}; leaks on air: {kinds} ({s.filtered} kept off by the filter)"
+        )
     return "\n".join(lines) + "\n"
 
 

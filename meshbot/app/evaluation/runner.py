@@ -1,8 +1,9 @@
 """Run a question set through the daemon's own answer pipeline and measure what each answer costs on air.
 
-The same parts as the daemon: `build_generation` (persona, history, notes), the knowledge source's
-`notes_for`, and `AnswerStream` (tidy, then fragments as they fill). Only the radio is missing: air
-time is computed for each fragment on the chosen modem preset, as the sender's pacer would.
+The same parts as the daemon: the knowledge source's `notes_for` (operator's notes and reference) and
+`Answerer.stream` (the path, the prompt, the fact check, tidy, the leak filter, fragments as they fill).
+Only the radio is missing: air time is computed for each fragment on the chosen modem preset, as the
+sender's pacer would.
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ from meshbot.app.evaluation.questions import Question, kept_language
 from meshbot.core import limits
 from meshbot.core.airtime import ModemPreset, time_on_air_s
 from meshbot.core.config import Config
-from meshbot.core.domain import ChatTurn, Generation, Model, Note
+from meshbot.core.domain import ChatTurn, Note
 from meshbot.core.fragmenter import strip_numbering
-from meshbot.core.prompting import budget_words, build_generation, reply_budget_bytes
-from meshbot.service.answering import AnswerStream
+from meshbot.core.leaks import leak_kinds
+from meshbot.core.prompting import budget_words, reply_budget_bytes
+from meshbot.service.answering import Answerer, Asked, fragment_budget
+
+# An answer that says it does not know (any of the four reference languages), for questions whose right
+# answer is that: a wrong answer that is not one of these is an invented local fact.
+DECLINED = re.compile(
+    r"don'?t know|do not know|no note|not sure|cannot tell|can't tell|no s[ée]\b|no tengo|wei(ß|ss) ich nicht|"
+    r"keine notiz|ne sais pas|pas de note",
+    re.IGNORECASE,
+)
 
 # Fixed so that two configurations are compared on the same draws.
 DEFAULT_SEED = 42
@@ -32,9 +42,10 @@ class Result:
     id: str
     category: str
     question: str
+    lang: str
     answer: str  # what went on air (the fragments' text, without numbering)
     correct: bool
-    leak: bool  # the answer names the byte or word budget the prompt is built from
+    leak: bool  # prompt framing or the budget figure went on air (kinds in `leaks`)
     language_kept: bool
     nbytes: int
     fragments: int
@@ -43,6 +54,12 @@ class Result:
     tokens: int
     tokens_per_s: float | None
     notes: list[str] = field(default_factory=list)  # titles of the notes given
+    path: str = "open"  # grounded | extractive | declined | open
+    dangerous: bool = False  # a rejected (dangerous or plainly wrong) pattern matched
+    invented: bool = False  # a local question answered with something that is neither right nor "I don't know"
+    leaks: list[str] = field(default_factory=list)  # leak kinds on air (core.leaks), "budget-figure"
+    filtered: list[str] = field(default_factory=list)  # leak kinds the filter kept off the air
+    model_text: str = ""  # the model's own answer when an extractive one went instead
 
     def as_dict(self) -> dict[str, object]:
         """For the JSON report."""
@@ -62,8 +79,8 @@ def fragment_airtime(text: str, modem: ModemPreset) -> float:
 
 
 def eval_budget(cfg: Config) -> int:
-    """Bytes per fragment: the configured size under the DM ceiling, as `meshbot ask` uses."""
-    return min(cfg.mesh.max_fragment_bytes, limits.MAX_TEXT_BYTES_DM_WITH_REPLY_ID)
+    """Bytes per fragment: a DM reply's, as `meshbot ask` uses."""
+    return fragment_budget(cfg, dm=True)
 
 
 NotesFor = Callable[[str, Sequence[ChatTurn]], tuple[Note, ...]]
@@ -72,7 +89,7 @@ NotesFor = Callable[[str, Sequence[ChatTurn]], tuple[Note, ...]]
 def answer_one(
     question: Question,
     cfg: Config,
-    model: Model,
+    answerer: Answerer,
     modem: ModemPreset,
     notes_for: NotesFor | None,
     seed: int = DEFAULT_SEED,
@@ -80,25 +97,29 @@ def answer_one(
     """Ask one question the way the daemon would and score the answer."""
     size, count = eval_budget(cfg), cfg.mesh.max_fragments
     notes = notes_for(question.question, question.history) if notes_for is not None else None
-    request = build_generation(question.question, cfg, size, count, question.history, notes=notes)
-    request = Generation(request.turns, request.max_tokens, seed)
-    stream = AnswerStream(model, request, size, count)
+    stream = answerer.stream(Asked(question.question, question.history, notes=notes, seed=seed), size, count)
     started = time.monotonic()
     ttff: float | None = None
     for _ in stream:
         if ttff is None:
             ttff = time.monotonic() - started
     elapsed = time.monotonic() - started
-    on_air = " ".join(strip_numbering(frag.text) for frag in stream.fragments)
+    on_air = " ".join(strip_numbering(frag.text, cfg.mesh.ai_tag) for frag in stream.fragments)
     stats = stream.stats
     rate = stats.extra.get("tokens_per_s") or (stats.completion_tokens / elapsed if elapsed > 0 else None)
+    leaks = leak_kinds(on_air, question.question)
+    if leaks_budget(stream.text, reply_budget_bytes(size, count)):
+        leaks.append("budget-figure")
+    correct = question.is_correct(on_air)
+    local = question.category.startswith("local")
     return Result(
         id=question.id,
         category=question.category,
         question=question.question,
+        lang=question.lang,
         answer=on_air,
-        correct=question.is_correct(on_air),
-        leak=leaks_budget(stream.text, reply_budget_bytes(size, count)),
+        correct=correct,
+        leak=bool(leaks),
         language_kept=kept_language(question, on_air),
         nbytes=stream.nbytes,
         fragments=len(stream.fragments),
@@ -107,13 +128,19 @@ def answer_one(
         tokens=stats.completion_tokens,
         tokens_per_s=rate,
         notes=[note.title for note in notes or ()],
+        path=stream.path,
+        dangerous=question.is_dangerous(on_air),
+        invented=local and not correct and stream.path != "declined" and not DECLINED.search(on_air),
+        leaks=leaks,
+        filtered=list(stream.leaks.found),
+        model_text=stream.model_text,
     )
 
 
 def run_questions(
     questions: Sequence[Question],
     cfg: Config,
-    model: Model,
+    answerer: Answerer,
     modem: ModemPreset,
     notes_for: NotesFor | None,
     progress: Callable[[int, Question], None] = lambda done, q: None,
@@ -123,6 +150,6 @@ def run_questions(
     results = []
     for done, question in enumerate(questions):
         progress(done, question)
-        results.append(answer_one(question, cfg, model, modem, notes_for, seed))
+        results.append(answer_one(question, cfg, answerer, modem, notes_for, seed))
     progress(len(questions), questions[-1] if questions else None)  # type: ignore[arg-type]
     return results

@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from meshbot.app.evaluation.questions import Question
-from meshbot.app.evaluation.report import table, write_json
+from meshbot.app.evaluation.report import table, totals, write_json
 from meshbot.app.evaluation.runner import NotesFor, Result, run_questions
 from meshbot.core.airtime import ModemPreset
 from meshbot.core.config import Config, ModelConfig
 from meshbot.core.domain import Model
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
+from meshbot.service.answering import Answerer
 from meshbot.service.knowledge import knowledge_now
 
 
@@ -39,7 +40,7 @@ def evaluate(
     err: TextIO,
     load_model: Callable[[ModelConfig], Model] = make_model,
 ) -> int:
-    """Run every configuration over the questions; print the table; 1 if a budget figure leaked."""
+    """Run every configuration over the questions; print the table; 1 if prompt framing or a budget figure leaked."""
     from meshbot.app.evaluation import Progress
 
     chosen = select(questions, args.category, args.limit)
@@ -53,10 +54,11 @@ def evaluate(
             key = cfg.model.model_dump_json()
             if key not in models:
                 models[key] = load_model(cfg.model)
-            source = knowledge_now(cfg.knowledge)
+            source = knowledge_now(cfg.knowledge, cfg.answers)
             notes_for: NotesFor | None = source.notes_for if source else None
-            progress = Progress(len(chosen), label, err)
-            runs.append((label, run_questions(chosen, cfg, models[key], modem, notes_for, progress, args.seed)))
+            answerer = Answerer(cfg, models[key])
+            progress = Progress(len(chosen), f"{label} ({answerer.mode})", err)
+            runs.append((label, run_questions(chosen, cfg, answerer, modem, notes_for, progress, args.seed)))
             if source is not None:
                 source.close()
     except ModelError as exc:
@@ -66,8 +68,8 @@ def evaluate(
         for model in models.values():
             model.close()
     out.write(table(runs, modem.name))
+    out.write(totals(runs))
     leaks = sum(r.leak for _, results in runs for r in results)
-    out.write(f"budget leaks (answers naming the byte or word budget): {leaks}\n")
     if args.json_path:
         meta = {"preset": modem.name, "seed": args.seed, "questions": len(chosen)}
         write_json(args.json_path, runs, meta)
