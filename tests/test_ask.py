@@ -274,7 +274,8 @@ def test_real_model_answer_goes_on_air_in_budget(cfg: Config) -> None:
     out = io.StringIO()
     assert run_ask(small, "What is a radio?", out) == 0
     lines = out.getvalue().splitlines()
-    frags = [LINE.match(line) for line in lines[:-1]]
+    frags = [LINE.match(line) for line in lines if line.startswith("[")]
     assert frags and all(frags)
+    assert lines[-2] == "-- open mode, answered open"  # the path the answer took, before the figures
     assert all(int(m[2]) == len(m[3].encode()) <= ask_budget(small) for m in frags)
     assert re.search(r"first token \d+\.\d+ s, \d+\.\d tokens/s", lines[-1])
