@@ -12,7 +12,7 @@ from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.leaks import KINDS, LeakFilter, clean, filtered
 from meshbot.service.answering import Answerer, Asked, answer_mode, fragment_budget
 from meshbot.service.knowledge import knowledge_now
-from meshbot.service.reference import Reference
+from meshbot.service.reference import Reference, open_reference
 from tests.fakes import FakeModel
 
 NET = Note("wc.md > Willow Creek mesh: local notes > Net", "The weekly net is on Tuesday at 10:00 on channel 2.")
@@ -139,6 +139,18 @@ def test_the_reference_answers_in_the_language_asked_and_falls_back_to_english(t
         assert "presiona" in reference.search("¿Cómo paro una hemorragia fuerte?", 3)[0].note.text
         assert "press firmly" in reference.search("How do I stop heavy bleeding?", 3)[0].note.text
         assert reference.language_of("Wie stoppe ich eine starke Blutung?") == "en"  # no German folder
+    finally:
+        reference.close()
+
+
+def test_a_one_word_question_finds_only_a_passage_whose_heading_names_it() -> None:
+    cfg = load_config(environ={})
+    reference = open_reference(cfg.answers, cfg.knowledge.passage_bytes)
+    assert reference is not None
+    try:
+        # The shipped lightning note says "a handheld radio does not attract lightning": not what a radio is.
+        assert reference.search("What is a radio?", 5) == []
+        assert "bleeding" in reference.search("Bleeding?", 5)[0].note.title.lower()
     finally:
         reference.close()
 

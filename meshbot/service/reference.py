@@ -82,6 +82,10 @@ class Reference:
             text = f"{hit.note.title} {hit.note.text}"
             if covered(words, text) >= need and all(name in text.lower() for name in names):
                 found.append(hit)
+        if len(words) == 1:
+            # One telling word ("What is a radio?") is found in passing everywhere ("a handheld radio does not
+            # attract lightning"): only a passage whose heading names it is about it.
+            found = [hit for hit in found if covered(words, hit.note.title) >= 1]
         return found
 
     def close(self) -> None:
