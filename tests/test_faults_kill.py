@@ -64,6 +64,9 @@ def test_a_daemon_killed_mid_reply_resumes_and_answers_every_question_once(tmp_p
         "model": {"seed": 7, "threads": 1},
         "mesh": {"min_gap_s": 2.0, "max_fragment_bytes": 60, "max_fragments": 4},
         "radio": {"connect_timeout_s": 20},
+        # Free answers of several fragments, generated while they go on air: what a kill must land in. (Grounded,
+        # the default for this model, sends a whole checked answer or a one-fragment decline.)
+        "answers": {"mode": "open", "reference": False},
     }
     with node, DaemonProcess(tmp_path, f"127.0.0.1:{node.port}", sections) as proc:
         proc.start()

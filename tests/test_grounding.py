@@ -137,3 +137,9 @@ def test_names_in_a_question_are_capitalised_words_not_opening_a_sentence() -> N
     assert question_names("How is the Willow Creek repeater powered?") == ["Willow", "Creek"]
     assert question_names("What is LoRa? Does it need the internet?") == []
     assert question_names("How many bytes does é take in UTF-8?") == []
+
+
+def test_an_english_request_with_a_word_other_languages_share_stays_english() -> None:
+    # "me" is Spanish too: "tell me about lora" once got the Spanish reference.
+    assert guess_language("tell me about lora and meshtastic") == "en"
+    assert guess_language("¿me ayudas con una quemadura?") == "es"

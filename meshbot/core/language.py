@@ -16,11 +16,12 @@ FALLBACK = "en"
 _WORDS: dict[str, frozenset[str]] = {
     "en": frozenset(
         """the is are what how when where who which why does do should can could my you your i it
-        with after before and for from this that there much many long bite bitten""".split()
+        with after before and for from this that there much many long bite bitten about tell of to get
+        have has need if or be was will please explain any""".split()
     ),
     "es": frozenset(
         """el los las es son qué cómo como cuál cual cuándo cuando dónde donde quién cuántos cuántas
-        cuánto hay debo hacer puedo una unos por para con del al mi me se si picadura mordedura
+        cuánto hay debo hacer puedo una unos por para con del al mi se si picadura mordedura
         agua herida quemadura""".split()
     ),
     "de": frozenset(
