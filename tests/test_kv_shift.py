@@ -76,7 +76,7 @@ QUESTIONS = (
 
 
 def question(text: str, sender: int, packet_id: int) -> Query:
-    msg = Inbound(sender, 1, packet_id, "TEXT_MESSAGE_APP", text, len(text.encode()), is_dm=True)
+    msg = Inbound(sender, 1, packet_id, "TEXT_MESSAGE_APP", text, len(text.encode()), is_dm=True, pki=True)
     return Query(msg, Accept(Kind.ASK, text, sender, 0, True), 0.0, query_id=packet_id)
 
 
@@ -102,8 +102,11 @@ def test_the_sixth_turn_past_the_history_bound_evaluates_only_its_own_question(b
     sixth, held = turns[-1]
     assert held < 5  # the history passed its bound: memory left the oldest exchanges out
     cold, _ = answer(bundled_model, memory, question(QUESTIONS[-1], BOB, 200), max_tokens=4)
-    assert sixth.extra["kv_restored"] == 1.0 and sixth.extra["kv_shifted_out"] > 0
-    # llama.cpp's own count of the tokens it evaluated before the first one sampled: the question and its
-    # template tokens, as a cold question evaluates after the system prompt; not the history (hundreds).
-    assert sixth.extra["prompt_evaluated"] <= cold.extra["prompt_evaluated"] + 8
+    # Past the bound the saved state was shifted, not re-read (which turn passes it depends on the answers' lengths).
+    assert any(stats.extra["kv_shifted_out"] > 0 for stats, _ in turns[3:])
+    for stats, _ in turns[3:]:
+        # llama.cpp's own count of the tokens it evaluated before the first one sampled: the question and its
+        # template tokens, as a cold question evaluates after the system prompt; not the history (hundreds).
+        assert stats.extra["kv_restored"] == 1.0
+        assert stats.extra["prompt_evaluated"] <= cold.extra["prompt_evaluated"] + 8
     assert sixth.extra["prompt_evaluated"] < sixth.prompt_tokens / 10
