@@ -79,3 +79,30 @@ def test_handset_line_shows_sender_hops_text_and_size():
         1, limits.BROADCAST_NUM, 0, "TEXT_MESSAGE_APP", b"x" * 233, "x" * 233, False, 3, None, 0.0, "TOO_LARGE"
     )
     assert format_sent(record, at=0.0, max_chars=10).endswith(": xxxxxxxxx… (233 B) [TOO_LARGE]")
+
+
+def test_a_resend_under_the_same_id_ends_the_earlier_copys_record_too() -> None:
+    # A client reconnects and sends a packet again under its id (meshbot's same-id resend): the node restarts the
+    # wait, and the first copy's record must end with the second's verdict, not stay pending for ever.
+    import threading
+
+    from meshtastic.protobuf import mesh_pb2
+
+    from meshbot.core.clock import VirtualClock
+    from meshbot.sim.air.scheduler import Scheduler
+    from meshbot.sim.rules.reliable import ReliableSends
+
+    ended: list[tuple[int, str]] = []
+    reliable = ReliableSends(
+        scheduler=Scheduler(clock=VirtualClock(), manual=True),
+        lock=threading.RLock(),
+        interval_s=lambda packet: 5.0,
+        transmit=lambda packet: None,
+        finish=lambda pending, error, implicit: ended.extend((i, error) for i in (*pending.earlier, pending.index)),
+    )
+    packet = mesh_pb2.MeshPacket(id=0x1234, to=0x0A11CE00, want_ack=True)
+    reliable.track(1, packet)
+    reliable.track(2, packet)  # the same id again, from a new session
+    reliable.resolve(0x1234, "NONE", implicit=False)
+    assert ended == [(1, "NONE"), (2, "NONE")]
+    assert len(reliable) == 0

@@ -148,7 +148,8 @@ class PhoneApi:
 
     def _finish(self, pending: Pending, error: str, implicit: bool) -> None:
         """A want_ack packet ended; tell the client unless the destination's ACK is on its way to it."""
-        self._settle(pending.index, ACK if error == fw.OK else error)
+        for index in (*pending.earlier, pending.index):
+            self._settle(index, ACK if error == fw.OK else error)
         if implicit or error != fw.OK:
             # Implicit ACKs and our own give-ups come from this node (ReliableRouter / abortSendAndNak).
             self._note(pending.packet.id, error, channel=pending.packet.channel)

@@ -25,6 +25,7 @@ class Pending:
     packet: mesh_pb2.MeshPacket  # as put on air
     attempts: int = 1
     timer: TimerHandle | None = None
+    earlier: tuple[int, ...] = ()  # records of copies under the same id that this one took over (a client resend)
 
 
 class ReliableSends:
@@ -56,8 +57,18 @@ class ReliableSends:
         return len(self._pending)
 
     def track(self, index: int, packet: mesh_pb2.MeshPacket) -> None:
-        """Start waiting for an answer to `packet`, which is going on air now."""
-        self._pending[packet.id] = Pending(index, packet)
+        """Start waiting for an answer to `packet`, which is going on air now.
+
+        A client that sends the same id again (after a reconnect) restarts the wait, as Router::send restarts the
+        retransmission of that key; the earlier copy's record ends with the new one's verdict, never left pending.
+        """
+        before = self._pending.pop(packet.id, None)
+        earlier: tuple[int, ...] = ()
+        if before is not None:
+            if before.timer is not None:
+                before.timer.cancel()
+            earlier = (*before.earlier, before.index)
+        self._pending[packet.id] = Pending(index, packet, earlier=earlier)
         self._arm(packet.id)
 
     def destination(self, packet_id: int) -> int | None:
