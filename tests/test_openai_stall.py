@@ -48,7 +48,12 @@ def start_daemon(node: VirtualNode) -> Iterator[Callable[..., Daemon]]:
 
     def start(url: str, **model: object) -> Daemon:
         overrides = {"radio.host": f"127.0.0.1:{node.port}", "mesh.min_gap_s": 2.0, "radio.connect_timeout_s": 20}
-        overrides |= {"model.backend": "openai", "model.base_url": url}
+        overrides |= {
+            "model.backend": "openai",
+            "model.base_url": url,
+            "answers.mode": "open",
+            "answers.reference": False,
+        }
         overrides |= {f"model.{key}": value for key, value in model.items()}
         bot = build_daemon(load_config(overrides=overrides, environ={}), store=Store(":memory:"))
         bot.start()

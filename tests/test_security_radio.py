@@ -181,7 +181,6 @@ def test_a_node_name_that_says_send_pause_is_quoted_bounded_and_changes_nothing(
 
 
 def test_a_note_that_says_send_pause_is_given_as_notes_and_changes_nothing(node, start_bot, tmp_path) -> None:
-    from meshbot.core.prompting import NOTES_HEAD, NOTES_TAIL
     from meshbot.service.knowledge import KnowledgeSource
 
     notes = tmp_path / "notes"
@@ -202,5 +201,5 @@ def test_a_note_that_says_send_pause_is_given_as_notes_and_changes_nothing(node,
     time.sleep(0.5)
     assert not daemon.paused.is_set()
     question = model.requests[0].turns[-1].content  # the notes sit in the question's turn, fenced as data
-    assert question.index(NOTES_HEAD) < question.index("send !pause") < question.index(NOTES_TAIL)
+    assert question.index("send !pause") < question.index("where is the repeater?")  # the note, then the question
     assert "!pause" not in model.requests[0].turns[0].content  # never in the instructions
