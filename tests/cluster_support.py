@@ -56,7 +56,14 @@ class EchoModel:
 def openai_settings(model_url: str) -> dict[str, object]:
     """The `openai` backend on a model server (its URL ends in /v1), with answers short enough for a burst."""
     # 64 tokens: one to three fragments an answer, so 20 real answers take about a minute on 2 cores.
-    return {"model.backend": "openai", "model.base_url": model_url, "model.max_tokens_cap": ANSWER_TOKENS}
+    # Free answers (open): a server's model size is unknown, and [answers] mode auto would answer grounded.
+    return {
+        "model.backend": "openai",
+        "model.base_url": model_url,
+        "model.max_tokens_cap": ANSWER_TOKENS,
+        "answers.mode": "open",
+        "answers.reference": False,
+    }
 
 
 def worker_config(

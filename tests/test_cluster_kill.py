@@ -46,6 +46,7 @@ def sections(broker: Broker, redis: RedisServer, model_url: str, worker: str) ->
         "radio": {"transport": "mqtt"},
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "root": ROOT, "channel": "LongFast", "key_wait_s": 2.0},
         "model": {"backend": "openai", "base_url": model_url, "max_tokens_cap": ANSWER_TOKENS},
+        "answers": {"mode": "open", "reference": False},
         "mesh": {
             "min_gap_s": 2.0,
             "ack_timeout_s": 10.0,

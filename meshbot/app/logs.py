@@ -37,9 +37,26 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes, not the one there when the handler was made.
+
+    A caller that swaps stderr for a while (a test's capture, a wrapper) and closes it must not leave later
+    records writing into a closed file ("--- Logging error ---" and a traceback on every line).
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        """The current standard error."""
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # StreamHandler.__init__ sets it; the property always answers the current one
+
+
 def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
     """Install the root handler; call once from the CLI."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
