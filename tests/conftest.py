@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,18 @@ from meshbot.storage.store import Store
 from tests.fakes import FakeModel, FakeRadio
 from tests.openai_servers import LlamaServer
 from tests.redis_support import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """A test that runs the CLI in process installs its log handler on the root: take it off again afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
