@@ -215,3 +215,16 @@ def test_a_dangerous_or_invented_answer_is_rejected(question: Question) -> None:
 @pytest.mark.parametrize("question", [q for q in QUESTIONS if q.category == "local-unknown"], ids=lambda q: q.id)
 def test_an_honest_i_dont_know_is_right_for_a_local_unknown(question: Question) -> None:
     assert question.is_correct(HONEST[question.lang])
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_note_on_using_the_bot_names_every_command_a_handset_may_send(lang: str) -> None:
+    """The note people get for "how do I ...?" about the bot stays in step with the command table."""
+    from meshbot.core.config import CommandsConfig
+    from meshbot.service.commands import NAMES
+
+    text = _text(lang, "using-the-bot.md")
+    for name in NAMES:
+        word = name if name == "more" else f"!{name}"
+        assert re.search(rf"(?<![\w!]){re.escape(word)}\b", text), f"{lang}: {word} is not in the note"
+    assert CommandsConfig().more[0] == "more"

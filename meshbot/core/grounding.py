@@ -58,7 +58,12 @@ _QUESTION_NAME = re.compile(r"(?<=[^\s.!?¿¡:;] )([A-ZÁÉÍÓÚÑÀÈÙÂÊÎ�
 
 
 # "Our channel", "nuestro repetidor", "unser Treffen", "notre relais": the asker's own community.
-_OURS = re.compile(r"\b(?:our|ours|nuestr[oa]s?|unser(?:e|er|em|en|es)?|notre)\b", re.IGNORECASE)
+# Not "our conversation" with the bot: that is a question about the bot, which the reference answers.
+_OURS = re.compile(
+    r"\b(?:our|ours|nuestr[oa]s?|unser(?:e|er|em|en|es)?|notre)\b"
+    r"(?!\s+(?:conversation|chat|talk|conversación|charla|gespräch|unterhaltung|discussion)\b)",
+    re.IGNORECASE,
+)
 
 
 def asks_local(question: str) -> bool:

@@ -35,7 +35,7 @@ MAX_REMEMBERED_SOURCES = 2000
 STOPWORDS = frozenset(
     """a an and are as at be but by can could did do does for from had has have how i if in is it its me
     my no not of on or our so that many much per the their then there these this to was we were what when where which who
-    whom why will with would you your about any some there's it's i'm please tell know
+    whom why will with would you your about any some there's it's i'm please tell know should shall someone somebody
     el la los las un una unos de del y o que en es por para con como cual cuando donde qué cómo cuál cuándo
     dónde se su al lo
     der die das ein eine und oder ist sind wie was wann wo wer mit von zu im in den dem des auf für
@@ -96,9 +96,25 @@ def query_words(question: str) -> list[str]:
     return words[:MAX_QUERY_WORDS]
 
 
+# "What should I do for heat stroke?" asks for the treatment, and its telling words ("heat stroke") are said
+# more often in the passage on the signs. Notes head their treatment sections with these words ("How to treat
+# heat stroke", "Cómo tratar", "behandeln", "Comment traiter"): they rank a question asking what to do, and only
+# rank (a passage need not contain them to be found).
+_ASKS_WHAT_TO_DO = re.compile(
+    r"""\bwhat\b.*\bdo\b|\bhow\b.*\b(?:help|treat|handle|care)\b|\bfirst\s+aid\b|
+        qu[eé]\s+(?:hago|hacer|debo|hay\s+que)|c[oó]mo\s+(?:ayud|trat|atiend|atender|cur)|
+        \bwas\s+(?:tun|mache|macht|soll|sollte|muss)\b|\bwie\s+(?:helfe|hilft|behandl)|
+        \bque\s+faire\b|\bque\s+dois|\bcomment\s+(?:aider|traiter|soigner)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+TREATMENT_WORDS = ("treat", "tratar", "behandeln", "traiter")
+
+
 def match_expression(question: str) -> str | None:
     """The FTS5 query for a question: its telling words, OR-ed; None when it has none."""
     words = query_words(question)
+    if words and _ASKS_WHAT_TO_DO.search(question):
+        words = [*words, *(w for w in TREATMENT_WORDS if w not in words)]
     # Quoted, so a word like NEAR or AND is a word, not an operator.
     return " OR ".join(f'"{w}"' for w in words) if words else None
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from meshbot.app.evaluation.questions import Question, kept_language
+from meshbot.app.evaluation.questions import DECLINED, Question, kept_language
 from meshbot.core import limits
 from meshbot.core.airtime import ModemPreset, time_on_air_s
 from meshbot.core.config import Config
@@ -22,14 +22,6 @@ from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.leaks import leak_kinds
 from meshbot.core.prompting import budget_words, reply_budget_bytes
 from meshbot.service.answering import Answerer, Asked, fragment_budget
-
-# An answer that says it does not know (any of the four reference languages), for questions whose right
-# answer is that: a wrong answer that is not one of these is an invented local fact.
-DECLINED = re.compile(
-    r"don'?t know|do not know|no note|not sure|cannot tell|can't tell|no s[ée]\b|no tengo|wei(ß|ss) ich nicht|"
-    r"keine notiz|ne sais pas|pas de note",
-    re.IGNORECASE,
-)
 
 # Fixed so that two configurations are compared on the same draws.
 DEFAULT_SEED = 42
@@ -95,6 +87,10 @@ def answer_one(
     seed: int = DEFAULT_SEED,
 ) -> Result:
     """Ask one question the way the daemon would and score the answer."""
+    # Without operator notes nobody can know the example notes' facts: the right answer is "I don't know".
+    local = question.category.startswith("local") or question.needs_notes
+    if question.needs_notes and not cfg.knowledge.active:
+        question = question.without_notes()
     size, count = eval_budget(cfg), cfg.mesh.max_fragments
     notes = notes_for(question.question, question.history) if notes_for is not None else None
     stream = answerer.stream(Asked(question.question, question.history, notes=notes, seed=seed), size, count)
@@ -111,7 +107,6 @@ def answer_one(
     if leaks_budget(stream.text, reply_budget_bytes(size, count)):
         leaks.append("budget-figure")
     correct = question.is_correct(on_air)
-    local = question.category.startswith("local")
     return Result(
         id=question.id,
         category=question.category,
