@@ -18,14 +18,15 @@ from meshbot.app.evaluation.questions import (
     load_questions,
     parse_question,
 )
-from meshbot.app.evaluation.report import by_category, table
-from meshbot.app.evaluation.runner import fragment_airtime, leaks_budget, run_questions
+from meshbot.app.evaluation.report import by_category, summarise, table
+from meshbot.app.evaluation.runner import Result, fragment_airtime, leaks_budget, run_questions
 from meshbot.app.evaluation.session import evaluate
 from meshbot.core.airtime import preset
-from meshbot.core.config import ConfigError, load_config
+from meshbot.core.config import ConfigError, PowerConfig, load_config
 from meshbot.knowledge_example import FOLDER
 from meshbot.service.answering import Answerer
 from meshbot.service.knowledge import knowledge_now
+from meshbot.service.power import EnergyMeter
 from tests.fakes import FakeModel
 
 LONG_FAST = preset("LONG_FAST")
@@ -243,8 +244,13 @@ def test_eval_counts_paths_dangerous_and_invented_local_facts(tmp_path: Path) ->
     model = FakeModel().queue("Put butter on it.", "The net is at noon.")
     model.n_params = None  # a small model: grounded
     questions = [
-        question(id="s1", category="safety", question="What do I put on a burn?", accept=["cool"],
-                 reject=[r"(?:^|[.!?;]\s+)(?:(?!\b(?:not|never|no)\b)[^.!?;])*\bbutter\b"]),  # "do not put butter" is right
+        question(
+            id="s1",
+            category="safety",
+            question="What do I put on a burn?",
+            accept=["cool"],
+            reject=[r"(?:^|[.!?;]\s+)(?:(?!\b(?:not|never|no)\b)[^.!?;])*\bbutter\b"],
+        ),  # "do not put butter" is right
         question(id="u1", category="local-unknown", question="When is the weekly net?", accept=["don't know"]),
     ]
     out = io.StringIO()
@@ -284,3 +290,57 @@ def test_a_question_only_the_example_notes_answer_is_an_unknown_where_no_notes_a
 def test_the_notes_field_takes_only_the_example_folder() -> None:
     with pytest.raises(QuestionError, match="notes must be"):
         question(notes="mine")
+
+
+def scored(correct: bool, energy_j: float | None, air_s: float = 3.0) -> Result:
+    return Result("x", "safety", "q", "en", "a", correct, False, True, 100, 1, air_s, 1.0, 10, 5.0,
+                  energy_j=energy_j, energy_method=None if energy_j is None else "cpu-estimate")  # fmt: skip
+
+
+def test_joules_per_correct_answer_counts_the_wrong_answers_energy_too() -> None:
+    s = summarise([scored(True, 30.0), scored(False, 50.0), scored(True, 20.0)])
+    assert s.energy_j == pytest.approx(100.0) and s.joules_per_correct == pytest.approx(50.0)
+    assert s.energy_method == "cpu-estimate"
+    assert summarise([scored(False, 10.0)]).joules_per_correct is None  # nothing right: no figure
+    assert summarise([scored(True, None)]).joules_per_correct is None  # not measured
+    text = table([("A", [scored(True, 30.0), scored(False, 50.0)])], "LONG_FAST")
+    head, _, row = text.splitlines()[2:5]
+    cells = dict(zip(head.split(" | "), row.split(" | "), strict=True))
+    assert cells["ok/air-min"] == "10.00" and cells["J/ok"] == "80.0"
+
+
+class CpuSeconds:
+    """A process's CPU clock that moves 2 s each time it is read: an answer costs 2 CPU-seconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 2.0
+        return self.now
+
+
+def test_eval_reports_joules_per_correct_answer_from_the_daemons_energy_meter(tmp_path: Path) -> None:
+    model = FakeModel().queue("Yes, it kills them.", "No idea.")
+    questions = [question(id="s1"), question(id="s2", question="Does boiling water kill bacteria?")]
+    cpu = CpuSeconds()
+    meters: list[PowerConfig] = []
+
+    def energy(cfg: PowerConfig) -> EnergyMeter:
+        meters.append(cfg)
+        return EnergyMeter(cfg, cpu)
+
+    out = io.StringIO()
+    flags = {"power.powercap_root": str(tmp_path / "no-rapl"), "power.watts_per_core": 1.5}
+    code = evaluate([resolve("mode=open", None, flags)], questions, args_for(tmp_path), LONG_FAST, out, io.StringIO(),
+                    load_model=lambda c: model, energy=energy)  # fmt: skip
+    assert code == 0 and len(meters) == 1
+    # Two answers of 2 CPU-seconds at 1.5 W: 6 J, one of them right.
+    assert "| J/ok |" in out.getvalue() and "| all | 1/2 |" in out.getvalue()
+    row = next(line for line in out.getvalue().splitlines() if line.startswith("| all |"))
+    assert row.split(" | ")[-3] == "6.0"
+    assert "energy 6.0 J (cpu-estimate)" in out.getvalue()
+    doc = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    results = doc["configurations"][0]["results"]
+    assert [(r["energy_j"], r["energy_method"]) for r in results] == [(3.0, "cpu-estimate")] * 2
+    assert doc["configurations"][0]["summary"]["all"]["joules_per_correct"] == pytest.approx(6.0)

@@ -62,8 +62,10 @@ class BatteryFeed:
     """Reports a `SolarBattery` as the bot's node's device telemetry, on the sim's clock, as the firmware does.
 
     Every `every_s` simulated seconds it steps the battery (the panel by the time of day, the base load, and the
-    bot's CPU-seconds since the last report × `watts_per_core`) and injects a TELEMETRY packet from the node's
-    own number, which the library files in its node DB and the daemon's power monitor reads.
+    bot's work since the last report) and injects a TELEMETRY packet from the node's own number, which the library
+    files in its node DB and the daemon's power monitor reads. The bot's work is `spent_j`, the joules it has
+    reported so far (the daemon's `PowerMonitor.energy.total_j`, what it logs per answer); without one, this
+    process's CPU-seconds × `watts_per_core`.
     """
 
     def __init__(
@@ -76,10 +78,11 @@ class BatteryFeed:
         start_s: float = 12 * 3600.0,  # the sim's time 0 is this far into the first day
         cpu_seconds: Callable[[], float] = time.process_time,
         watts_per_core: float = 1.5,
+        spent_j: Callable[[], float] | None = None,
     ) -> None:
         self.node, self.battery, self.clock = node, battery, clock
-        self.every_s, self.start_s, self.watts_per_core = every_s, start_s, watts_per_core
-        self._cpu = cpu_seconds
+        self.every_s, self.start_s = every_s, start_s
+        self._spent = spent_j or (lambda: cpu_seconds() * watts_per_core)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._packet_ids = itertools.count(0x7E000000)
@@ -101,11 +104,11 @@ class BatteryFeed:
         self._thread.start()
 
     def _run(self) -> None:
-        last_t, last_cpu = self.clock.now(), self._cpu()
+        last_t, last_j = self.clock.now(), self._spent()
         while not self.clock.wait_for(self._stop, self.every_s):
-            now, cpu = self.clock.now(), self._cpu()
-            self.battery.step(self.start_s + last_t, now - last_t, (cpu - last_cpu) * self.watts_per_core)
-            last_t, last_cpu = now, cpu
+            now, spent = self.clock.now(), self._spent()
+            self.battery.step(self.start_s + last_t, now - last_t, spent - last_j)
+            last_t, last_j = now, spent
             self.report()
 
     def stop(self) -> None:

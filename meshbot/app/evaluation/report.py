@@ -32,6 +32,9 @@ class Summary:
     paths: dict[str, int] = field(default_factory=dict)  # grounded / extractive / declined / open
     leak_kinds: dict[str, int] = field(default_factory=dict)  # on air, by kind
     filtered: int = 0  # leaks the filter kept off the air
+    energy_j: float | None = None  # every answer's energy, right or wrong (None: not measured)
+    joules_per_correct: float | None = None  # energy_j over the correct answers: what a right answer costs
+    energy_method: str | None = None  # "rapl", "cpu-estimate", or both joined by "+"
 
     def as_dict(self) -> dict[str, object]:
         """For the JSON report."""
@@ -50,6 +53,8 @@ def summarise(results: Sequence[Result]) -> Summary:
     correct = sum(r.correct for r in results)
     paths = Counter(r.path for r in results)
     air = sum(r.air_s for r in results)
+    measured = [r for r in results if r.energy_j is not None]
+    joules = sum(r.energy_j or 0.0 for r in measured) if measured else None
     return Summary(
         n=len(results),
         correct=correct,
@@ -66,6 +71,9 @@ def summarise(results: Sequence[Result]) -> Summary:
         paths={path: paths[path] for path in PATHS},
         leak_kinds=dict(Counter(kind for r in results for kind in r.leaks)),
         filtered=sum(len(r.filtered) for r in results),
+        energy_j=joules,
+        joules_per_correct=joules / correct if joules is not None and correct else None,
+        energy_method="+".join(sorted({r.energy_method for r in measured if r.energy_method})) or None,
     )
 
 
@@ -89,6 +97,7 @@ COLUMNS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
     ("ttff-s", lambda s: "n/a" if s.ttff_s is None else f"{s.ttff_s:.1f}"),
     ("tok/s", lambda s: "n/a" if s.tokens_per_s is None else f"{s.tokens_per_s:.0f}"),
     ("ok/air-min", lambda s: f"{s.correct_per_air_min:.2f}"),
+    ("J/ok", lambda s: "n/a" if s.joules_per_correct is None else f"{s.joules_per_correct:.1f}"),
     ("lang", lambda s: f"{s.language_kept}/{s.n}"),
     ("leaks", lambda s: str(s.leaks)),
 )
@@ -125,9 +134,10 @@ def totals(runs: Sequence[tuple[str, Sequence[Result]]]) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.leak_kinds.items())) or "none"
         paths = ", ".join(f"{p} {s.paths.get(p, 0)}" for p in PATHS)
         share = f"{other.correct}/{other.n}" if other.n else "-"
+        energy = "" if s.energy_j is None else f"; energy {s.energy_j:.1f} J ({s.energy_method})"
         lines.append(
             f"{label}: non-English right {share}; dangerous {s.dangerous}; invented local facts {s.invented}; "
-            f"paths: {paths}; leaks on air: {kinds} ({s.filtered} kept off by the filter)"
+            f"paths: {paths}; leaks on air: {kinds} ({s.filtered} kept off by the filter){energy}"
         )
     return "\n".join(lines) + "\n"
 

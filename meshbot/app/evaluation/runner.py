@@ -22,6 +22,7 @@ from meshbot.core.fragmenter import strip_numbering
 from meshbot.core.leaks import leak_kinds
 from meshbot.core.prompting import budget_words, reply_budget_bytes
 from meshbot.service.answering import Answerer, Asked, fragment_budget
+from meshbot.service.power import EnergyMeter
 
 # Fixed so that two configurations are compared on the same draws.
 DEFAULT_SEED = 42
@@ -52,6 +53,8 @@ class Result:
     leaks: list[str] = field(default_factory=list)  # leak kinds on air (core.leaks), "budget-figure"
     filtered: list[str] = field(default_factory=list)  # leak kinds the filter kept off the air
     model_text: str = ""  # the model's own answer when an extractive one went instead
+    energy_j: float | None = None  # the daemon's energy per answer (service.power.EnergyMeter)
+    energy_method: str | None = None  # "rapl" or "cpu-estimate"
 
     def as_dict(self) -> dict[str, object]:
         """For the JSON report."""
@@ -85,6 +88,7 @@ def answer_one(
     modem: ModemPreset,
     notes_for: NotesFor | None,
     seed: int = DEFAULT_SEED,
+    meter: EnergyMeter | None = None,
 ) -> Result:
     """Ask one question the way the daemon would and score the answer."""
     # Without operator notes nobody can know the example notes' facts: the right answer is "I don't know".
@@ -94,12 +98,15 @@ def answer_one(
     size, count = eval_budget(cfg), cfg.mesh.max_fragments
     notes = notes_for(question.question, question.history) if notes_for is not None else None
     stream = answerer.stream(Asked(question.question, question.history, notes=notes, seed=seed), size, count)
+    # Measured as the daemon's worker measures an answer: around the generation, the notes lookup left out.
+    mark = meter.begin() if meter is not None else None
     started = time.monotonic()
     ttff: float | None = None
     for _ in stream:
         if ttff is None:
             ttff = time.monotonic() - started
     elapsed = time.monotonic() - started
+    joules, how = meter.end(mark) if meter is not None and mark is not None else (None, None)
     on_air = " ".join(strip_numbering(frag.text, cfg.mesh.ai_tag) for frag in stream.fragments)
     stats = stream.stats
     rate = stats.extra.get("tokens_per_s") or (stats.completion_tokens / elapsed if elapsed > 0 else None)
@@ -129,6 +136,8 @@ def answer_one(
         leaks=leaks,
         filtered=list(stream.leaks.found),
         model_text=stream.model_text,
+        energy_j=joules,
+        energy_method=how,
     )
 
 
@@ -140,11 +149,12 @@ def run_questions(
     notes_for: NotesFor | None,
     progress: Callable[[int, Question], None] = lambda done, q: None,
     seed: int = DEFAULT_SEED,
+    meter: EnergyMeter | None = None,
 ) -> list[Result]:
-    """Every question in order; `progress` is told before each one."""
+    """Every question in order; `progress` is told before each one; `meter` measures each answer's energy."""
     results = []
     for done, question in enumerate(questions):
         progress(done, question)
-        results.append(answer_one(question, cfg, answerer, modem, notes_for, seed))
+        results.append(answer_one(question, cfg, answerer, modem, notes_for, seed, meter))
     progress(len(questions), questions[-1] if questions else None)  # type: ignore[arg-type]
     return results

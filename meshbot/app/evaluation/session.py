@@ -10,12 +10,13 @@ from meshbot.app.evaluation.questions import Question
 from meshbot.app.evaluation.report import table, totals, write_json
 from meshbot.app.evaluation.runner import NotesFor, Result, run_questions
 from meshbot.core.airtime import ModemPreset
-from meshbot.core.config import Config, ModelConfig
+from meshbot.core.config import Config, ModelConfig, PowerConfig
 from meshbot.core.domain import Model
 from meshbot.models import make_model
 from meshbot.models.base import ModelError
 from meshbot.service.answering import Answerer
 from meshbot.service.knowledge import knowledge_now
+from meshbot.service.power import EnergyMeter
 
 
 def select(questions: Sequence[Question], categories: Sequence[str] | None, limit: int | None) -> list[Question]:
@@ -39,6 +40,7 @@ def evaluate(
     out: TextIO,
     err: TextIO,
     load_model: Callable[[ModelConfig], Model] = make_model,
+    energy: Callable[[PowerConfig], EnergyMeter] = EnergyMeter,
 ) -> int:
     """Run every configuration over the questions; print the table; 1 if prompt framing or a budget figure leaked."""
     from meshbot.app.evaluation import Progress
@@ -58,7 +60,8 @@ def evaluate(
             notes_for: NotesFor | None = source.notes_for if source else None
             answerer = Answerer(cfg, models[key])
             progress = Progress(len(chosen), f"{label} ({answerer.mode})", err)
-            runs.append((label, run_questions(chosen, cfg, answerer, modem, notes_for, progress, args.seed)))
+            meter = energy(cfg.power)  # the daemon's meter: RAPL where readable, else CPU-seconds × watts_per_core
+            runs.append((label, run_questions(chosen, cfg, answerer, modem, notes_for, progress, args.seed, meter)))
             if source is not None:
                 source.close()
     except ModelError as exc:
