@@ -139,8 +139,26 @@ def test_the_reference_answers_in_the_language_asked_and_falls_back_to_english(t
         assert "presiona" in reference.search("¿Cómo paro una hemorragia fuerte?", 3)[0].note.text
         assert "press firmly" in reference.search("How do I stop heavy bleeding?", 3)[0].note.text
         assert reference.language_of("Wie stoppe ich eine starke Blutung?") == "en"  # no German folder
+        # Portuguese has no folder: Spanish is nearer than English, and the search folds its accents.
+        assert reference.language_of("Como paro uma hemorragia forte?") == "es"
     finally:
         reference.close()
+
+
+def test_a_portuguese_question_gets_the_spanish_reference_and_a_portuguese_or_russian_i_dont_know() -> None:
+    cfg = load_config(environ={})
+    reference = open_reference(cfg.answers, cfg.knowledge.passage_bytes)
+    assert reference is not None
+    try:
+        hits = reference.search("Qual é o número de emergência na Europa?", 3)
+        assert hits and "112" in hits[0].note.text and "Europa" in hits[0].note.title
+    finally:
+        reference.close()
+    model = FakeModel()
+    pt = Answerer(grounded(), model).stream(Asked("Quem cuida da antena do morro?", notes=()), 200, 3)
+    assert on_air(pt).startswith("Não sei") and pt.path == "declined"
+    ru = Answerer(grounded(), model).stream(Asked("Кто обслуживает ретранслятор?", notes=()), 200, 3)
+    assert on_air(ru).startswith("Не знаю") and not model.requests
 
 
 def test_a_one_word_question_finds_only_a_passage_whose_heading_names_it() -> None:

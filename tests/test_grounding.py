@@ -56,6 +56,26 @@ def test_an_answer_of_the_models_own_words_is_not_grounded() -> None:
     assert check.unsupported > 0.5 and not check.ok
 
 
+def test_a_bare_figure_is_not_an_answer_though_the_passage_holds_it() -> None:
+    note = "Bring water to a rolling boil for 1 minute, or 3 minutes above 2,000 m."
+    question = "How long should water be boiled?"
+    assert check_facts("3.", [note], question, note).too_short  # 3 what, and where?
+    assert not check_facts("3.", [note], question, note).ok
+    assert check_facts("Boil it for 1 minute.", [note], question, note).ok
+
+
+def test_an_answer_without_the_passages_yes_or_no_dropped_its_verdict() -> None:
+    note = "Nein. Meshtastic-Knoten sprechen per Funk direkt miteinander, ohne Internet."
+    question = "Braucht Meshtastic Internet?"
+    wrong = "Eine MQTT-Brücke kann Meshes über das Internet verbinden."
+    assert check_facts(wrong, [note], question, note, "de").dropped == {"v:nein"}
+    assert check_facts("Nein, Meshtastic-Knoten sprechen per Funk, ohne Internet.", [note], question, note, "de").ok
+    # "No one" and a French "Si ..." open sentences without being verdicts.
+    for plain in ("No one needs a SIM card for Meshtastic.", "Si la personne respire, mettez-la sur le côté."):
+        dropped = check_facts("A SIM card is not needed.", [plain], "Do I need a SIM card?", plain).dropped
+        assert not [fact for fact in dropped if fact.startswith("v:")]
+
+
 def test_sentences_join_wrapped_lines_and_skip_headings() -> None:
     text = "## Hop limit\nThe default hop limit is 3 and the\nmaximum is 7. More hops cost air.\n\nSecond paragraph."
     assert sentences(text) == [
@@ -127,6 +147,7 @@ def test_the_question_language_is_guessed_from_its_words(question: str, lang: st
         ("Who can read messages on the default LongFast channel?", False),
         ("When should I call an ambulance after a blow to the head?", False),
         ("How do I stop heavy bleeding?", False),
+        ("Which command makes the bot forget our conversation?", False),  # about the bot, not the community
     ],
 )
 def test_questions_about_local_places_people_and_events_are_told_apart(question: str, local: bool) -> None:

@@ -167,10 +167,12 @@ class FactCheck:
     dropped: frozenset[str]
     unsupported: float = 0.0  # share of the answer's content words not in the passages or question
 
+    too_short: bool = False  # a bare figure ("3.") or word: the passage's sentence says it better
+
     @property
     def ok(self) -> bool:
         """True when the answer may go on air as the model wrote it."""
-        return not self.invented and not self.dropped and self.unsupported <= MAX_UNSUPPORTED
+        return not self.invented and not self.dropped and not self.too_short and self.unsupported <= MAX_UNSUPPORTED
 
 
 def unsupported_share(answer: str, sources: Sequence[str], stopwords: frozenset[str] = frozenset()) -> float:
@@ -210,8 +212,28 @@ def check_facts(
     # A name may open the answer's sentence ("Dario runs it"), where `facts` does not see it as one.
     said_words = said | {"x" + w for w in _WORD.findall(answer.lower())}
     dropped = frozenset() if not key or any(_same_fact(k, f) for k in key for f in said_words) else frozenset(key)
+    dropped |= _dropped_verdict(key_sentence, answer)
     unsupported = unsupported_share(answer, (*passages, question), stopwords)
-    return FactCheck(frozenset(invented), dropped, unsupported)
+    too_short = len(_WORD.findall(answer)) < MIN_ANSWER_WORDS
+    return FactCheck(frozenset(invented), dropped, unsupported, too_short)
+
+
+# An answer needs words: "3." for "how long should water be boiled?" keeps a figure of the passage and drops
+# what it counts (1 minute, or 3 above 2,000 m).
+MIN_ANSWER_WORDS = 2
+# A passage sentence that opens with a verdict ("No. Meshtastic nodes talk by radio ...") answers a yes/no
+# question: an answer without that verdict has dropped the fact that matters.
+_VERDICT = re.compile(r"^\W*(no|nein|non|yes|ja|oui|s[ií])\s*[.,!:;]", re.IGNORECASE)  # not "No one", "Si la"
+
+
+def _dropped_verdict(key_sentence: str, answer: str) -> frozenset[str]:
+    """{"v:no"} when the key sentence opens with a yes/no verdict the answer does not say."""
+    m = _VERDICT.match(key_sentence)
+    if m is None:
+        return frozenset()
+    verdict = m.group(1).lower()
+    said = re.search(rf"\b{verdict}\b", answer, re.IGNORECASE) is not None
+    return frozenset() if said else frozenset({f"v:{verdict}"})
 
 
 # -- extractive answers ------------------------------------------------------------------------

@@ -46,12 +46,18 @@ DECLINE = {
     "es": "No lo sé: no tengo ninguna nota sobre eso y no voy a adivinar. En una emergencia llama al número de emergencias, o pregunta a una persona en este canal.",
     "de": "Das weiß ich nicht: Dazu habe ich keine Notiz, und ich rate nicht. Im Notfall die Notrufnummer wählen, oder eine Person auf diesem Kanal fragen.",
     "fr": "Je ne sais pas : je n'ai pas de note à ce sujet et je ne devine pas. En cas d'urgence, appelez le numéro d'urgence, ou demandez à une personne sur ce canal.",
+    "pt": "Não sei: não tenho nenhuma nota sobre isso e não vou adivinhar. Numa emergência ligue para o número de emergência, ou pergunte a uma pessoa neste canal.",
+    "it": "Non lo so: non ho nessuna nota su questo e non tiro a indovinare. In caso di emergenza chiama il numero di emergenza, o chiedi a una persona su questo canale.",
+    "ru": "Не знаю: заметки об этом нет, гадать не буду. В беде звоните в экстренную службу или спросите людей на канале.",
 }
 _SHORT_DECLINE = {
     "en": "I don't know: no note on that.",
     "es": "No lo sé: no tengo nota sobre eso.",
     "de": "Das weiß ich nicht: keine Notiz dazu.",
     "fr": "Je ne sais pas : pas de note là-dessus.",
+    "pt": "Não sei: não tenho nota sobre isso.",
+    "it": "Non lo so: non ho note su questo.",
+    "ru": "Не знаю: заметки об этом нет.",
 }
 
 

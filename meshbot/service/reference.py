@@ -15,7 +15,7 @@ from pathlib import Path
 from meshbot.core.config import AnswersConfig
 from meshbot.core.events import Event
 from meshbot.core.grounding import asks_local, question_names
-from meshbot.core.language import FALLBACK, guess_language
+from meshbot.core.language import ALL_LANGUAGES, FALLBACK, guess_language, nearest
 from meshbot.reference import FOLDER
 from meshbot.storage.knowledge import Hit, KnowledgeIndex, covered, needed_cover, note_files, query_words
 
@@ -61,9 +61,10 @@ class Reference:
         """The folder a question is answered from: its language when the reference has it, else English."""
         if ANY in self.indexes:
             return ANY
-        known = tuple(dict.fromkeys((*self.languages, FALLBACK)))
-        lang = guess_language(question, known)
-        return lang if lang in self.indexes else (FALLBACK if FALLBACK in self.indexes else known[0])
+        found = nearest(guess_language(question, ALL_LANGUAGES), self.languages)
+        if found is not None:
+            return found
+        return FALLBACK if FALLBACK in self.indexes else self.languages[0]
 
     def search(self, question: str, limit: int, lang: str | None = None) -> list[Hit]:
         """The best passages for a question in its language's folder (`lang` overrides the guess)."""

@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 NOTE_SUFFIXES = frozenset({".md", ".markdown", ".txt"})
 # Remembered `!src` answers: the newest this many (node, channel) pairs.
 MAX_REMEMBERED_SOURCES = 2000
-# Words too common to say what a question is about (English, Spanish, German, French): a question
-# made only of these finds nothing rather than whatever passage mentions "what" most.
+# Words too common to say what a question is about (English, Spanish, German, French, and the commonest of
+# Portuguese and Italian): a question made only of these finds nothing rather than whatever passage mentions
+# "what" most.
 STOPWORDS = frozenset(
     """a an and are as at be but by can could did do does for from had has have how i if in is it its me
     my no not of on or our so that many much per the their then there these this to was we were what when where which who
@@ -39,7 +41,8 @@ STOPWORDS = frozenset(
     el la los las un una unos de del y o que en es por para con como cual cuando donde qué cómo cuál cuándo
     dónde se su al lo
     der die das ein eine und oder ist sind wie was wann wo wer mit von zu im in den dem des auf für
-    le les une et ou est sont comment quand où qui quoi avec pour dans du au ce sur par pas""".split()
+    le les une et ou est sont comment quand où qui quoi avec pour dans du au ce sur par pas
+    qual quais na nas em um uma ao os da das é il di della che è per non""".split()
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 24
@@ -127,10 +130,16 @@ def _shares_stem(word: str, present: set[str]) -> bool:
     return any(p.startswith(stem) for p in present)
 
 
+def fold(text: str) -> str:
+    """Lower case without accents, as the index's tokenizer (remove_diacritics) sees words."""
+    decomposed = unicodedata.normalize("NFD", text.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
 def covered(words: Sequence[str], text: str) -> int:
-    """How many of the question's words (by stem) a passage contains."""
-    present = set(_WORD.findall(text.lower()))
-    return sum(_shares_stem(w, present) for w in words)
+    """How many of the question's words (by stem, accents aside: "emergência" is "emergencia") a passage has."""
+    present = set(_WORD.findall(fold(text)))
+    return sum(_shares_stem(fold(w), present) for w in words)
 
 
 def needed_cover(words: Sequence[str]) -> int:

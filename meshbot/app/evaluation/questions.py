@@ -36,7 +36,7 @@ DECLINED = re.compile(
     r"ask (?:someone|a person|on the channel|the operator)|"
     r"no s[ée]\b|no tengo|pregunta (?:al operador|a una persona)|"
     r"wei(?:ß|ss) ich nicht|keine notiz|fragen sie (?:den betreiber|eine person)|"
-    r"ne sais pas|pas de note|demandez (?:à|a) (?:l'opérateur|une personne)",
+    r"ne sais pas|pas de note|demandez (?:à|a) (?:l'opérateur|une personne)|não sei|non lo so|не знаю",
     re.IGNORECASE,
 )
 
