@@ -14,12 +14,12 @@ from meshbot.core.directory import (
     NodeUser,
     Position,
     bearing_deg,
-    compass,
     distance_m,
     distance_text,
     find,
     heard_within,
 )
+from meshbot.core.geo import compass
 from meshbot.service.directory import MeshDirectory
 from meshbot.storage.directory import DirectoryTable, record_json, record_of
 from meshbot.storage.store import Store

@@ -9,18 +9,17 @@ Nothing here trusts a figure more than the mesh gave it: a position keeps the pr
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-EARTH_RADIUS_M = 6_371_000.0
+from meshbot.core import geo
+
 # mesh.proto: latitude_i / longitude_i are degrees * 1e7; precision_bits 32 (or unset, 0) is full precision.
 DEGREES_PER_UNIT = 1e-7
 FULL_PRECISION_BITS = 32
 METERS_PER_DEGREE = 111_320.0
 BATTERY_POWERED = 101  # telemetry.proto: battery_level above 100 means "on external power"
-COMPASS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 
 
 @dataclass(frozen=True)
@@ -194,25 +193,13 @@ def node_label(node: int) -> str:
 
 
 def distance_m(a: Position, b: Position) -> float:
-    """Great-circle distance in metres (haversine)."""
-    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    dlat, dlon = lat2 - lat1, math.radians(b.lon - a.lon)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+    """Great-circle distance in metres."""
+    return geo.distance_m(a.lat, a.lon, b.lat, b.lon)
 
 
 def bearing_deg(a: Position, b: Position) -> float:
     """Initial bearing from `a` to `b`, degrees clockwise from north."""
-    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    dlon = math.radians(b.lon - a.lon)
-    x = math.sin(dlon) * math.cos(lat2)
-    y = math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(dlon)
-    return math.degrees(math.atan2(x, y)) % 360
-
-
-def compass(bearing: float) -> str:
-    """The eight-point compass direction of a bearing."""
-    return COMPASS[int((bearing % 360) / 45 + 0.5) % 8]
+    return geo.bearing_deg(a.lat, a.lon, b.lat, b.lon)
 
 
 def distance_text(a: Position, b: Position) -> str:

@@ -7,14 +7,15 @@ against, so a word in them matches anywhere in the text: choose such words speci
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import regex
 
+from meshbot.core import geo
 from meshbot.core.domain import Inbound
+from meshbot.core.geo import compass
 from meshbot.core.ids import node_id
 
 # At least ten languages; every entry is matched as a whole word or phrase (see the module docstring).
@@ -141,30 +142,14 @@ class PositionSource(Protocol):
         """The node's last known position, or None."""
 
 
-EARTH_RADIUS_M = 6_371_000.0
-_COMPASS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
-
-
 def distance_m(a: Position, b: Position) -> float:
-    """Great-circle distance between two positions (haversine), in metres."""
-    lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
-    dlat, dlon = lat2 - lat1, math.radians(b.longitude - a.longitude)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+    """Great-circle distance between two positions, in metres."""
+    return geo.distance_m(a.latitude, a.longitude, b.latitude, b.longitude)
 
 
 def bearing_deg(origin: Position, target: Position) -> float:
     """Initial bearing from `origin` to `target`, degrees clockwise from north (0..360)."""
-    lat1, lat2 = math.radians(origin.latitude), math.radians(target.latitude)
-    dlon = math.radians(target.longitude - origin.longitude)
-    x = math.sin(dlon) * math.cos(lat2)
-    y = math.cos(lat1) * math.sin(lat2) - math.sin(lat1) * math.cos(lat2) * math.cos(dlon)
-    return math.degrees(math.atan2(x, y)) % 360.0
-
-
-def compass(degrees: float) -> str:
-    """The nearest of the eight compass points."""
-    return _COMPASS[round(degrees / 45.0) % 8]
+    return geo.bearing_deg(origin.latitude, origin.longitude, target.latitude, target.longitude)
 
 
 def _age(seconds: float) -> str:

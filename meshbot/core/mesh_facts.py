@@ -19,13 +19,13 @@ from meshbot.core.directory import (
     bare_words,
     battery_text,
     bearing_deg,
-    compass,
     distance_m,
     distance_text,
     heard_within,
     hops_text,
     node_label,
 )
+from meshbot.core.geo import compass
 from meshbot.core.prompting import BYTES_PER_TOKEN_PLANNED, clean_name
 
 

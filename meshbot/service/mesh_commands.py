@@ -16,7 +16,6 @@ from meshbot.core.directory import (
     ago_text,
     battery_text,
     bearing_deg,
-    compass,
     distance_m,
     distance_text,
     heard_within,
@@ -24,6 +23,7 @@ from meshbot.core.directory import (
     node_label,
 )
 from meshbot.core.domain import NodeDirectory
+from meshbot.core.geo import compass
 from meshbot.core.prompting import clean_name
 
 HOUR_S, DAY_S = 3600.0, 86_400.0
