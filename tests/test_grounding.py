@@ -68,12 +68,30 @@ def test_an_answer_without_the_passages_yes_or_no_dropped_its_verdict() -> None:
     note = "Nein. Meshtastic-Knoten sprechen per Funk direkt miteinander, ohne Internet."
     question = "Braucht Meshtastic Internet?"
     wrong = "Eine MQTT-Brücke kann Meshes über das Internet verbinden."
-    assert check_facts(wrong, [note], question, note, "de").dropped == {"v:nein"}
+    assert "v:nein" in check_facts(wrong, [note], question, note, "de").dropped
+    # The verdict opens the passage, a sentence of its own, while the best sentence is the one after it.
+    after = "Meshtastic-Knoten sprechen per Funk direkt miteinander, ohne Internet."
+    assert "v:nein" in check_facts(wrong, [note], question, after, "de").dropped
     assert check_facts("Nein, Meshtastic-Knoten sprechen per Funk, ohne Internet.", [note], question, note, "de").ok
     # "No one" and a French "Si ..." open sentences without being verdicts.
     for plain in ("No one needs a SIM card for Meshtastic.", "Si la personne respire, mettez-la sur le côté."):
         dropped = check_facts("A SIM card is not needed.", [plain], "Do I need a SIM card?", plain).dropped
         assert not [fact for fact in dropped if fact.startswith("v:")]
+
+
+def test_an_answer_that_denies_nothing_where_its_sentence_denies_says_the_opposite() -> None:
+    note = "Meshtastic has no standard emergency channel. Channel 0 is the primary channel."
+    key = "Meshtastic has no standard emergency channel."
+    question = "What is the name of the emergency channel?"
+    assert check_facts("The emergency channel is 0.", [note], question, key).dropped == {"v:not"}
+    assert check_facts("There is no standard emergency channel.", [note], question, key).ok
+
+
+def test_an_answer_that_keeps_none_of_the_passages_named_steps_dropped_them() -> None:
+    key = "Para curar un esguince de tobillo, reposo: para y no apoyes el tobillo torcido."
+    question = "¿Cómo trato un esguince de tobillo?"
+    assert check_facts("Para y no apoyes el tobillo torcido.", [key], question, key, "es").dropped == {"l:reposo"}
+    assert check_facts("Reposo: para y no apoyes el tobillo.", [key], question, key, "es").ok
 
 
 def test_sentences_join_wrapped_lines_and_skip_headings() -> None:

@@ -212,7 +212,9 @@ def check_facts(
     # A name may open the answer's sentence ("Dario runs it"), where `facts` does not see it as one.
     said_words = said | {"x" + w for w in _WORD.findall(answer.lower())}
     dropped = frozenset() if not key or any(_same_fact(k, f) for k in key for f in said_words) else frozenset(key)
-    dropped |= _dropped_verdict(key_sentence, answer)
+    opening = sentences(passages[0])[0] if passages and sentences(passages[0]) else ""
+    dropped |= _dropped_verdict(key_sentence, answer) | _dropped_verdict(opening, answer)
+    dropped |= _dropped_negation(key_sentence, answer) | _dropped_labels(key_sentence, answer)
     unsupported = unsupported_share(answer, (*passages, question), stopwords)
     too_short = len(_WORD.findall(answer)) < MIN_ANSWER_WORDS
     return FactCheck(frozenset(invented), dropped, unsupported, too_short)
@@ -234,6 +236,36 @@ def _dropped_verdict(key_sentence: str, answer: str) -> frozenset[str]:
     verdict = m.group(1).lower()
     said = re.search(rf"\b{verdict}\b", answer, re.IGNORECASE) is not None
     return frozenset() if said else frozenset({f"v:{verdict}"})
+
+
+# "Meshtastic has no standard emergency channel": an answer without any negation ("The emergency channel is 0")
+# says the opposite of its sentence.
+_NEGATION = re.compile(
+    r"\b(?:no|not|never|none|nobody|nothing|nein|nicht|kein(?:e[nmrs]?)?|nie|niemals|non|pas|jamais|aucun(?:e)?|"
+    r"ningun[oa]?|ningún|nunca|nada|nadie)\b|n't\b",
+    re.IGNORECASE,
+)
+
+
+def _dropped_negation(key_sentence: str, answer: str) -> frozenset[str]:
+    """{"v:not"} when the key sentence denies something and the answer denies nothing."""
+    if _NEGATION.search(key_sentence) and not _NEGATION.search(answer):
+        return frozenset({"v:not"})
+    return frozenset()
+
+
+# Steps a passage names with a label ("Rest: stop ...", "Hielo: pon ..."): an answer keeping none of them
+# ("Para y no apoyes el tobillo") dropped what the steps are.
+_LABEL = re.compile(r"(?:^|[.,;]\s*)([^\W\d_]{3,}):\s", re.UNICODE)
+
+
+def _dropped_labels(key_sentence: str, answer: str) -> frozenset[str]:
+    """{"l:rest", ...} when the key sentence labels steps and the answer names none of them."""
+    labels = {m.group(1).lower() for m in _LABEL.finditer(key_sentence)}
+    said = {w.lower() for w in _WORD.findall(answer)}
+    if not labels or any(_known(label, said) for label in labels):
+        return frozenset()
+    return frozenset(f"l:{label}" for label in labels)
 
 
 # -- extractive answers ------------------------------------------------------------------------
