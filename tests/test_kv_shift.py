@@ -49,6 +49,16 @@ def test_the_oldest_exchange_dropped_leaves_the_rest_of_the_state_usable() -> No
     assert MIN_KEPT_TOKENS > 8
 
 
+def test_a_dropped_question_that_begins_like_the_next_one_still_leaves_a_shift() -> None:
+    # "How far ...?" dropped, "How high ...?" kept: the prompt shares the kept question's first token with the
+    # dropped one, right after the system prompt.
+    system, how = [1, 2, 3, *JOINT], 8
+    old, newer = [how, 7, 7] + [7] * 57 + JOINT, [how, 9, 10] + [9, 10] * 30 + JOINT
+    plan = find_shift([*system, *old, *newer, 4], [*system, *newer, 11, 12], JOINT)
+    assert plan is not None
+    assert (plan.head, plan.dropped, plan.kept) == (len(system), len(old), len(newer))
+
+
 def test_no_shift_where_the_prompt_lost_anything_but_whole_exchanges() -> None:
     system, old, newer = [1, 2, 3], [7] * 60 + JOINT, [9, 10] * 30 + JOINT + [9] * 20
     # A prompt that shares only a message header with the state (a question asked again after !reset).
