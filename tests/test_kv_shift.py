@@ -1,5 +1,6 @@
 """The KV context shift: where a saved state can serve a prompt that left its oldest exchange out (pure), and,
-with the real bundled model, that a conversation past its history bound still evaluates only its new question."""
+with the real bundled model, that a conversation past its history bound still evaluates only its new question,
+also after answers cut at the token cap and tidied into text the model did not write token for token."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from meshbot.core.domain import Context, GenerationStats, Inbound
 from meshbot.core.policy import Accept, Kind
 from meshbot.core.prompting import build_generation
 from meshbot.models.kv_shift import MIN_KEPT_TOKENS, find_shift
+from meshbot.service.answering import AnswerStream
 from meshbot.service.memory import ConversationMemory
 from meshbot.service.queueing import Query
 from meshbot.storage.memory import MemoryTable
@@ -49,6 +51,16 @@ def test_the_oldest_exchange_dropped_leaves_the_rest_of_the_state_usable() -> No
     assert MIN_KEPT_TOKENS > 8
 
 
+def test_a_dropped_question_that_begins_like_the_next_one_still_leaves_a_shift() -> None:
+    # "How far ...?" dropped, "How high ...?" kept: the prompt shares the kept question's first token with the
+    # dropped one, right after the system prompt.
+    system, how = [1, 2, 3, *JOINT], 8
+    old, newer = [how, 7, 7] + [7] * 57 + JOINT, [how, 9, 10] + [9, 10] * 30 + JOINT
+    plan = find_shift([*system, *old, *newer, 4], [*system, *newer, 11, 12], JOINT)
+    assert plan is not None
+    assert (plan.head, plan.dropped, plan.kept) == (len(system), len(old), len(newer))
+
+
 def test_no_shift_where_the_prompt_lost_anything_but_whole_exchanges() -> None:
     system, old, newer = [1, 2, 3], [7] * 60 + JOINT, [9, 10] * 30 + JOINT + [9] * 20
     # A prompt that shares only a message header with the state (a question asked again after !reset).
@@ -61,18 +73,35 @@ def test_no_shift_where_the_prompt_lost_anything_but_whole_exchanges() -> None:
 
 # ---------------------------------------------------------------- the real model
 
-BOB = 0x0B0B0B0B
+ALICE, BOB = 0x0A0A0A0A, 0x0B0B0B0B
 # A short history bound and reply cap: the bound is passed by the 4th turn, as with the defaults (1,024 tokens,
 # 384-token answers), in a fraction of the time.
 CFG = Config.model_validate({"memory": {"max_history_tokens": 240}, "model": {"max_tokens_cap": 72}})
+# The bundled model answers the first in markdown (bold list items), which the answer's tidying removes.
 QUESTIONS = (
-    "Tell me about camping near a lake in autumn, in detail.",
-    "What should I cook there?",
-    "How do I keep the food away from animals?",
-    "What if it rains all day?",
-    "How cold does it get at night?",
-    "What sleeping bag should I bring?",
+    "Tell me in detail how to plan a long hike.",
+    "What should I pack?",
+    "How much water do I need?",
+    "How do I find water on the way?",
+    "How do I treat blisters?",
+    "What if the weather turns bad?",
 )
+
+
+class Written:
+    """The bundled model, keeping the pieces it wrote, before the answer's tidying."""
+
+    def __init__(self, model) -> None:
+        self.model, self.name, self.deterministic = model, model.name, True
+        self.pieces: list[str] = []
+
+    def stream(self, request, stats):
+        for piece in self.model.stream(request, stats):
+            self.pieces.append(piece)
+            yield piece
+
+    def run(self, job):
+        return job()
 
 
 def question(text: str, sender: int, packet_id: int) -> Query:
@@ -82,13 +111,20 @@ def question(text: str, sender: int, packet_id: int) -> Query:
 
 def answer(model, memory: ConversationMemory, query: Query, max_tokens: int = 72) -> tuple[GenerationStats, int]:
     """Answer as the worker does (history from memory, whole answer read); the stats and the history's length."""
+    return answered(Written(model), memory, query, max_tokens)[0:2]
+
+
+def answered(
+    model: Written, memory: ConversationMemory, query: Query, max_tokens: int = 72
+) -> tuple[GenerationStats, int, AnswerStream]:
+    """`answer`, with the answer as sent (tidied, filtered, fragmented) and what memory keeps of it: its text."""
     context = memory.gather(query, Context())
     request = build_generation(query.decision.question, CFG, 200, CFG.mesh.max_fragments, context.history)
     request = dataclasses.replace(request, seed=7, conversation=query.conversation_name, max_tokens=max_tokens)
-    stats = GenerationStats()
-    text = "".join(model.stream(request, stats))
-    memory.answered(query, query.decision.question, text)
-    return stats, len(context.history) // 2
+    stream = AnswerStream(model, request, 200, CFG.mesh.max_fragments)
+    list(stream)  # every fragment, and past the fragment cap the text kept for "more": memory keeps it all
+    memory.answered(query, query.decision.question, stream.text)
+    return stream.stats, len(context.history) // 2, stream
 
 
 @pytest.mark.model
@@ -96,7 +132,7 @@ def test_the_sixth_turn_past_the_history_bound_evaluates_only_its_own_question(b
     memory = ConversationMemory(MemoryTable(Store(":memory:")), CFG, bundled_model.count_tokens)
     turns: list[tuple[GenerationStats, int]] = []
     for n, text in enumerate(QUESTIONS, 1):
-        turns.append(answer(bundled_model, memory, question(text, 0x0A0A0A0A, n)))
+        turns.append(answer(bundled_model, memory, question(text, ALICE, n)))
         # Someone else's question in between: the engine's live state never holds the conversation.
         answer(bundled_model, memory, question(f"What is {n} plus {n}?", BOB + n, 100 + n), max_tokens=4)
     sixth, held = turns[-1]
@@ -110,3 +146,24 @@ def test_the_sixth_turn_past_the_history_bound_evaluates_only_its_own_question(b
         assert stats.extra["kv_restored"] == 1.0
         assert stats.extra["prompt_evaluated"] <= cold.extra["prompt_evaluated"] + 8
     assert sixth.extra["prompt_evaluated"] < sixth.prompt_tokens / 10
+
+
+@pytest.mark.model
+def test_after_an_answer_cut_at_the_cap_and_tidied_the_follow_up_evaluates_only_its_own_question(
+    bundled_model,
+) -> None:
+    memory = ConversationMemory(MemoryTable(Store(":memory:")), CFG, bundled_model.count_tokens)
+    model = Written(bundled_model)
+    first, _, sent = answered(model, memory, question(QUESTIONS[0], ALICE, 1))
+    # What memory keeps, and the follow-up's history holds, is not what the model wrote: its markdown is gone, and
+    # the answer stopped at the token cap.
+    assert sent.text != "".join(model.pieces).strip()
+    assert first.extra["finish_length"] == 1.0
+    answer(bundled_model, memory, question("What is 2 plus 2?", BOB, 101), max_tokens=4)  # someone else's
+    follow_up, held, _ = answered(model, memory, question(QUESTIONS[1], ALICE, 2))
+    cold, _ = answer(bundled_model, memory, question(QUESTIONS[1], BOB, 200), max_tokens=4)
+    assert held == 1 and follow_up.extra["kv_restored"] == 1.0
+    # The first question and its whole answer came from the saved state; the follow-up evaluated its question and
+    # template tokens, as a cold question does after the system prompt (not the tidied answer again).
+    assert follow_up.extra["cached_tokens"] >= first.prompt_tokens + first.completion_tokens - 8
+    assert follow_up.extra["prompt_evaluated"] <= cold.extra["prompt_evaluated"] + 8

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -234,6 +234,10 @@ class Generation:
     # The question as memory keeps it, when the prompt's last turn says more (the operator's notes): the state a
     # backend keeps for the follow-up holds this form, the one the follow-up's history will have.
     remembered: str | None = None
+    # The answer as memory will keep it, from the pieces the model wrote (tidied, filtered, checked): the state a
+    # backend keeps for the follow-up holds that text, token for token as its history renders it. None: the
+    # pieces joined and stripped. Not compared: two requests alike ask for the same answer.
+    kept_answer: Callable[[Sequence[str]], str] | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -45,8 +45,8 @@ def find_shift(
     otherwise (a tidied answer, a new hop count) is left to the prefix match: its state stays exactly the one a
     fresh evaluation gives. Of equal runs, the shortest drop wins.
     """
-    head = common_prefix(saved, prompt)
     joint = list(joint)
+    head = _message_start(saved, common_prefix(saved, prompt), joint)
     if not joint or head >= len(prompt) or head >= len(saved):
         return None
     anchor = list(prompt[head : head + _ANCHOR])
@@ -58,6 +58,17 @@ def find_shift(
         if kept >= min_kept and (best is None or kept > best.kept) and _holds(saved[start : start + kept], joint):
             best = Shift(head, start - head, kept)
     return best
+
+
+def _message_start(saved: Sequence[int], shared: int, joint: list[int]) -> int:
+    """The end of the last joint within `saved[:shared]` (`shared` if none): where the shared message began."""
+    # A dropped question and the kept one after it may begin alike ("How ..."): the tokens the prompt shares
+    # past the joint then belong to the dropped block, whose end is the kept message's start.
+    n = len(joint)
+    for end in range(shared, n - 1, -1):
+        if n and list(saved[end - n : end]) == joint:
+            return end
+    return shared
 
 
 def _holds(run: Sequence[int], joint: list[int]) -> bool:

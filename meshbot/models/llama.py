@@ -22,6 +22,7 @@ from meshbot.core.config import ModelConfig
 from meshbot.core.domain import ChatTurn, Clock, Generation, GenerationStats
 from meshbot.core.fitting import ContextTooSmall, Fit, fit_turns
 from meshbot.models.base import BaseModel, ModelError, pip_install
+from meshbot.models.chat_tokens import ChatTokens, messages
 from meshbot.models.engine_thread import EngineThread
 from meshbot.models.llama_states import EngineStates, kv_cache
 from meshbot.models.prompt_cache import PrefixCache
@@ -266,22 +267,8 @@ class LlamaModel(BaseModel):
         )
         self._llm.chat_handler = self._formatter.to_chat_handler()
         self.stop = stop_strings(template, eos)
-        self._joint = self._turn_joint()
-        self._states.joint = self._joint
-
-    def _turn_joint(self) -> list[int]:
-        """The template's tokens between an answer's text and the next question's (empty if they do not split)."""
-        answer, question = "\u2063A\u2063", "\u2063Q\u2063"  # invisible separators: no template writes them
-        turns = [ChatTurn("user", "x"), ChatTurn("assistant", answer), ChatTurn("user", question)]
-        prompt: str = self._formatter(messages=_messages(turns)).prompt
-        start, end = prompt.find(answer), prompt.find(question)
-        if start < 0 or end < start:
-            return []
-        between = prompt[start + len(answer) : end]
-        # Should a template's last joint token merge with a question's first word, the engine's prefix match
-        # stops before it: that costs the token's evaluation, never a wrong state.
-        ids: list[int] = self._llm.tokenize(between.encode("utf-8"), add_bos=False, special=True)
-        return ids
+        self._chat = ChatTokens(self._llm, self._formatter)
+        self._states.joint = self._chat.joint()
 
     def _token_text(self, token_id: int) -> str:
         if token_id < 0:
@@ -310,10 +297,7 @@ class LlamaModel(BaseModel):
         return len(self._prompt_ids(turns))
 
     def _prompt_ids(self, turns: Sequence[ChatTurn]) -> list[int]:
-        rendered = self._formatter(messages=_messages(turns))
-        # Same call as llama-cpp-python's chat handler: the template adds specials itself.
-        ids: list[int] = self._llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=False, special=True)
-        return ids
+        return self._chat.prompt(turns)
 
     def _fit(self, request: Generation) -> Fit:
         count_text = lambda text: len(self._tokenize(text))
@@ -352,42 +336,38 @@ class LlamaModel(BaseModel):
             seed = cfg.seed if cfg.seed >= 0 else random.getrandbits(32)
         self._states.reuse(self._prompt_ids(fit.turns), stats, request.conversation)
         chunks = self._llm.create_chat_completion(
-            messages=_messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed)
+            messages=messages(fit.turns), stream=True, **self.sampling(fit.max_tokens, seed)
         )
         finish: str | None = None
-        piece = ""
+        written: list[str] = []  # the pieces as yielded: the text memory keeps is made from these
         try:
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 finish = choice.get("finish_reason") or finish
-                piece = choice["delta"].get("content") or piece
-                if choice["delta"].get("content"):
+                piece = choice["delta"].get("content")
+                if piece:
                     if stats.first_token_s is None:
                         stats.first_token_s = self._clock.now() - started
                         stats.extra["prompt_evaluated"] = float(self._states.prompt_evaluated(fit.prompt_tokens))
+                    written.append(piece)
                     yield piece
         finally:
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            after = self._after_answer(finish, piece)
-            self._states.save(fit.prompt_tokens, self._kept_prompt(fit, request), request.conversation, after)
+            self._states.save(fit.prompt_tokens, self._settled(fit, request, finish, written), request.conversation)
 
-    def _kept_prompt(self, fit: Fit, request: Generation) -> list[int] | None:
-        """The prompt as the follow-up's history will hold it, when not as asked (the question without notes)."""
+    def _settled(self, fit: Fit, request: Generation, finish: str | None, written: list[str]) -> list[int] | None:
+        """The follow-up's prompt up to its question, this answer as memory keeps it; None: as the engine holds it."""
+        if finish not in ("stop", "length"):
+            return None  # stopped by its reader: no follow-up's history holds this answer
         turns = fit.turns
-        if request.remembered is None or request.conversation is None or turns[-1].role != "user":
-            return None
-        return self._prompt_ids((*turns[:-1], ChatTurn("user", request.remembered)))
-
-    def _after_answer(self, finish: str | None, last_piece: str) -> list[int]:
-        """What a follow-up's prompt holds after the tokens the engine evaluated, when the answer is whole."""
-        if finish == "stop":
-            return self._joint
-        if finish == "length" and last_piece:
-            # The length limit stops before the last sampled token is evaluated; its text ends the stored answer.
-            return self._tokenize(last_piece) + self._joint
-        return []  # stopped by its reader: the stored answer may end elsewhere
+        if request.remembered is not None and request.conversation is not None and turns[-1].role == "user":
+            turns = (*turns[:-1], ChatTurn("user", request.remembered))  # the question without its notes
+        # The text memory keeps (tidied, and whole where the length limit cut the last token's evaluation) seldom
+        # tokenizes as sampled: the state holds the follow-up's own tokens instead, so it re-reads none of them.
+        kept = request.kept_answer(written) if request.kept_answer is not None else "".join(written).strip()
+        return self._chat.through_answer(turns, kept)
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the
@@ -400,10 +380,6 @@ class LlamaModel(BaseModel):
         if stats.completion_tokens > 1 and decode_s > 0:
             stats.extra["tokens_per_s"] = (stats.completion_tokens - 1) / decode_s
         stats.extra["finish_length"] = 1.0 if finish == "length" else 0.0
-
-
-def _messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
-    return [{"role": t.role, "content": t.content} for t in turns]
 
 
 def load_model(cfg: ModelConfig, clock: Clock | None = None) -> LlamaModel:

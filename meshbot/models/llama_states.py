@@ -121,16 +121,16 @@ class EngineStates:
         llm._requires_eval = True  # restored logits are not trusted: the engine decodes a token first
         return True
 
-    def save(self, prompt_tokens: int, kept: list[int] | None, conversation: str | None, after: list[int]) -> None:
-        """Settle the state (the prompt, its answer, then `after`) and keep it for the conversation's next turn.
+    def save(self, prompt_tokens: int, settled: list[int] | None, conversation: str | None) -> None:
+        """Settle the state to `settled` (None: the prompt and answer it holds) and keep it for the next turn.
 
-        `kept`, when given, is the prompt as the next turn's history holds it, unlike the one just answered (its
-        question without the notes it was asked with): the state then holds that form.
+        `settled` is what the follow-up's prompt starts with: the history as memory keeps it (the question without
+        its notes, the answer tidied), up to the next question's text.
         """
         llm = self._llm
         try:
             # Also without the cache: the engine's own prefix match reuses the settled state.
-            self._settle(prompt_tokens, kept, after)
+            self._settle(prompt_tokens, settled)
             if self.cache is None or llm.n_tokens == 0:
                 return
             ctx = llm._ctx.ctx
@@ -142,19 +142,20 @@ class EngineStates:
             log.warning("could not save the KV state for reuse: %s", exc)
             llm.reset()
 
-    def _settle(self, prompt_tokens: int, kept: list[int] | None, after: list[int]) -> None:
-        """Evaluate the answer's tokens again (after `kept`'s own end), and `after` them, as one batch."""
-        # Sampling evaluated them one at a time, which rounds differently from a batch: a follow-up reusing that
-        # state would not be the answer its seed gives from scratch, and a crashed follow-up, regenerated at the
-        # next start, would not match the fragments already delivered. `after` (the template's text that closes
-        # this answer and opens the next question) is what a follow-up's prompt holds next, so the follow-up
-        # evaluates only its own words; should it differ, the prefix match keeps only what is shared. Off the
-        # first fragment's path: the answer is written; the sender is still pacing it on air.
+    def _settle(self, prompt_tokens: int, settled: list[int] | None) -> None:
+        """Evaluate, as one batch, everything of `settled` past the prompt part it shares with the engine's state."""
+        # Never the sampled tokens kept: sampling evaluated them one at a time, which rounds differently from a
+        # batch, so a follow-up reusing that state would not be the answer its seed gives from scratch, and a
+        # crashed follow-up, regenerated at the next start, would not match the fragments already delivered.
+        # `settled` ends with the answer as memory keeps it and the template's text that opens the next question:
+        # the follow-up evaluates only its own words; should its prompt differ, the prefix match keeps only what
+        # is shared. Off the first fragment's path: the answer is written; the sender is still pacing it on air.
         llm = self._llm
-        answer = llm.input_ids[prompt_tokens : llm.n_tokens].tolist()
-        keep = prompt_tokens if kept is None else common_prefix(llm.input_ids[:prompt_tokens].tolist(), kept)
-        tail = (kept[keep:] if kept is not None else []) + answer + after
-        if len(tail) > 1 and keep + len(tail) <= self._n_ctx:
+        held = llm.input_ids[: llm.n_tokens].tolist()
+        target = held if settled is None else settled
+        keep = common_prefix(held[:prompt_tokens], target)
+        tail = target[keep:]
+        if len(tail) > 1 and len(target) <= self._n_ctx:
             llm.n_tokens = keep
             llm.eval(tail)
 

@@ -17,6 +17,7 @@ Small talk and questions about the bot go to the model in either mode (counted a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -119,7 +120,8 @@ class AnswerStream:
         fixed: str | None = None,
     ) -> None:
         self.model = model
-        self.request = request
+        # The backend learns how memory will keep the answer: the state it keeps for the follow-up holds that.
+        self.request = dataclasses.replace(request, kept_answer=self.kept) if request is not None else None
         self.stats = GenerationStats()
         self.fragments: list[Fragment] = []
         self.path = path  # grounded | extractive | declined | open: which way this answer went
@@ -162,6 +164,13 @@ class AnswerStream:
         else:
             self.path, self.model_text = "extractive", text
             yield kept
+
+    def kept(self, pieces: Sequence[str]) -> str:
+        """The `text` this answer ends with, had the model written `pieces`: the same steps on the same pieces."""
+        written = "".join(filtered(tidy_stream(pieces), LeakFilter(self.leaks.question)))
+        if self.grounding is not None:
+            written = self.grounding.verdict(written.strip())  # the extractive answer, if that is what goes out
+        return written.strip()
 
     def _counted(self) -> Iterator[str]:
         assert self.request is not None
