@@ -24,7 +24,7 @@ from meshbot.app.compose import build_daemon
 from meshbot.core import limits
 from meshbot.core.clock import VirtualClock
 from meshbot.core.config import load_config
-from meshbot.radios.meshtastic_lib import MalformedPacket, parse_packet
+from meshbot.radios.packets import MalformedPacket, parse_packet
 from meshbot.service.daemon import Daemon
 from meshbot.storage.store import Store
 from tests.fakes import ALICE, BOB, BOT_NUM, FakeModel, FakeRadio

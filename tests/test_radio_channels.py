@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from meshbot.core.config import RadioConfig
-from meshbot.radios.meshtastic_lib import MeshtasticRadio, preset_channel_name
+from meshbot.radios.meshtastic_lib import MeshtasticRadio
+from meshbot.radios.nodedb import preset_channel_name
 from meshbot.sim.node.node import VirtualNode
 
 BOT = 0x0BB0_0001

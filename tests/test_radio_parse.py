@@ -6,7 +6,8 @@ import pytest
 
 from meshbot.core.acks import AckRouter
 from meshbot.core.domain import AckStatus, SendResult
-from meshbot.radios.meshtastic_lib import MalformedPacket, parse_packet, result_of, split_host
+from meshbot.radios.link import split_host
+from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
 
 ME = 0x1234ABCD
 

@@ -1,14 +1,16 @@
 """The radio boundary: the only module that imports `meshtastic` or `pubsub`.
 
 It connects the way the `meshtastic` CLI does (serial, TCP or BLE), turns library packets into
-immutable `Inbound` messages, and sends texts by integer node number with ACK reporting.
+immutable `Inbound` messages, and sends texts by integer node number with ACK reporting. Here: building
+the library's interfaces, pubsub subscriptions, sending and closing. `MeshtasticRadio`'s mixins hold the
+rest, without importing the library: `link` (connect, reconnect), `listeners` (what the library publishes)
+and `nodedb` (the node's config and node DB).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,23 +19,19 @@ import meshtastic.mesh_interface
 import meshtastic.serial_interface
 import meshtastic.tcp_interface
 import meshtastic.util
-from meshtastic.protobuf import config_pb2, mesh_pb2, portnums_pb2
+from meshtastic.protobuf import mesh_pb2, portnums_pb2
 from pubsub import pub
 
-from meshbot.core import limits
 from meshbot.core.acks import AckRouter
 from meshbot.core.config import Config, RadioConfig
 from meshbot.core.directory import NodeReport
 from meshbot.core.domain import Inbound, LocalNode, Outbound, RadioEvent, RadioUnavailable, SendResult
-from meshbot.core.emergency import Position
-from meshbot.core.events import Event, Reason
-from meshbot.core.ids import node_id
-from meshbot.core.power import DeviceMetrics
-from meshbot.radios.advice import advice
-from meshbot.radios.attempt import CLOSE_WAIT_S, ConnectAttempt, close_quietly
+from meshbot.core.events import Event
+from meshbot.radios.attempt import CLOSE_WAIT_S, close_quietly
 from meshbot.radios.guard import guard_decoding
-from meshbot.radios.nodefacts import report_of_library_node, report_of_library_packet
-from meshbot.radios.packets import MalformedPacket, parse_packet, result_of
+from meshbot.radios.link import LinkSupervisor, split_host
+from meshbot.radios.listeners import LibraryListeners
+from meshbot.radios.nodedb import LibraryNodeDb
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +46,8 @@ TOPIC_ROUTING = "meshtastic.receive.routing"
 TOPIC_HEARD = "meshtastic.receive"
 # A node-DB entry the radio sent (at connect, and after our node-list request).
 TOPIC_NODE_DB = "meshtastic.node.updated"
-# PhoneAPI.h SPECIAL_NONCE_ONLY_NODES: "send me your node DB only" (firmware 2.7+), asked after a fast connect.
-NONCE_ONLY_NODES = 69421
 # Forget a send's ACK callback after this long (the library would keep it forever).
 HANDLER_TTL_S = 600.0
-
-
-def preset_channel_name(modem_preset: str) -> str:
-    """The name the apps show for a preset's default channel: LONG_FAST -> "LongFast"."""
-    return "".join(word.capitalize() for word in modem_preset.split("_"))
-
-
-def public_channels(channels: Any, modem_preset: str) -> frozenset[int] | None:
-    """Indices of enabled channels that are the mesh's default public one: default key, preset's name."""
-    if not channels:
-        return None  # the node did not send its channels: let policy assume index 0
-    public = set()
-    for chan in channels:
-        if chan.role == 0:  # DISABLED
-            continue
-        settings = chan.settings
-        default_key = bytes(settings.psk) in (b"", b"\x01")  # none, or "AQ==": the key everyone has
-        if default_key and settings.name in ("", preset_channel_name(modem_preset)):
-            public.add(chan.index)
-    return frozenset(public)
 
 
 def detect_serial_ports() -> list[str]:
@@ -79,18 +55,7 @@ def detect_serial_ports() -> list[str]:
     return list(meshtastic.util.findPorts(True))
 
 
-def split_host(host: str) -> tuple[str, int]:
-    """HOST or HOST:PORT (default 4403); [v6]:PORT works too."""
-    if host.startswith("["):
-        addr, _, rest = host[1:].partition("]")
-        return addr, int(rest.lstrip(":") or limits.DEFAULT_TCP_PORT)
-    if host.count(":") == 1:
-        addr, port = host.split(":")
-        return addr, int(port)
-    return host, limits.DEFAULT_TCP_PORT
-
-
-class MeshtasticRadio:
+class MeshtasticRadio(LinkSupervisor, LibraryListeners, LibraryNodeDb):
     """A `Radio` over the meshtastic library, with a supervisor that rebuilds a lost link."""
 
     def __init__(
@@ -116,15 +81,6 @@ class MeshtasticRadio:
         self._building: Any = None
         self._early: list[Mapping[str, Any]] = []
         self._node_sink: Callable[[NodeReport], None] | None = None
-
-    def describe(self) -> str:
-        """Where the radio is, for log lines."""
-        if self._cfg.host:
-            host, port = split_host(self._cfg.host)
-            return f"tcp {host}:{port}"
-        if self._cfg.ble:
-            return f"ble {self._cfg.ble}"
-        return f"serial {self._cfg.port or '(auto)'}"
 
     def start(self, on_packet: Callable[[Inbound], None], on_event: Callable[[RadioEvent], None]) -> None:
         """Subscribe, then connect, retrying with backoff until it works.
@@ -175,46 +131,6 @@ class MeshtasticRadio:
             raise
         return iface
 
-    def _connect(self) -> bool:
-        """One connect attempt: True when up, False when close() won; raises why the attempt failed."""
-        log.info("connecting to %s", self.describe(), extra={"event": Event.RADIO_CONNECTING})
-        iface = ConnectAttempt(self._build).wait(self._closing)
-        if iface is None:
-            return False
-        with self._lock:
-            if self._closing.is_set():  # close() came while the attempt was returning
-                late = iface
-            else:
-                late = None
-                self._iface = iface
-                self._ifaces.add(iface)
-                self._node = node = self._read_local_node(iface)
-                self._release_early(iface, node)
-        if late is not None:
-            close_quietly(late)
-            return False
-        self._ask_node_list(iface)
-        self._up.set()
-        node = self.local_node()
-        log.info(
-            "radio connected: %s is %s (%s), %s %s, hop limit %d",
-            self.describe(),
-            node_id(node.node_num),
-            node.short_name or "?",
-            node.region,
-            node.modem_preset,
-            node.hop_limit,
-            extra={"event": Event.RADIO_UP, "node": node_id(node.node_num)},
-        )
-        for code in node.problems():
-            log.warning(
-                "radio %s: %s",
-                node_id(node.node_num),
-                advice(code),
-                extra={"event": Event.RADIO_CANNOT_SEND, "reason": code},
-            )
-        return True
-
     def _serial_path(self) -> str:
         # The library's own auto-detect prints and returns a dead object when it finds no
         # port, and calls sys.exit() when it finds several: detect here instead.
@@ -226,221 +142,6 @@ class MeshtasticRadio:
                 f"found {len(ports)} serial radios ({', '.join(ports) or 'none'}); " "name one with --port"
             )
         return ports[0]
-
-    @staticmethod
-    def _read_local_node(iface: Any) -> LocalNode:
-        lora = iface.localNode.localConfig.lora
-        lora_cls = config_pb2.Config.LoRaConfig
-        preset_name = lora_cls.ModemPreset.Name(lora.modem_preset)
-        return LocalNode(
-            public_channels=public_channels(getattr(iface.localNode, "channels", None), preset_name),
-            node_num=iface.myInfo.my_node_num,
-            short_name=iface.getShortName() or "",
-            long_name=iface.getLongName() or "",
-            modem_preset=lora_cls.ModemPreset.Name(lora.modem_preset),
-            region=lora_cls.RegionCode.Name(lora.region),
-            hop_limit=lora.hop_limit or limits.DEFAULT_HOP_LIMIT,
-            # A node whose config was never read says nothing: assume it can (the field's proto default is off).
-            can_transmit=bool(lora.tx_enabled) or not iface.localNode.localConfig.HasField("lora"),
-        )
-
-    def short_name_of(self, node: int) -> str | None:
-        """The node's short name from the library's node DB (filled by NodeInfo packets), or None."""
-        iface = self._iface
-        nodes = getattr(iface, "nodesByNum", None) or {}
-        entry = nodes.get(node) or {}
-        name = entry.get("user", {}).get("shortName") if isinstance(entry, dict) else None
-        return name if isinstance(name, str) else None
-
-    def _node_entry(self, node: int) -> Mapping[str, Any]:
-        nodes = getattr(self._iface, "nodesByNum", None) or {}
-        entry = nodes.get(node)
-        return entry if isinstance(entry, dict) else {}
-
-    def position_of(self, node: int) -> Position | None:
-        """The node's last position from the library's node DB (its NodeInfo at connect, POSITION packets since)."""
-        pos = self._node_entry(node).get("position") or {}
-        lat, lon = pos.get("latitude"), pos.get("longitude")
-        if not isinstance(lat, int | float) or not isinstance(lon, int | float) or (lat == 0 and lon == 0):
-            return None  # the firmware's "no fix" is 0,0
-        when, alt = pos.get("time"), pos.get("altitude")
-        return Position(
-            float(lat),
-            float(lon),
-            float(when) if isinstance(when, int | float) and when > 0 else None,
-            float(alt) if isinstance(alt, int | float) else None,
-        )
-
-    def device_metrics_of(self, node: int) -> DeviceMetrics | None:
-        """The node's last device metrics from the node DB (NodeInfo at connect, TELEMETRY packets since)."""
-        metrics = self._node_entry(node).get("deviceMetrics")
-        if not isinstance(metrics, dict):
-            return None
-        level, volts = metrics.get("batteryLevel"), metrics.get("voltage")
-        return DeviceMetrics(
-            int(level) if isinstance(level, int | float) else None,
-            float(volts) if isinstance(volts, int | float) else None,
-        )
-
-    def known_nodes(self) -> list[dict[str, Any]]:
-        """The node list the attached node sent at connect (none with radio.no_nodes): num, names, hops, SNR."""
-        nodes = getattr(self._iface, "nodesByNum", None) or {}
-        listed = []
-        for num, entry in sorted(nodes.items()):
-            user = entry.get("user", {}) if isinstance(entry, dict) else {}
-            listed.append(
-                {
-                    "num": int(num),
-                    "long_name": str(user.get("longName", "")),
-                    "short_name": str(user.get("shortName", "")),
-                    "hops": entry.get("hopsAway") if isinstance(entry, dict) else None,
-                    "snr": entry.get("snr") if isinstance(entry, dict) else None,
-                }
-            )
-        return listed
-
-    def wait_settled(self, timeout: float) -> bool:
-        """Wait until the node answered the library's first heartbeat; False if it did not within `timeout`.
-
-        The library sends that heartbeat from its reader thread just after it reports the connection up. Closing
-        before it went out makes the write fail inside the library, which prints a BrokenPipeError traceback:
-        a client that may close at once (a one-shot command) waits here first.
-        """
-        deadline = time.monotonic() + timeout
-        while getattr(self._iface, "queueStatus", None) is None:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def local_node(self) -> LocalNode:
-        """Our node as read at the last connect."""
-        if self._node is None:
-            raise RadioUnavailable("not connected yet")
-        return self._node
-
-    # -- pubsub listeners: parse and hand off, nothing slow ------------------------------------
-    # `interface` is required, as the library always publishes it: pypubsub infers a topic's
-    # argument spec from its first listener, and an optional one would break other listeners.
-    def _on_text(self, packet: Mapping[str, Any], interface: Any) -> None:
-        self._deliver(packet, interface)
-
-    def _on_data(self, packet: Mapping[str, Any], interface: Any) -> None:
-        self._deliver(packet, interface)
-
-    def _deliver(self, packet: Mapping[str, Any], interface: Any) -> None:
-        with self._lock:
-            if interface is self._building:
-                self._early.append(packet)  # handed over once the handshake is done (_release_early)
-                return
-            node = self._node
-        if interface is self._iface and node is not None:
-            self._hand_over(packet, node)
-
-    def _hand_over(self, packet: Mapping[str, Any], node: LocalNode) -> None:
-        if self._on_packet is None:
-            return
-        try:
-            msg = parse_packet(packet, node.node_num)
-        except MalformedPacket as exc:
-            log.warning("ignored malformed packet: %s", exc, extra={"event": Event.IGNORED, "reason": Reason.MALFORMED})
-            return
-        self._on_packet(msg)
-
-    def _hold_early(self, iface: Any) -> None:
-        """Keep what `iface` delivers during its handshake (and take its ACKs) until it is adopted."""
-        with self._lock:
-            self._building, self._early = iface, []
-            self._ifaces.add(iface)
-
-    def _release_early(self, iface: Any, node: LocalNode) -> None:
-        """Under the lock, as `iface` is adopted: hand over its early packets before any later one."""
-        early, self._early = self._early, []
-        if self._building is iface:
-            self._building = None
-        if early:
-            log.debug("%d packet(s) arrived during the config handshake", len(early))
-        for packet in early:
-            self._hand_over(packet, node)
-
-    # -- the node directory's feed -------------------------------------------------------------------
-    def report_nodes(self, sink: Callable[[NodeReport], None]) -> None:
-        """Send what the radio hears about nodes (every packet, and its node DB at connect) to `sink`."""
-        self._node_sink = sink
-
-    def _ask_node_list(self, iface: Any) -> None:
-        """After a node-less connect, ask for the node DB alone: it streams in while the bot already answers."""
-        if self._node_sink is None or not self._cfg.no_nodes:
-            return  # no directory to fill, or the full handshake brought the node DB already
-        try:
-            iface._sendToRadio(mesh_pb2.ToRadio(want_config_id=NONCE_ONLY_NODES))
-        except Exception as exc:  # the node list is a nicety: the link works without it
-            log.warning("node list not requested: %s", exc, extra={"event": Event.DIRECTORY_ERROR})
-
-    def _on_heard(self, packet: Mapping[str, Any], interface: Any) -> None:
-        if self._node_sink is not None and interface in self._ifaces:
-            my_num = getattr(getattr(interface, "myInfo", None), "my_node_num", None)
-            report = report_of_library_packet(packet, my_num, time.time())
-            if report is not None:
-                self._node_sink(report)
-
-    def _on_node_db(self, node: Mapping[str, Any], interface: Any) -> None:
-        if self._node_sink is not None and interface in self._ifaces:
-            my_num = getattr(getattr(interface, "myInfo", None), "my_node_num", None)
-            report = report_of_library_node(node, my_num, time.time())
-            if report is not None:
-                self._node_sink(report)
-
-    def _on_routing(self, packet: Mapping[str, Any], interface: Any) -> None:
-        node = self._node
-        request_id = (packet.get("decoded") or {}).get("requestId")
-        if interface not in self._ifaces or node is None or not isinstance(request_id, int):
-            return
-        self._acks.resolve(request_id, result_of(packet, request_id, node.node_num))
-
-    def _on_lost(self, interface: Any) -> None:
-        if interface is self._iface and not self._closing.is_set():
-            self._link_down("connection lost")
-
-    # -- supervision ---------------------------------------------------------------------------------
-    def _link_down(self, why: str) -> None:
-        with self._lock:
-            if not self._up.is_set() or self._closing.is_set():
-                return
-            self._up.clear()
-        log.error("radio down (%s): reconnecting", why, extra={"event": Event.RADIO_DOWN, "reason": why})
-        if self._on_event is not None:
-            self._on_event(RadioEvent.LOST)
-        self._supervisor = threading.Thread(target=self._reconnect_until_up, name="meshbot-radio", daemon=True)
-        self._supervisor.start()
-
-    def _reconnect_until_up(self) -> bool:
-        """Connect, retrying with backoff; True once up, False when close() ended it."""
-        delay, cap = self._backoff
-        attempt = 0
-        while not self._closing.is_set():
-            attempt += 1
-            self._close_iface()
-            try:
-                if not self._connect():
-                    break
-            except Exception as exc:  # any failure to connect: wait and try again, until closed
-                log.warning(
-                    "connect attempt %d to %s failed: %s; next in %.0fs",
-                    attempt,
-                    self.describe(),
-                    exc,
-                    delay,
-                    extra={"event": Event.RADIO_RETRY, "attempt": attempt},
-                )
-                self._closing.wait(delay)  # close() cuts the backoff short
-                delay = min(delay * 2, cap)
-                continue
-            if self._on_event is not None:
-                self._on_event(RadioEvent.CONNECTED)
-            return True
-        log.debug("stopped connecting to %s: radio closed", self.describe())
-        return False
 
     # -- sending -----------------------------------------------------------------------------------------
     def send(self, message: Outbound, on_result: Callable[[SendResult], None]) -> int:
@@ -485,12 +186,6 @@ class MeshtasticRadio:
         return iface._sendPacket(packet, int(message.dest), wantAck=message.want_ack, hopLimit=self._hop_limit)
 
     # -- shutdown ------------------------------------------------------------------------------------------
-    def _close_iface(self) -> None:
-        with self._lock:
-            iface, self._iface = self._iface, None
-        if iface is not None:
-            close_quietly(iface)
-
     def close(self) -> None:
         """Stop reconnecting, abort a connect in progress and close the link; any thread, returns in seconds."""
         with self._lock:

@@ -1,8 +1,9 @@
 """A virtual Meshtastic node: speaks the TCP stream API to one client, and talks to an `Air`.
 
 The real `meshtastic.tcp_interface.TCPInterface` connects to it unmodified. Behaviour follows the
-firmware (PhoneAPI, MeshService, Router, ReliableRouter); see `firmware.py` for the pure rules and
-`phoneapi.py` for what the node does with a client's packets.
+firmware (PhoneAPI, MeshService, Router, ReliableRouter); see `firmware.py` for the pure rules,
+`phoneapi.py` for what the node does with a client's packets and `airside.py` for what it hears and sends
+on air. Here: set-up, lifecycle, what tests read and inject, and the client's TCP link.
 """
 
 from __future__ import annotations
@@ -13,21 +14,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from meshtastic.protobuf import mesh_pb2, portnums_pb2
+from meshtastic.protobuf import mesh_pb2
 
 from meshbot.core import airtime, limits
 from meshbot.core.clock import SystemClock
 from meshbot.core.domain import Clock
 from meshbot.sim.air.air import Air, LoopbackAir
 from meshbot.sim.air.scheduler import Scheduler
-from meshbot.sim.node.modules import ModulesApi, learnt_facts
+from meshbot.sim.node.airside import AirSide
+from meshbot.sim.node.modules import ModulesApi
 from meshbot.sim.node.phone import ClientSide, Session
 from meshbot.sim.node.phoneapi import PhoneApi
-from meshbot.sim.node.records import HeardPacket, ReceivedLog, SentLog, SentPacket, heard_of
+from meshbot.sim.node.records import HeardPacket, ReceivedLog, SentLog, SentPacket
 from meshbot.sim.node.server import ClientLink, StreamServer
 from meshbot.sim.rules import firmware as fw
-from meshbot.sim.rules import nodedb
-from meshbot.sim.rules.channel import response_hop_limit, retransmission_delay_s
 from meshbot.sim.rules.handshake import NONCE_ONLY_NODES, Identity, RadioSettings, config_messages, sim_public_key
 from meshbot.sim.rules.inject import build_text_packet
 from meshbot.sim.rules.reliable import ReliableSends
@@ -35,7 +35,7 @@ from meshbot.sim.rules.reliable import ReliableSends
 logger = logging.getLogger(__name__)
 
 
-class VirtualNode(ModulesApi, PhoneApi):
+class VirtualNode(AirSide, ModulesApi, PhoneApi):
     """A Meshtastic node on 127.0.0.1 for tests and the demo. Thread-safe; start it once.
 
     `clock` (default: real monotonic time) stamps records and drives the 2 s text rate limit.
@@ -270,117 +270,6 @@ class VirtualNode(ModulesApi, PhoneApi):
                 packet.decoded.bitfield |= 1
         self._transmit(packet)
 
-    # ----- the air side ----------------------------------------------------------------------
-
-    def receive_from_air(self, packet: mesh_pb2.MeshPacket) -> None:
-        """Called by the air with a packet this node heard."""
-        sender = getattr(packet, "from")
-        ack: mesh_pb2.MeshPacket | None = None
-        with self._lock:
-            if sender == self.node_num:
-                self._reliable.resolve(packet.id, fw.OK, implicit=True)  # a neighbour relayed our packet
-                return
-            if self._history.seen((sender, packet.id)):
-                return  # flooded duplicate
-            if packet.via_mqtt and self.ignore_mqtt:
-                return  # Router::perhapsHandleReceived: ignore_mqtt drops what came through a broker
-            if self.reject_legacy_dms and fw.is_legacy_dm(packet, self.node_num):
-                logger.info("node %08x: Rejecting legacy DM %08x from %08x", self.node_num, packet.id, sender)
-                return  # a decode failure: no ACK, nothing to the client
-            nodedb.learn(
-                self._known, packet, int(self._wall()), self.node_num, learnt_facts(packet)
-            )  # NodeDB::updateFrom
-            answer = fw.routing_error_of(packet)
-            if answer is not None and self._reliable.destination(packet.decoded.request_id) == sender:
-                self._reliable.resolve(packet.decoded.request_id, answer, implicit=False)
-            if packet.to in (self.node_num, limits.BROADCAST_NUM):
-                heard = mesh_pb2.MeshPacket()
-                heard.CopyFrom(packet)
-                if not heard.rx_time:
-                    heard.rx_time = int(self._wall())
-                if packet.to == self.node_num and heard.decoded.request_id:
-                    fw.traceroute_hop(heard, None, heard.rx_snr)  # the answer home: our SNR ends the way back
-                if heard.pki_encrypted and sender in self._known:
-                    heard.public_key = self._known[sender].public_key  # perhapsDecode: the key it opened with
-                self._to_client(heard, airtime_s=self._airtime_of(heard))
-            if packet.to == self.node_num and packet.want_ack and answer is None:
-                ack = self._ack_for(packet)
-            reply = self._nodeinfo_reply(packet)
-            answer_to = self.answer_request(packet) if packet.to == self.node_num and answer is None else None
-        if ack is not None:
-            self._transmit(ack)
-        if reply is not None:
-            self._transmit(reply)
-        if answer_to is not None:
-            self._transmit(answer_to)
-        if self.on_heard is not None and not packet.via_mqtt:
-            self.on_heard(packet)
-
-    def _transmit(self, packet: mesh_pb2.MeshPacket) -> str | None:
-        """Put a frame on air, unless lora.tx_enabled is off (RadioLibInterface::send drops it, the queue moves on)."""
-        if not self._radio.tx_enabled:
-            logger.debug("node %08x: tx disabled, %08x not sent", self.node_num, packet.id)
-            return None
-        return self.air.transmit(self, packet)
-
-    def _nodeinfo_reply(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket | None:
-        """NodeInfoModule::allocReply: a NodeInfo request to us is answered with our User, to the asker."""
-        decoded = packet.decoded
-        if packet.to != self.node_num or decoded.portnum != portnums_pb2.NODEINFO_APP or not decoded.want_response:
-            return None
-        reply = fw.node_info_packet(
-            sender=self.node_num, packet_id=self._ids.next(), user=self._own.user(), hop_limit=self._radio.hop_limit
-        )
-        reply.to = getattr(packet, "from")
-        if self.ok_to_mqtt:
-            reply.decoded.bitfield |= 1
-        return reply
-
-    def receive_from_mqtt(self, packet: mesh_pb2.MeshPacket) -> None:
-        """A packet a gateway downlinked (MQTT::onReceiveProto): handled as received, then flooded on air."""
-        self.receive_from_air(packet)
-        if packet.to != self.node_num and packet.hop_limit > 0:
-            relay = mesh_pb2.MeshPacket()
-            relay.CopyFrom(packet)
-            relay.hop_limit = packet.hop_limit - 1
-            relay.relay_node = self.node_num & 0xFF
-            self._transmit(relay)
-
-    def acknowledge(self, packet: mesh_pb2.MeshPacket) -> None:
-        """ACK a want_ack packet to us again: its sender retried it, so our first ACK was lost."""
-        with self._lock:
-            ack = self._ack_for(packet)
-        self._transmit(ack)
-
-    def on_queue_freed(self, free: int) -> None:
-        """The air's TX queue has room again: tell the client, which stops sending at free == 0."""
-        self._client.emit([fw.queue_status(res=0, packet_id=0, free=free)])
-
-    def _ack_for(self, packet: mesh_pb2.MeshPacket) -> mesh_pb2.MeshPacket:
-        """ReliableRouter::sniffReceived: an ACK with just enough hops to get back (RoutingModule)."""
-        hops = response_hop_limit(packet.hop_start, packet.hop_limit, self._radio.hop_limit)
-        ack = fw.routing_packet(
-            sender=self.node_num,
-            to=getattr(packet, "from"),
-            packet_id=self._ids.next(),
-            request_id=packet.id,
-            channel=packet.channel,
-            hop_limit=hops,
-            hop_start=hops,
-        )
-        if self.ok_to_mqtt:
-            ack.decoded.bitfield |= 1
-        return ack
-
-    def _airtime_of(self, packet: mesh_pb2.MeshPacket) -> float:
-        frame = fw.frame_len_on_air(packet, packet.pki_encrypted)
-        return airtime.time_on_air_s(frame, self._modem)
-
-    def _to_client(self, packet: mesh_pb2.MeshPacket, *, airtime_s: float = 0.0) -> None:
-        """Hand a packet to the client (now or once one connects) and record it."""
-        self._received.add(heard_of(packet, at=self._clock.now(), airtime_s=airtime_s))
-        self._client.emit([fw.from_radio(packet)])
-
     # ----- LinkHandler: called on the server's I/O thread ----------------------------------
 
     def on_connect(self, link: ClientLink) -> None:
@@ -421,13 +310,3 @@ class VirtualNode(ModulesApi, PhoneApi):
             self._handle_client_packet(session, message.packet)
         else:
             logger.debug("node %08x: ignoring ToRadio %s", self.node_num, kind)
-
-    # ----- timing ------------------------------------------------------------------------------
-
-    def _retransmit_interval(self, packet: mesh_pb2.MeshPacket) -> float:
-        if self._retransmit_s is not None:
-            return self._retransmit_s
-        return retransmission_delay_s(self._airtime_of(packet), self._modem, self.air.utilisation_percent(self))
-
-    def _queue_free(self) -> int:
-        return self.air.queue_free(self)
