@@ -38,7 +38,7 @@ QUESTIONS = (
     "What is air time?",
 )
 BOT = 0x0BB0_0001
-SPACING_S = 60.0  # mesh seconds between two questions (3 real seconds at time scale 20)
+SETTLE_S = 1.0  # real seconds between an answer and the next question
 
 
 def rss_mb() -> float:
@@ -130,15 +130,30 @@ def child(mode: str, questions: int, model_name: str) -> dict[str, Any]:
         daemon.start()
         console = next((c for c in daemon.companions if hasattr(c, "port")), None)
         print(json.dumps({"port": console.port if console else None}), flush=True)
+        # One question at a time, each once the last is answered: a question queued behind the last answer's
+        # pacing would time the queue, not the console (the first version of this bench did, and scattered 2x).
+        by_question: list[float | None] = []
+        up_by = time.monotonic() + 30
+        while not daemon.radio_up.is_set() and time.monotonic() < up_by:
+            time.sleep(0.05)
+        time.sleep(SETTLE_S)  # the handsets' NodeInfo exchange with the bot
         for i in range(questions):
             asker = mesh.node("Alice" if i % 2 == 0 else "Bob")
             text = f"{QUESTIONS[i % len(QUESTIONS)]} ({i + 1})"  # never the same text twice: repeats are ignored
-            mesh.scheduler.call_later(5.0 + i * SPACING_S, lambda a=asker, t=text: a.send_text(t, to=BOT))
-        # A question lost on air (a collision) would hold the run forever: give up on it after a while.
-        deadline = time.monotonic() + 30 + questions * (SPACING_S / 20 + (30 if model_name == "bundled" else 5))
-        while watcher.answered < questions and time.monotonic() < deadline:
-            time.sleep(0.2)
-        result = {"mode": mode, "ttff": watcher.ttff, "answered": watcher.answered, "rss_mb": rss_mb()}
+            mesh.scheduler.call_later(0.0, lambda a=asker, t=text: a.send_text(t, to=BOT))
+            # A question lost on air would hold the run forever: give up on it after a while.
+            seen, deadline = len(watcher.ttff), time.monotonic() + (60 if model_name == "bundled" else 10)
+            while watcher.answered <= i and time.monotonic() < deadline:
+                time.sleep(0.05)
+            by_question.append(watcher.ttff[seen] if len(watcher.ttff) > seen else None)
+            time.sleep(SETTLE_S)
+        result = {
+            "mode": mode,
+            "ttff": watcher.ttff,
+            "by_question": by_question,
+            "answered": watcher.answered,
+            "rss_mb": rss_mb(),
+        }
         print(json.dumps(result), flush=True)
         sys.stdin.readline()  # the parent's screenshot, if any, is taken meanwhile
         daemon.stop(grace_s=2.0)
@@ -218,7 +233,7 @@ def main() -> None:
     for r in range(args.rounds):
         for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
             last_on = mode == "on" and r == args.rounds - 1
-            runs.append(run_one(mode, args, args.screenshot if last_on else None))
+            runs.append({**run_one(mode, args, args.screenshot if last_on else None), "round": r})
             print(f"round {r + 1} {mode}: {_row(runs[-1])}", flush=True)
     _table(runs, args)
 
@@ -243,10 +258,22 @@ def _table(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         feed = f"{statistics.median(feeds):.1f}" if feeds else "-"
         print(f"{mode:<5} {sum(r['answered'] for r in mine):>8} {p50:>10.3f} {p95:>10.3f} {rss:>8.1f} {feed:>8}")
         figures[mode] = (p50, rss)
+    pairs = _paired(runs)
+    paired = statistics.median(pairs) if pairs else float("nan")
     print(
-        f"on/off: ttff p50 {figures['on'][0] / figures['off'][0]:.3f}x (target <= 1.02), "
+        f"on/off: ttff p50 {figures['on'][0] / figures['off'][0]:.3f}x, "
+        f"paired median {paired:.3f}x over {len(pairs)} questions (target <= 1.02), "
         f"RSS {figures['on'][1] - figures['off'][1]:+.1f} MB (target <= +25)"
     )
+
+
+def _paired(runs: list[dict[str, Any]]) -> list[float]:
+    """On/off ratios of the same question in the same round: the same prompt and seed, the page open or not."""
+    ratios = []
+    for r in {run["round"] for run in runs}:
+        off, on = ({run["mode"]: run for run in runs if run["round"] == r}[m]["by_question"] for m in ("off", "on"))
+        ratios += [b / a for a, b in zip(off, on, strict=True) if a and b]
+    return ratios
 
 
 if __name__ == "__main__":
