@@ -98,12 +98,15 @@ class Row:
         return self.follow.at_length(self.cold.tokens) / self.cold.first_fragment_s
 
 
-def ask(model, cfg, question: str, history: list[ChatTurn], *, whole: bool, asker: str) -> tuple[Timing, AnswerStream]:
+def ask(
+    model, cfg, question: str, history: list[ChatTurn], *, whole: bool, asker: str, follow_up=None
+) -> tuple[Timing, AnswerStream]:
     """Time to the first fragment of one answer, on the engine thread; `whole` reads every fragment sent."""
     budget, fragments = cfg.mesh.max_fragment_bytes, cfg.mesh.max_fragments
     request = build_generation(question, cfg, budget, fragments, history)
     # As the worker asks: the conversation names whose saved state this is (one kept per conversation).
-    request = dataclasses.replace(request, seed=SEED, conversation=asker)
+    # and, from memory, the history its next prompt will carry (the backend settles the state to it).
+    request = dataclasses.replace(request, seed=SEED, conversation=asker, next_history=follow_up)
     answer = AnswerStream(model, request, budget, fragments)
 
     def run() -> Timing:
@@ -292,7 +295,7 @@ class Turn:
     history: int  # exchanges in the follow-up's prompt
     prompt_tokens: int
     evaluated: int  # prompt tokens llama.cpp decoded for the follow-up (its own count)
-    shifted_out: int  # tokens removed from the saved state
+    shifted_out: int  # tokens removed from the conversation's state, before or after this answer
     answer_tokens: int
     decode_tok_s: float  # the whole follow-up's decode speed
 
@@ -306,13 +309,16 @@ def long_turn(model, cfg, memory: ConversationMemory, conv: int, turn: int) -> T
     """One follow-up (read whole, remembered) and the same question cold, in alternating order; re-read at 4+."""
     text = LONG[conv][turn - 1]
     query = long_query(text, 0x10000 + conv, 1000 * conv + turn)
-    history = list(memory.gather(query, Context()).history)
+    context = memory.gather(query, Context())
+    history = list(context.history)
     timings: dict[str, Timing] = {}
     for kind in ("cold", "follow") if (conv + turn) % 2 == 0 else ("follow", "cold"):
         if kind == "cold":  # asked by a newcomer: a conversation of its own
             timings[kind], _ = ask(model, cfg, text, [], whole=False, asker=f"newcomer{conv}-{turn}")
         else:
-            timings[kind], answer = ask(model, cfg, text, history, whole=True, asker=query.conversation_name)
+            timings[kind], answer = ask(
+                model, cfg, text, history, whole=True, asker=query.conversation_name, follow_up=context.follow_up
+            )
     stats = answer.stats
     memory.answered(query, text, answer.text)
     reread = None
@@ -328,7 +334,8 @@ def long_turn(model, cfg, memory: ConversationMemory, conv: int, turn: int) -> T
         len(history) // 2,
         stats.prompt_tokens,
         int(stats.extra.get("prompt_evaluated", -1)),
-        int(stats.extra.get("kv_shifted_out", 0)),
+        # Before this answer (from its saved state) or after it (the state settled for the next prompt).
+        int(stats.extra.get("kv_shifted_out", 0) + stats.extra.get("kv_settled_out", 0)),
         stats.completion_tokens,
         stats.extra.get("tokens_per_s", 0.0),
     )

@@ -15,6 +15,9 @@ resident memory (the daemon and the `meshtastic` library; the virtual node runs 
 printed every ``--sample-every`` seconds.
 
     .venv/bin/python bench/soak.py --askers 500 --hours 2 --preset SHORT_TURBO --region US
+
+``--model bundled`` answers with the bundled GGUF instead (run it slower, ``--scale 3``, so the model keeps up):
+its weights, its context and the saved KV states (`model.kv_cache_mb`) are then in the figure too.
 """
 
 from __future__ import annotations
@@ -200,6 +203,16 @@ def serve_node(conn: Connection, scale: float, preset: str, region: str) -> None
     node.stop()
 
 
+def _soak_model(name: str, clock: ScaledClock):  # type: ignore[no-untyped-def]
+    """The scripted model (pacing and the daemon's own memory), or the bundled GGUF (its states on top)."""
+    if name == "bundled":
+        from meshbot.core.config import ModelConfig
+        from meshbot.models.llama import load_model
+
+        return load_model(ModelConfig(seed=42, threads=2))  # the default kv_cache_mb and kv_spill_mb
+    return ScriptedModel(clock)
+
+
 def run_askers(args: argparse.Namespace) -> int:
     """N distinct askers in turn for the given hours; print the daemon's RSS over time."""
     clock = ScaledClock(args.scale)
@@ -222,21 +235,25 @@ def run_askers(args: argparse.Namespace) -> int:
     )
     events = Events()
     logging.getLogger("meshbot").addHandler(events)
-    daemon = build_daemon(cfg, model=ScriptedModel(clock), clock=clock)
+    model = _soak_model(args.model, clock)
+    daemon = build_daemon(cfg, model=model, clock=clock)
     daemon.start()
     out = sys.stdout
     out.write(
         f"{args.askers} distinct askers, a question every {args.ask_every:g}s, {args.hours:g} h simulated, "
-        f"{args.preset} {args.region}\n\n| simulated min | RSS MB | questions | answered | unreachable |\n"
-        "|---|---|---|---|---|\n"
+        f"{args.preset} {args.region}, model {getattr(model, 'name', args.model)}\n\n"
+        "| simulated min | RSS MB | saved KV states in RAM MB | questions | answered | unreachable |\n"
+        "|---|---|---|---|---|---|\n"
     )
     start = clock.now()
     asked, next_ask, next_sample = 0, start, start
     while True:
         now = clock.now()
         if now >= next_sample:
+            cache = getattr(model, "kv_cache", None)
+            states = f"{cache.nbytes / 1e6:.1f}" if cache is not None else "-"
             out.write(
-                f"| {(now - start) / 60:.0f} | {rss_mb():.1f} | {asked} | {events.counts[Event.ANSWERED]} "
+                f"| {(now - start) / 60:.0f} | {rss_mb():.1f} | {states} | {asked} | {events.counts[Event.ANSWERED]} "
                 f"| {events.counts[Event.UNREACHABLE]} |\n"
             )
             out.flush()
@@ -250,6 +267,7 @@ def run_askers(args: argparse.Namespace) -> int:
             next_ask += args.ask_every
         clock.sleep(0.5)
     daemon.stop(grace_s=5)
+    model.close()
     ours.send(None)
     node.join(10)
     return 0
@@ -264,6 +282,7 @@ def main() -> int:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--askers", type=int, default=0, help="measure RSS with this many distinct askers")
     parser.add_argument("--ask-every", type=float, default=10.0, help="simulated seconds between questions")
+    parser.add_argument("--model", choices=("scripted", "bundled"), default="scripted", help="with --askers")
     parser.add_argument("--sample-every", type=float, default=600.0, help="simulated seconds between RSS rows")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -77,6 +77,9 @@ ALICE, BOB = 0x0A0A0A0A, 0x0B0B0B0B
 # A short history bound and reply cap: the bound is passed by the 4th turn, as with the defaults (1,024 tokens,
 # 384-token answers), in a fraction of the time.
 CFG = Config.model_validate({"memory": {"max_history_tokens": 240}, "model": {"max_tokens_cap": 72}})
+# ChatML's tokens between an answer and a question's text, and after the question: "<|im_end|>", "\n",
+# "<|im_start|>", "user", "\n" ... "<|im_end|>", "\n", "<|im_start|>", "assistant", "\n", with room to spare.
+TEMPLATE_TOKENS = 14
 # The bundled model answers the first in markdown (bold list items), which the answer's tidying removes.
 QUESTIONS = (
     "Tell me in detail how to plan a long hike.",
@@ -109,18 +112,25 @@ def question(text: str, sender: int, packet_id: int) -> Query:
     return Query(msg, Accept(Kind.ASK, text, sender, 0, True), 0.0, query_id=packet_id)
 
 
-def answer(model, memory: ConversationMemory, query: Query, max_tokens: int = 72) -> tuple[GenerationStats, int]:
-    """Answer as the worker does (history from memory, whole answer read); the stats and the history's length."""
-    return answered(Written(model), memory, query, max_tokens)[0:2]
+def answer(
+    model, memory: ConversationMemory, query: Query, max_tokens: int = 72, *, promise: bool = False
+) -> tuple[GenerationStats, int]:
+    """Answer as the worker does (history from memory, whole answer read); the stats and the history's length.
+
+    `promise`: the request says, as the worker's does, what history the next prompt will carry.
+    """
+    return answered(Written(model), memory, query, max_tokens, promise=promise)[0:2]
 
 
 def answered(
-    model: Written, memory: ConversationMemory, query: Query, max_tokens: int = 72
+    model: Written, memory: ConversationMemory, query: Query, max_tokens: int = 72, *, promise: bool = False
 ) -> tuple[GenerationStats, int, AnswerStream]:
     """`answer`, with the answer as sent (tidied, filtered, fragmented) and what memory keeps of it: its text."""
     context = memory.gather(query, Context())
     request = build_generation(query.decision.question, CFG, 200, CFG.mesh.max_fragments, context.history)
     request = dataclasses.replace(request, seed=7, conversation=query.conversation_name, max_tokens=max_tokens)
+    if promise:
+        request = dataclasses.replace(request, next_history=context.follow_up)
     stream = AnswerStream(model, request, 200, CFG.mesh.max_fragments)
     list(stream)  # every fragment, and past the fragment cap the text kept for "more": memory keeps it all
     memory.answered(query, query.decision.question, stream.text)
@@ -146,6 +156,28 @@ def test_the_sixth_turn_past_the_history_bound_evaluates_only_its_own_question(b
         assert stats.extra["kv_restored"] == 1.0
         assert stats.extra["prompt_evaluated"] <= cold.extra["prompt_evaluated"] + 8
     assert sixth.extra["prompt_evaluated"] < sixth.prompt_tokens / 10
+
+
+@pytest.mark.model
+def test_past_the_bound_the_state_is_shifted_after_the_answer_and_the_next_question_restores_it_whole(
+    bundled_model,
+) -> None:
+    # As the worker asks: each request carries the history its follow-up will have. The oldest exchange then
+    # leaves the saved state while the answer is paced on air, and the next question finds a state holding its
+    # whole prompt but its own words: no shift on its path (no K-shift, no attention over removed cells).
+    memory = ConversationMemory(MemoryTable(Store(":memory:")), CFG, bundled_model.count_tokens)
+    turns: list[tuple[GenerationStats, int]] = []
+    for n, text in enumerate(QUESTIONS, 1):
+        turns.append(answer(bundled_model, memory, question(text, ALICE, n), promise=True))
+        answer(bundled_model, memory, question(f"What is {n} plus {n}?", BOB + n, 100 + n), max_tokens=4)
+    assert turns[-1][1] < 5  # the history passed its bound
+    assert any(stats.extra["kv_settled_out"] > 0 for stats, _ in turns[2:])
+    for text, (stats, _) in zip(QUESTIONS[1:], turns[1:], strict=True):
+        assert stats.extra["kv_restored"] == 1.0 and stats.extra["kv_shifted_out"] == 0.0
+        # llama.cpp's own count: the question and the template's tokens around it (a few), not the history.
+        own = bundled_model.count_tokens(text) + TEMPLATE_TOKENS
+        assert stats.extra["prompt_evaluated"] <= own
+        assert stats.extra["cached_tokens"] >= stats.prompt_tokens - own
 
 
 @pytest.mark.model

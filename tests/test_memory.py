@@ -140,6 +140,25 @@ def test_the_token_bound_leaves_out_the_oldest_exchanges_first(
     assert [content for role, content in history(last) if role == "user"] == ["question 02", "question 03"]
 
 
+@pytest.mark.parametrize("bounds", [{"memory.max_history_tokens": 140, "memory.turns": 10}, {"memory.turns": 2}])
+def test_the_history_promised_to_the_backend_is_the_one_the_next_prompt_carries(
+    radio: FakeRadio, model: FakeModel, clock: VirtualClock, bounds: dict
+) -> None:
+    # A backend that keeps states settles each to the history the conversation's next prompt will carry (the
+    # llama backend shifts the oldest exchange out there, off the next question's path): the promise must hold
+    # as the bounds leave exchanges out, by tokens or by turns.
+    model.queue(*["word " * (3 + 4 * n) + "end." for n in range(6)])
+    daemon = start(radio, model, clock, Store(":memory:"), **bounds)
+    requests = [ask(daemon, radio, model, dm(f"question {n:02d}", packet_id=n)) for n in range(1, 7)]
+    daemon.stop(grace_s=1)
+    assert len(history(requests[-1])) < 10  # the bound left exchanges out
+    for n, (this, following) in enumerate(zip(requests, requests[1:], strict=False), 1):
+        kept = following.turns[-2].content  # this answer as memory kept it
+        assert this.next_history is not None
+        promised = this.next_history(f"question {n:02d}", kept)
+        assert [(t.role, t.content) for t in promised] == history(following)
+
+
 def test_the_turn_bound_keeps_the_newest_exchanges(radio: FakeRadio, model: FakeModel, clock: VirtualClock) -> None:
     model.queue("A1.", "A2.", "A3.", "A4.")
     daemon = start(radio, model, clock, Store(":memory:"), **{"memory.turns": 2})

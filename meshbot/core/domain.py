@@ -211,6 +211,10 @@ class Asker:
     hops: int | None = None
 
 
+# (question as remembered, answer as kept) -> the next prompt's history: see `Context.follow_up`.
+FollowUp = Callable[[str, str], tuple[ChatTurn, ...]]
+
+
 @dataclass(frozen=True)
 class Context:
     """What goes into a question's prompt besides the question: history, notes, the asker."""
@@ -219,6 +223,9 @@ class Context:
     notes: tuple[Note, ...] | None = None  # None: no knowledge configured; (): nothing relevant found
     asker: Asker | None = None
     mesh: str | None = None  # the mesh facts block, for a question about the mesh (None: not about it)
+    # The history the conversation's next prompt will carry, given this question and answer as memory keeps them:
+    # None without memory. Not compared.
+    follow_up: FollowUp | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,10 @@ class Generation:
     # backend keeps for the follow-up holds that text, token for token as its history renders it. None: the
     # pieces joined and stripped. Not compared: two requests alike ask for the same answer.
     kept_answer: Callable[[Sequence[str]], str] | None = field(default=None, compare=False)
+    # The history the conversation's next prompt will carry after this exchange (memory's bounds applied): a
+    # backend that keeps states settles to it, so a conversation past its bound leaves its oldest exchange out
+    # here, off the next question's path. None: this prompt's history plus this exchange.
+    next_history: FollowUp | None = field(default=None, compare=False)
 
 
 @dataclass

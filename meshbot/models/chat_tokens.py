@@ -6,10 +6,11 @@ given this very formatter as its chat handler, so both agree token for token.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from meshbot.core.domain import ChatTurn
+from meshbot.core.domain import ChatTurn, Generation
 
 # Invisible separators: no template writes them, so where they land in a rendered chat is where a message was.
 _ANSWER, _QUESTION = "\u2063A\u2063", "\u2063Q\u2063"
@@ -59,3 +60,27 @@ class ChatTokens:
         prompt = self._render([*turns, ChatTurn("assistant", answer), ChatTurn("user", _QUESTION)])
         end = prompt.rfind(_QUESTION)  # the last: an answer could hold the marker itself
         return self._tokens(prompt[:end]) if end >= 0 else None
+
+    def follow_up_starts(
+        self, turns: Sequence[ChatTurn], request: Generation, written: Sequence[str]
+    ) -> list[list[int]]:
+        """What the follow-up's prompt may start with, up to its question, this answer as memory keeps it.
+
+        First, with `request.next_history`, the history as memory will bound it: past the bound it has left the
+        oldest exchange out. Then this prompt's history with this exchange (`through_answer`).
+        """
+        question = turns[-1].content if turns and turns[-1].role == "user" else ""
+        if request.remembered is not None and request.conversation is not None and question:
+            question = request.remembered  # the question without its notes
+            turns = (*turns[:-1], ChatTurn("user", question))
+        # The text memory keeps (tidied, and whole where the length limit cut the last token's evaluation) seldom
+        # tokenizes as sampled: the state holds the follow-up's own tokens instead, so it re-reads none of them.
+        kept = request.kept_answer(written) if request.kept_answer is not None else "".join(written).strip()
+        starts = []
+        if request.next_history is not None and request.conversation is not None:
+            following = request.next_history(question, kept)
+            if following and following[-1].role == "assistant":
+                system = tuple(itertools.takewhile(lambda t: t.role == "system", turns))
+                starts.append(self.through_answer((*system, *following[:-1]), following[-1].content))
+        starts.append(self.through_answer(turns, kept))
+        return [start for start in starts if start is not None]

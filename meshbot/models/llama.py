@@ -355,19 +355,15 @@ class LlamaModel(BaseModel):
             # Closing stops llama.cpp at once when our consumer has heard enough.
             chunks.close()
             self._finish_stats(stats, fit, finish, started)
-            self._states.save(fit.prompt_tokens, self._settled(fit, request, finish, written), request.conversation)
+            self._states.save(
+                fit.prompt_tokens, self._settled(fit, request, finish, written), request.conversation, stats
+            )
 
-    def _settled(self, fit: Fit, request: Generation, finish: str | None, written: list[str]) -> list[int] | None:
-        """The follow-up's prompt up to its question, this answer as memory keeps it; None: as the engine holds it."""
+    def _settled(self, fit: Fit, request: Generation, finish: str | None, written: list[str]) -> list[list[int]]:
+        """What the follow-up's prompt may start with, memory's promise first (empty: as the engine holds it)."""
         if finish not in ("stop", "length"):
-            return None  # stopped by its reader: no follow-up's history holds this answer
-        turns = fit.turns
-        if request.remembered is not None and request.conversation is not None and turns[-1].role == "user":
-            turns = (*turns[:-1], ChatTurn("user", request.remembered))  # the question without its notes
-        # The text memory keeps (tidied, and whole where the length limit cut the last token's evaluation) seldom
-        # tokenizes as sampled: the state holds the follow-up's own tokens instead, so it re-reads none of them.
-        kept = request.kept_answer(written) if request.kept_answer is not None else "".join(written).strip()
-        return self._chat.through_answer(turns, kept)
+            return []  # stopped by its reader: no follow-up's history holds this answer
+        return self._chat.follow_up_starts(fit.turns, request, written)
 
     def _finish_stats(self, stats: GenerationStats, fit: Fit, finish: str | None, started: float) -> None:
         # The engine evaluated the prompt and every sampled token but the last one; the

@@ -25,7 +25,7 @@ from typing import Literal
 
 from meshbot.core import limits
 from meshbot.core.config import AnswersConfig, Config
-from meshbot.core.domain import Asker, ChatTurn, Generation, GenerationStats, Model, Note
+from meshbot.core.domain import Asker, ChatTurn, FollowUp, Generation, GenerationStats, Model, Note
 from meshbot.core.events import Event
 from meshbot.core.fragmenter import Fragment, StreamFragmenter
 from meshbot.core.grounding import check_facts, extractive, is_chat, key_sentence
@@ -100,6 +100,7 @@ class Asked:
     conversation: str | None = None
     mesh: str | None = None  # the node directory's facts for a question about the mesh (service/mesh_context.py)
     max_tokens: int | None = None  # a tighter cap than the budget's (power economy)
+    follow_up: FollowUp | None = None  # the next prompt's history after this exchange (memory's Context.follow_up)
 
 
 class AnswerStream:
@@ -284,7 +285,8 @@ class Answerer:
             mesh=mesh,
         )  # fmt: skip
         max_tokens = min(request.max_tokens, asked.max_tokens or request.max_tokens)
-        request = Generation(request.turns, max_tokens, asked.seed, asked.conversation, request.remembered)
+        request = Generation(request.turns, max_tokens, asked.seed, asked.conversation, request.remembered,
+                             next_history=asked.follow_up)  # fmt: skip
         if self.mode == "open" or chat or not (notes or mesh):
             return AnswerStream(self.model, request, *args, question=asked.question, path="open")
         # The directory's facts are checked like a note's: a battery figure the model changed is not sent.

@@ -12,6 +12,7 @@ several workers the shared one (cluster.memory.SharedMemory); `app.compose` choo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -93,12 +94,20 @@ class ConversationMemory:
             node, channel = query.conversation
             history = self._recall(node, channel, query.decision.question)
             self._table.save_snapshot(asked(query), node, channel, history)
-        turns: list[ChatTurn] = []
-        for exchange in history:
-            turns += [ChatTurn("user", exchange.question), ChatTurn("assistant", exchange.answer)]
-        if turns:
+        if history:
             log.debug("q%d asked with %d earlier exchange(s)", query.query_id, len(history))
-        return dataclasses.replace(context, history=context.history + tuple(turns))
+        follow_up = functools.partial(self.following, tuple(history))
+        return dataclasses.replace(context, history=context.history + _turns(history), follow_up=follow_up)
+
+    def following(self, history: Sequence[Exchange], question: str, answer: str) -> tuple[ChatTurn, ...]:
+        """The history the next question will be asked with, once this exchange is remembered.
+
+        The bounds as `_recall` applies them, with the room a short next question leaves (the configured bound,
+        as a rule): a backend settles its state to this, so the next prompt finds it already in shape.
+        """
+        kept = [*history, self._exchange(question, answer)] if answer.strip() else list(history)  # as `answered`
+        exchanges = kept[-self._mem.turns :] if self._mem.turns else []
+        return _turns(_newest_fitting(exchanges, self.history_room("")))
 
     def answered(self, query: Query, question: str, answer: str) -> None:
         """Remember the exchange in the conversation the question was asked in."""
@@ -106,10 +115,13 @@ class ConversationMemory:
             return
         snapshot = self._table.snapshot(asked(query))
         node, channel = (snapshot.node, snapshot.channel) if snapshot else query.conversation
-        tokens = self._count(question) + self._count(answer) + 2 * MESSAGE_OVERHEAD_TOKENS
-        exchange = Exchange(question, answer, tokens, self._table.now())
+        exchange = self._exchange(question, answer)
         # One exchange more than a prompt may hold: whether a history left an older one out stays visible.
         self._table.add(node, channel, asked(query), exchange, self._kept(), self._mem.idle_expiry_s)
+
+    def _exchange(self, question: str, answer: str) -> Exchange:
+        tokens = self._count(question) + self._count(answer) + 2 * MESSAGE_OVERHEAD_TOKENS
+        return Exchange(question, answer, tokens, self._table.now())
 
     def _kept(self) -> int:
         return self._mem.turns + 1 if self._mem.turns else 0
@@ -156,16 +168,7 @@ class ConversationMemory:
                 extra={"event": Event.MEMORY_EXPIRED, "exchanges": removed},
             )
             return []
-        room = self.history_room(question)
-        kept: list[Exchange] = []
-        used = 0
-        for exchange in reversed(recent):  # newest first: the oldest are the ones left out
-            if used + exchange.tokens > room:
-                break
-            kept.append(exchange)
-            used += exchange.tokens
-        kept.reverse()
-        return kept
+        return _newest_fitting(recent, self.history_room(question))
 
     def history_room(self, question: str) -> int:
         """Tokens history may take for `question`: the configured bound, and what n_ctx leaves over."""
@@ -177,3 +180,23 @@ class ConversationMemory:
             + self._cfg.model.max_tokens_cap
         )
         return max(0, min(self._mem.max_history_tokens, self._cfg.model.n_ctx - fixed))
+
+
+def _newest_fitting(exchanges: Sequence[Exchange], room: int) -> list[Exchange]:
+    """The newest of `exchanges` whose tokens fit in `room` together, oldest first."""
+    kept: list[Exchange] = []
+    used = 0
+    for exchange in reversed(exchanges):  # newest first: the oldest are the ones left out
+        if used + exchange.tokens > room:
+            break
+        kept.append(exchange)
+        used += exchange.tokens
+    kept.reverse()
+    return kept
+
+
+def _turns(exchanges: Sequence[Exchange]) -> tuple[ChatTurn, ...]:
+    turns: list[ChatTurn] = []
+    for exchange in exchanges:
+        turns += [ChatTurn("user", exchange.question), ChatTurn("assistant", exchange.answer)]
+    return tuple(turns)

@@ -130,6 +130,7 @@ class Worker:
             query.conversation_name,
             mesh=context.mesh,
             max_tokens=cap,
+            follow_up=context.follow_up,
         )
         started = self._clock.now()
         mark = self._power.energy.begin() if self._power is not None else None
