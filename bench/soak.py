@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ctypes
 import logging
 import multiprocessing
-import os
 import random
 import sys
 import tempfile
@@ -187,10 +187,48 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def rss_mb(pid: int | str = "self") -> float:
-    """A process's resident memory in MB (Linux /proc)."""
-    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+    ]
+
+
+def malloc_free_mb() -> str:
+    """Free memory glibc's heaps hold (all arenas): what the holes freed buffers leave keep resident."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):  # not glibc (or older than 2.33)
+        return "-"
+    mallinfo2.restype = _MallInfo2
+    return f"{mallinfo2().fordblks / 1e6:.1f}"
+
+
+def _mappings() -> Iterator[tuple[str, float, float]]:
+    """Each mapping of this process: its name, size and resident MB (Linux /proc/self/smaps)."""
+    name, size = "", 0.0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and not head[0].endswith(":"):
+            low, high = (int(x, 16) for x in head[0].split("-"))
+            name, size = (head[5] if len(head) > 5 else ""), (high - low) / 1e6
+        elif head[0] == "Rss:":
+            yield name, size, int(head[1]) * 1024 / 1e6
+
+
+def memory_cells() -> str:
+    """RSS, then where it is: model weights, llama.cpp's context buffers, saved states, the rest; malloc's free."""
+    weights = buffers = states = total = 0.0
+    for name, size, rss in _mappings():
+        total += rss
+        if name.endswith(".gguf"):
+            weights += rss
+        elif name.startswith("/dev/zero"):  # shared anonymous pages: the saved states (`prompt_cache.pages`)
+            states += rss
+        elif not name and size > 64:  # over malloc's 64 MB arena heaps: ggml's KV and compute buffers
+            buffers = max(buffers, rss)
+    rest = total - weights - buffers - states
+    return f"{total:.1f} | {weights:.1f} | {buffers:.1f} | {states:.1f} | {rest:.1f} | {malloc_free_mb()}"
 
 
 def serve_node(conn: Connection, scale: float, preset: str, region: str) -> None:
@@ -242,18 +280,17 @@ def run_askers(args: argparse.Namespace) -> int:
     out.write(
         f"{args.askers} distinct askers, a question every {args.ask_every:g}s, {args.hours:g} h simulated, "
         f"{args.preset} {args.region}, model {getattr(model, 'name', args.model)}\n\n"
-        "| simulated min | RSS MB | saved KV states in RAM MB | questions | answered | unreachable |\n"
-        "|---|---|---|---|---|---|\n"
+        "| simulated min | RSS MB | model weights | llama.cpp buffers | saved KV states | the rest "
+        "| malloc's free | questions | answered | unreachable |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     start = clock.now()
     asked, next_ask, next_sample = 0, start, start
     while True:
         now = clock.now()
         if now >= next_sample:
-            cache = getattr(model, "kv_cache", None)
-            states = f"{cache.nbytes / 1e6:.1f}" if cache is not None else "-"
             out.write(
-                f"| {(now - start) / 60:.0f} | {rss_mb():.1f} | {states} | {asked} | {events.counts[Event.ANSWERED]} "
+                f"| {(now - start) / 60:.0f} | {memory_cells()} | {asked} | {events.counts[Event.ANSWERED]} "
                 f"| {events.counts[Event.UNREACHABLE]} |\n"
             )
             out.flush()

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 from collections.abc import Sequence
 from typing import Any
 
 from meshbot.core.config import ModelConfig
 from meshbot.core.domain import GenerationStats
 from meshbot.models.kv_shift import Shift, find_shift
-from meshbot.models.prompt_cache import PrefixCache, Saved, SpillDir, common_prefix
+from meshbot.models.prompt_cache import PrefixCache, Saved, SpillDir, common_prefix, pages
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,15 @@ class EngineStates:
         return decoded - generated
 
     def _load(self, saved: Saved) -> bool:
-        llm, size = self._llm, len(saved.data)
-        # llama.cpp only reads it: a pointer into the bytes, not a copy (30 MB, 15-60 ms on the first token's path).
-        buffer = ctypes.cast(ctypes.c_char_p(saved.data), ctypes.POINTER(ctypes.c_uint8))
-        if self._lib.llama_state_set_data(llm._ctx.ctx, buffer, size) != size:
+        llm, data, size = self._llm, saved.data, len(saved.data)
+        # llama.cpp only reads it: a pointer to the saved bytes, not a copy (30 MB, 15-60 ms on the first token's path).
+        if isinstance(data, mmap.mmap):
+            buffer: Any = (ctypes.c_uint8 * size).from_buffer(data)
+        else:
+            buffer = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
+        read = self._lib.llama_state_set_data(llm._ctx.ctx, buffer, size)
+        del buffer  # the mapping's export: held, the state could not be unmapped when dropped
+        if read != size:
             log.warning("could not restore a saved KV state; evaluating the whole prompt")
             llm.reset()
             return False
@@ -138,14 +144,24 @@ class EngineStates:
             stats.extra["kv_settled_out"] = float(self._settle(prompt_tokens, settled))
             if self.cache is None or llm.n_tokens == 0:
                 return
-            ctx = llm._ctx.ctx
-            size = self._lib.llama_state_get_size(ctx)
-            buffer = (ctypes.c_uint8 * size)()
-            written = self._lib.llama_state_get_data(ctx, buffer, size)
-            self.cache.put(llm.input_ids[: llm.n_tokens].tolist(), ctypes.string_at(buffer, written), conversation)
+            self.cache.put(llm.input_ids[: llm.n_tokens].tolist(), self._state(), conversation)
         except (RuntimeError, ValueError, MemoryError) as exc:  # a lost cache entry only costs time
             log.warning("could not save the KV state for reuse: %s", exc)
             llm.reset()
+
+    def _state(self) -> mmap.mmap:
+        """The engine's state, written by llama.cpp straight into pages of its own."""
+        ctx = self._llm._ctx.ctx
+        size = self._lib.llama_state_get_size(ctx)
+        data = pages(size)
+        buffer = (ctypes.c_uint8 * size).from_buffer(data)
+        written = self._lib.llama_state_get_data(ctx, buffer, size)
+        del buffer
+        if written == size:
+            return data
+        exact = pages(written)  # `_load` hands llama.cpp the whole mapping: it must be the state's exact size
+        exact[:] = data[:written]
+        return exact
 
     def _settle(self, prompt_tokens: int, settled: Sequence[list[int]]) -> int:
         """Evaluate, as one batch, what the chosen target holds past the part it shares with the engine's state.

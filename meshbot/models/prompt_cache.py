@@ -9,6 +9,7 @@ entries go once the total passes the capacity.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -29,12 +30,29 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def pages(size: int) -> mmap.mmap:
+    """Zeroed RAM for one saved state, mapped on its own, so that dropping the state gives it back to the OS."""
+    # States are 5-30 MB and differ in size. Through malloc, glibc's sliding mmap threshold puts them on the heap
+    # once one is freed, and the holes they leave keep the process far above the states in use (measured: 230 MB
+    # of free heap behind 128 MB of states, still growing after two hours).
+    return mmap.mmap(-1, max(size, 1))
+
+
+def read_pages(path: Path) -> mmap.mmap:
+    """A spilled state read back into `pages` of its own."""
+    with path.open("rb") as file:
+        data = pages(os.fstat(file.fileno()).st_size)
+        if file.readinto(data) != len(data):
+            raise OSError(f"{path}: shorter than it was written")
+    return data
+
+
 @dataclass(frozen=True)
 class Saved:
     """One saved state: the tokens it holds, the engine's opaque bytes and whose conversation it is."""
 
     tokens: tuple[int, ...]
-    data: bytes
+    data: bytes | mmap.mmap
     conversation: str | None = None
 
     @property
@@ -134,7 +152,7 @@ class SpillDir:
         """Read a spilled state back (it leaves the directory); None if its file is gone."""
         path, _, conversation = self._entries[key]
         try:
-            data = path.read_bytes()
+            data: mmap.mmap | None = read_pages(path)
         except OSError as exc:
             log.warning("could not read a spilled KV state back: %s", exc)
             data = None
@@ -207,7 +225,7 @@ class PrefixCache:
         self.put(entry.tokens, entry.data, entry.conversation)  # back in RAM, most recent
         return (entry, spilled[1]) if entry.tokens in self._entries else None
 
-    def put(self, tokens: Sequence[int], data: bytes, conversation: str | None = None) -> None:
+    def put(self, tokens: Sequence[int], data: bytes | mmap.mmap, conversation: str | None = None) -> None:
         """Save a state; the ones it supersedes are dropped, then the oldest until it fits.
 
         Superseded: an entry whose tokens it extends, or an older state of the same conversation (a
